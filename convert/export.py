@@ -1,0 +1,135 @@
+"""torch -> ONNX export of the image encoder and the prompt-encoder + mask-decoder.
+
+The decoder wrapper is written here rather than taken from the official
+``SamOnnxModel`` because that one (a) picks a single mask with a
+points-count heuristic the official predictor does not use, (b) repeats the
+embedding per prompt with ``repeat_interleave`` and (c) computes the resize
+shape in float32. This one returns all four mask tokens (the runtime slices
+``[1:]`` or ``[0:1]`` exactly as ``MaskDecoder.forward`` does) and broadcasts
+one embedding over a dynamic prompt batch.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgesam.specs import EMBED_SHAPE, IMAGE_SIZE, LOWRES
+
+ENCODER_INPUTS = {"image": [1, 3, IMAGE_SIZE, IMAGE_SIZE]}
+ENCODER_OUTPUTS = {"image_embeddings": list(EMBED_SHAPE)}
+DECODER_INPUTS = {
+    "image_embeddings": list(EMBED_SHAPE),
+    "point_coords": ["B", "N", 2],  # 1024-frame (after apply_coords), XY
+    "point_labels": ["B", "N"],  # 1/0 point, 2/3 box corners, -1 padding
+    "mask_input": ["M", 1, LOWRES, LOWRES],  # M = 1 (shared) or B
+    "has_mask_input": ["M"],
+}
+DECODER_OUTPUTS = {"iou_predictions": ["B", 4], "low_res_masks": ["B", 4, LOWRES, LOWRES]}
+
+
+class EncoderWrapper(nn.Module):
+    """Normalised, padded NCHW image -> 1x256x64x64 embedding (normalisation lives in preprocessing)."""
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        self.encoder = sam.image_encoder
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.encoder(image)
+
+
+class DecoderWrapper(nn.Module):
+    """Prompt encoder + mask decoder for B prompts sharing one image embedding."""
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        pe = sam.prompt_encoder
+        self.pe_layer = pe.pe_layer
+        self.point_embeddings = pe.point_embeddings
+        self.not_a_point = pe.not_a_point_embed
+        self.mask_downscaling = pe.mask_downscaling
+        self.no_mask = pe.no_mask_embed
+        self.decoder = sam.mask_decoder
+        # The dense positional encoding depends on nothing but weights: bake it in.
+        self.register_buffer("image_pe", pe.get_dense_pe().detach().clone(), persistent=False)
+        self.img_size = float(IMAGE_SIZE)
+
+    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        # Branch-free form of PromptEncoder._embed_points/_embed_boxes: corners are labels 2/3.
+        emb = self.pe_layer._pe_encoding((coords + 0.5) / self.img_size)
+        lab = labels.unsqueeze(-1)
+        emb = emb * (lab != -1).to(emb.dtype) + self.not_a_point.weight * (lab == -1).to(emb.dtype)
+        for i, table in enumerate(self.point_embeddings):
+            emb = emb + table.weight * (lab == i).to(emb.dtype)
+        return emb
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        sparse = self.embed_points(point_coords, point_labels)
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        dense = has * self.mask_downscaling(mask_input) + (1 - has) * self.no_mask.weight.reshape(1, -1, 1, 1)
+        md = self.decoder
+        b = sparse.shape[0]
+        tokens = torch.cat([md.iou_token.weight, md.mask_tokens.weight], dim=0)
+        tokens = torch.cat([tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)
+        src = (image_embeddings + dense).expand(b, -1, -1, -1)
+        pos = self.image_pe.expand(b, -1, -1, -1)
+        _, c, h, w = image_embeddings.shape
+        hs, src = md.transformer(src, pos, tokens)
+        iou_token = hs[:, 0, :]
+        mask_tokens = hs[:, 1:1 + md.num_mask_tokens, :]
+        up = md.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
+        hyper = torch.stack([mlp(mask_tokens[:, i, :]) for i, mlp in enumerate(md.output_hypernetworks_mlps)], 1)
+        uc, uh, uw = up.shape[1:]
+        masks = (hyper @ up.reshape(b, uc, uh * uw)).reshape(b, -1, uh, uw)
+        return md.iou_prediction_head(iou_token), masks
+
+
+def dummy_decoder_inputs(b: int = 2, n: int = 3, m: int = 1, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, size=(b, n)).astype(np.float32)
+    labels[:, -1] = -1
+    return {
+        "image_embeddings": rng.standard_normal(EMBED_SHAPE).astype(np.float32),
+        "point_coords": rng.uniform(0, IMAGE_SIZE, size=(b, n, 2)).astype(np.float32),
+        "point_labels": labels,
+        "mask_input": rng.standard_normal((m, 1, LOWRES, LOWRES)).astype(np.float32),
+        "has_mask_input": np.ones((m,), np.float32),
+    }
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    inputs: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+
+
+def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
+            opset: int) -> None:
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic are expected here
+        torch.onnx.export(module, args, str(path), input_names=list(input_names),
+                          output_names=list(output_names), dynamic_axes=dynamic_axes,
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+def export_encoder(sam: nn.Module, path: Path, opset: int) -> ExportResult:
+    x = torch.randn(*ENCODER_INPUTS["image"])
+    _export(EncoderWrapper(sam).eval(), (x,), path, ENCODER_INPUTS, ENCODER_OUTPUTS, None, opset)
+    return ExportResult(path, ENCODER_INPUTS, ENCODER_OUTPUTS)
+
+
+def export_decoder(sam: nn.Module, path: Path, opset: int) -> ExportResult:
+    feeds = dummy_decoder_inputs()
+    args = tuple(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS)
+    dyn = {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"},
+           "mask_input": {0: "M"}, "has_mask_input": {0: "M"},
+           "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
+    _export(DecoderWrapper(sam).eval(), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
+    return ExportResult(path, DECODER_INPUTS, DECODER_OUTPUTS)

@@ -1,0 +1,113 @@
+"""Building torch SAM / MobileSAM models: from an official checkpoint or seeded random weights."""
+from __future__ import annotations
+
+import pickle
+import warnings
+import zipfile
+from pathlib import Path
+
+import torch
+
+from edgesam.errors import CheckpointError
+from edgesam.specs import get_spec, guess_model
+
+
+def build_model(name: str) -> torch.nn.Module:
+    """An uninitialised-by-checkpoint model of the named architecture, in eval mode on CPU."""
+    spec = get_spec(name)
+    if spec.family == "mobilesam":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from mobile_sam import sam_model_registry
+    else:
+        from segment_anything import sam_model_registry
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # timm's deprecation and registry-overwrite warnings
+        model = sam_model_registry[name](checkpoint=None)
+    return model.eval()
+
+
+@torch.no_grad()
+def perturb_(model: torch.nn.Module, seed: int) -> None:
+    """Add seeded noise to every floating tensor of the state_dict.
+
+    Default inits leave LayerNorm weights at 1, biases and some embeddings at 0:
+    a parity check over such layers cannot catch a dropped bias or a swapped
+    affine, so every tensor is made non-trivial.
+    """
+    gen = torch.Generator().manual_seed(seed + 1)
+    for key, t in model.state_dict().items():
+        if not t.is_floating_point():
+            continue  # index buffers (TinyViT attention_bias_idxs, num_batches_tracked)
+        noise = torch.randn(t.shape, generator=gen, dtype=t.dtype)
+        if key.endswith("running_var"):
+            t.mul_(torch.exp(0.1 * noise))  # must stay positive
+            continue
+        scale = float(t.std()) if t.numel() > 1 else 0.0
+        t.add_(noise * (0.1 * scale if scale > 1e-6 else 0.05))
+
+
+def random_model(name: str, seed: int) -> torch.nn.Module:
+    """Seeded random weights ("untrained"): same seed, same weights, on any host."""
+    torch.manual_seed(seed)
+    model = build_model(name)
+    perturb_(model, seed)
+    return model
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """Load a plain state_dict with ``weights_only=True`` (no code in a pickle ever runs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint is empty (0 bytes)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused by weights_only loading, the file holds more than "
+                              f"tensors (possibly code): {first[:200]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: not a readable torch checkpoint (corrupt or truncated?): "
+                              f"{first[:200]}") from None
+    if isinstance(obj, dict) and set(obj) & {"model", "state_dict"} and len(obj) <= 4:
+        inner = obj.get("model", obj.get("state_dict"))
+        if isinstance(inner, dict):
+            obj = inner  # training checkpoints wrap the weights; official ones do not
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path}: not a state_dict (expected a dict of name -> tensor, "
+                              f"got {type(obj).__name__})")
+    return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
+
+
+def model_from_checkpoint(name: str, path: str | Path) -> torch.nn.Module:
+    """Build ``name`` and load the checkpoint strictly, with one clear error if it does not fit."""
+    sd = load_state_dict(path)
+    looks = guess_model(sd.keys(), {k: tuple(v.shape) for k, v in sd.items()})
+    if looks is None:
+        raise CheckpointError(f"{path}: keys look like no SAM/MobileSAM model "
+                              f"(e.g. {', '.join(list(sd)[:3])})")
+    if looks != name:
+        raise CheckpointError(f"{path}: checkpoint looks like {looks}, not {name}; pass --model {looks}"
+                              if looks in ("vit_t", "vit_b", "vit_l", "vit_h") else
+                              f"{path}: checkpoint looks like {looks}, not {name}")
+    model = build_model(name)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in sd]
+    extra = [k for k in sd if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected keys (e.g. {extra[0]})")
+        raise CheckpointError(f"{path}: does not fit {name}: " + "; ".join(parts))
+    bad = [k for k in expected if tuple(sd[k].shape) != tuple(expected[k].shape)]
+    if bad:
+        k = bad[0]
+        raise CheckpointError(f"{path}: {len(bad)} tensors of the wrong shape for {name} "
+                              f"(e.g. {k}: {tuple(sd[k].shape)} vs {tuple(expected[k].shape)})")
+    model.load_state_dict(sd, strict=True)
+    return model.eval()

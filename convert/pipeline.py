@@ -1,0 +1,231 @@
+"""``edgesam convert``: checkpoint -> ONNX -> MNN bundle, written only if parity holds."""
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from edgesam import __version__
+from edgesam.bundle import FORMAT, VERSION, atomic_dir, file_record, sha256_file, write_manifest
+from edgesam.errors import ConversionError, InputError, ParityError
+from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, get_spec
+
+PRECISIONS = ("fp32", "fp16", "int8")
+DECODER_VARIANTS = ("lowres", "full")
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    model: str
+    out: Path
+    checkpoint: Optional[Path] = None
+    random_init: Optional[int] = None
+    precisions: tuple[str, ...] = PRECISIONS
+    decoder: str = "lowres"
+    opset: int = 17
+    simplify: bool = True
+    force: bool = False
+    threads: int = 2
+
+    def validate(self) -> None:
+        get_spec(self.model)
+        if (self.checkpoint is None) == (self.random_init is None):
+            raise InputError("give exactly one of --checkpoint PATH or --random-init SEED")
+        if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
+            raise InputError(f"--precision takes a comma list of {','.join(PRECISIONS)}, got {','.join(self.precisions)}")
+        if self.decoder not in DECODER_VARIANTS:
+            raise InputError(f"--decoder must be lowres or full, not {self.decoder!r}")
+        if not 13 <= self.opset <= 20:
+            raise InputError(f"--opset {self.opset} is outside the tested range 13..20")
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise InputError(f"{self.checkpoint}: no such checkpoint file")
+
+
+class Progress:
+    """Stage lines with timings on stderr, so a long vit_h conversion is never silent."""
+
+    def __init__(self, log: Callable[[str], None]):
+        self.log, self.times = log, {}
+
+    def stage(self, name: str, fn: Callable, *args, **kwargs):
+        self.log(f"[{name}] ...")
+        t = time.perf_counter()
+        result = fn(*args, **kwargs)
+        self.times[name] = round(time.perf_counter() - t, 2)
+        self.log(f"[{name}] done in {self.times[name]:.1f} s")
+        return result
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
+    """Build the bundle at ``opts.out``; returns its manifest. Nothing is written unless parity holds."""
+    opts.validate()
+    # Heavy imports only here, so that `edgesam --help` stays instant.
+    import onnx
+    import torch
+
+    from edgesam.convert import export, gate, models
+    from edgesam.convert.mnn import onnx_to_mnn
+    from edgesam.runtime.parity import format_table
+
+    torch.set_num_threads(opts.threads)
+    prog = Progress(log)
+    untrained = opts.random_init is not None
+    if untrained:
+        sam = prog.stage("build random (untrained)", models.random_model, opts.model, opts.random_init)
+        ckpt = {"random_init_seed": opts.random_init, "untrained": True}
+    else:
+        sam = prog.stage("load checkpoint", models.model_from_checkpoint, opts.model, opts.checkpoint)
+        ckpt = {"file": Path(opts.checkpoint).name, "sha256": sha256_file(Path(opts.checkpoint))}
+    log(f"model {opts.model}" + (" (UNTRAINED: random weights, masks are meaningless)" if untrained else ""))
+    flops = prog.stage("count FLOPs", count_flops, sam)
+    with atomic_dir(opts.out, force=opts.force) as tmp:
+        enc_onnx, dec_onnx = tmp / "encoder.onnx", tmp / "decoder.onnx"
+        prog.stage("export encoder", export.export_encoder, sam, enc_onnx, opts.opset)
+        prog.stage("export decoder", export.export_decoder, sam, dec_onnx, opts.opset)
+        meta = {"edgesam_version": __version__, "model": opts.model, "untrained": str(untrained),
+                "checkpoint": json.dumps(ckpt)}
+        notes = {}
+        for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
+            notes[role] = prog.stage(f"finalise {role} onnx", finalise_onnx, path, meta, opts.simplify,
+                                     opts.decoder == "full" and role == "decoder")
+        mnn_files = {}
+        for prec in opts.precisions:
+            for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
+                out = tmp / f"{role}.{prec}.mnn"
+                prog.stage(f"mnn {role} {prec}", onnx_to_mnn, path, out, prec, f"edgesam:{opts.model}:{prec}")
+            mnn_files[prec] = (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn")
+        cells = prog.stage("parity", gate.run_gate, sam, enc_onnx, dec_onnx, mnn_files, opts.threads, log,
+                           opts.decoder == "full")
+        log(format_table(cells))
+        failed = [c for c in cells if not c.ok]
+        if failed:
+            c = failed[0]
+            raise ParityError(f"parity failed, nothing written: {c.stage} {c.output} of {c.candidate} vs "
+                              f"{c.reference}: {'; '.join(c.failures)} ({len(failed)} failing cells)")
+        manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained)
+        write_manifest(tmp, manifest)
+    log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
+    return manifest
+
+
+def count_flops(sam) -> dict:
+    """FLOPs (2 x multiply-adds) of the encoder and of the decoder for one prompt (a box)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from edgesam.convert.export import DECODER_INPUTS, DecoderWrapper, EncoderWrapper, dummy_decoder_inputs
+
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            EncoderWrapper(sam)(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        enc = fc.get_total_flops()
+        feeds = dummy_decoder_inputs(b=1, n=2)
+        with FlopCounterMode(display=False) as fc:
+            DecoderWrapper(sam)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
+        dec = fc.get_total_flops()
+    return {"encoder": int(enc), "decoder_per_prompt": int(dec)}
+
+
+def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool) -> dict:
+    """Simplify (kept only if it checks), add the full-size postprocessing, stamp provenance, check."""
+    import onnx
+
+    from edgesam.convert.full_decoder import append_postprocessing
+
+    model = onnx.load(str(path))
+    note = {"simplified": False}
+    large = model.ByteSize() > EXTERNAL_DATA_BYTES
+    if simplify and not large:
+        try:
+            import onnxslim
+
+            slim = onnxslim.slim(model)
+            # onnxslim's inferred shapes tie the expanded prompt batch to the mask batch
+            # ("M"); ONNX Runtime then refuses B != M. Let each runtime infer shapes itself.
+            del slim.graph.value_info[:]
+            onnx.checker.check_model(slim)
+            model, note["simplified"] = slim, "onnxslim"
+        except Exception as e:  # a failed simplification is recorded, never silently used
+            note["simplify_error"] = f"{type(e).__name__}: {str(e)[:200]}"
+    elif large:
+        note["simplify_skipped"] = "model over 2 GiB (external data)"
+    if make_full:
+        model = append_postprocessing(model)
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        model.metadata_props.add(key=k, value=v)
+    if large:
+        data = path.name + ".data"
+        onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data)
+        for p in path.parent.iterdir():  # drop the per-tensor files torch's exporter wrote
+            if p.is_file() and p.suffix not in (".onnx", ".data", ".mnn", ".json") and p.name != data:
+                p.unlink()
+        onnx.checker.check_model(str(path))
+        note["external_data"] = data
+    else:
+        onnx.save(model, str(path))
+        onnx.checker.check_model(model)
+    return note
+
+
+def _io_shapes(path: Path) -> tuple[dict, dict]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+
+    def dims(vi):
+        return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+    inits = {i.name for i in m.graph.initializer}
+    return ({i.name: dims(i) for i in m.graph.input if i.name not in inits},
+            {o.name: dims(o) for o in m.graph.output})
+
+
+def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cells, notes: dict,
+                   times: dict, untrained: bool) -> dict:
+    import MNN  # noqa: F401  (already imported by the gate; here for its version)
+    import onnx
+    import torch
+
+    files = []
+    for role in ("encoder", "decoder"):
+        ins, outs = _io_shapes(tmp / f"{role}.onnx")
+        files.append(file_record(tmp, f"{role}.onnx", role=role, format="onnx", precision="fp32",
+                                 inputs=ins, outputs=outs, **({"onnx_notes": notes[role]} if notes[role] else {})))
+        if "external_data" in notes[role]:
+            files.append(file_record(tmp, notes[role]["external_data"], role=role, format="onnx_external_data",
+                                     precision="fp32"))
+        for prec in opts.precisions:
+            files.append(file_record(tmp, f"{role}.{prec}.mnn", role=role, format="mnn", precision=prec,
+                                     inputs=ins, outputs=outs))
+    return {
+        "format": FORMAT, "version": VERSION, "model": opts.model,
+        "untrained": untrained,
+        "checkpoint": ckpt,
+        "preprocess": {"image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN), "pixel_std": list(PIXEL_STD),
+                       "channel_order": "RGB", "pad": "bottom-right"},
+        "decoder": {"variant": opts.decoder, "multimask_outputs": 3, "mask_tokens": 4,
+                    "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0},
+        "files": files,
+        "flops": flops,
+        "parity": {"reference": "torch", "ok": all(c.ok for c in cells),
+                   "cells": [c.as_dict() for c in cells]},
+        "convert": {"opset": opts.opset, "seconds": times},
+        "versions": {"edgesam": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                     "MNN": _mnn_version(), "python": platform.python_version()},
+    }
+
+
+def _mnn_version() -> str:
+    import MNN
+
+    return MNN.version() if hasattr(MNN, "version") else "unknown"

@@ -1,0 +1,187 @@
+"""``edgesam <command>``: a thin CLI. Each command passes its arguments by name to one
+library function and imports heavy modules only inside that command.
+
+Exit codes: 0 success, 1 a check failed, 2 bad input or usage (one line on stderr),
+70 an internal bug (one line naming the traceback file), 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from edgesam import __version__
+from edgesam.errors import EdgesamError, InputError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints usage + exits 2; keep it to one line
+        raise InputError(f"{self.prog}: {message}")
+
+
+def _csv(kind: Callable = str) -> Callable[[str], list]:
+    def parse(s: str) -> list:
+        try:
+            return [kind(x) for x in s.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad list {s!r}") from None
+    return parse
+
+
+def _floats(n_allowed: tuple[int, ...]) -> Callable[[str], list[float]]:
+    def parse(s: str) -> list[float]:
+        try:
+            vals = [float(x) for x in s.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {s!r}") from None
+        if len(vals) not in n_allowed:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(map(str, n_allowed))} numbers, got {s!r}")
+        return vals
+    return parse
+
+
+def write_json(dest: Optional[str], data: dict) -> None:
+    if not dest:
+        return
+    text = json.dumps(data, indent=2, default=float) + "\n"
+    if dest == "-":
+        sys.stdout.write(text)
+        return
+    from edgesam.bundle import atomic_write_bytes
+
+    atomic_write_bytes(dest, text.encode())
+
+
+# --- commands ---------------------------------------------------------------------------
+
+def cmd_convert(a: argparse.Namespace) -> int:
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    opts = ConvertOptions(model=a.model, out=Path(a.out),
+                          checkpoint=Path(a.checkpoint) if a.checkpoint else None,
+                          random_init=a.random_init, precisions=tuple(a.precision), decoder=a.decoder,
+                          opset=a.opset, simplify=not a.no_simplify, force=a.force, threads=a.threads)
+    manifest = convert(opts)
+    write_json(a.json, manifest)
+    return 0
+
+
+def cmd_info(a: argparse.Namespace) -> int:
+    from edgesam.info import bundle_summary
+
+    text, data = bundle_summary(a.bundle)
+    if a.json != "-":
+        print(text)
+    write_json(a.json, data)
+    return 0
+
+
+def cmd_segment(a: argparse.Namespace) -> int:
+    from edgesam.runtime.segment import SegmentRequest, segment
+
+    req = SegmentRequest(bundle=a.bundle, image=a.image, points=a.point or [], boxes=a.box or [],
+                         mask_input=a.mask_input, multimask=a.multimask, backend=a.backend,
+                         precision=a.precision, runtime_precision=a.runtime_precision, threads=a.threads,
+                         out=a.out, overlay=a.overlay, npz=a.npz)
+    result = segment(req)
+    if a.json != "-":
+        print(result["summary"])
+    write_json(a.json, result)
+    return 0
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from edgesam.demo import run_demo
+
+    report = run_demo(out=Path(a.out), checkpoint=Path(a.checkpoint) if a.checkpoint else None,
+                      seed=a.seed, threads=a.threads)
+    write_json(a.json, report)
+    return 0 if report["parity_ok"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="edgesam", description="Segment Anything on edge devices: convert, run, check, measure.")
+    p.add_argument("--version", action="version", version=f"edgesam {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    c = sub.add_parser("convert", help="checkpoint -> verified ONNX/MNN bundle")
+    c.add_argument("--model", required=True, choices=["vit_t", "vit_b", "vit_l", "vit_h"])
+    src = c.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="official state_dict (.pt/.pth), loaded with weights_only=True")
+    src.add_argument("--random-init", type=int, metavar="SEED", help="seeded random weights (untrained)")
+    c.add_argument("--out", required=True)
+    c.add_argument("--precision", type=_csv(), default=["fp32", "fp16", "int8"], help="fp32,fp16,int8")
+    c.add_argument("--decoder", default="lowres", choices=["lowres", "full"])
+    c.add_argument("--opset", type=int, default=17)
+    c.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    c.add_argument("--force", action="store_true", help="replace an existing --out")
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--json", metavar="FILE")
+    c.set_defaults(func=cmd_convert)
+
+    i = sub.add_parser("info", help="verify every file hash and summarise a bundle")
+    i.add_argument("bundle")
+    i.add_argument("--json", metavar="FILE")
+    i.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("segment", help="segment one image with point/box prompts")
+    s.add_argument("bundle")
+    s.add_argument("image")
+    s.add_argument("--point", action="append", type=_floats((2, 3)), metavar="X,Y[,LABEL]")
+    s.add_argument("--box", action="append", type=_floats((4,)), metavar="X0,Y0,X1,Y1")
+    s.add_argument("--mask-input", metavar="FILE.npy")
+    s.add_argument("--multimask", action="store_true")
+    s.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
+    s.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
+    s.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"],
+                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--out", metavar="MASK.png")
+    s.add_argument("--overlay", metavar="OUT.png")
+    s.add_argument("--npz", metavar="FILE.npz")
+    s.add_argument("--json", metavar="FILE")
+    s.set_defaults(func=cmd_segment)
+
+    d = sub.add_parser("demo", help="build, convert, check and run the built-in default model")
+    d.add_argument("--out", default="edgesam-demo")
+    d.add_argument("--checkpoint", help="a vit_t state_dict to use instead of the built-in model")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--json", metavar="FILE")
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def _on_sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so cleanup handlers run
+    raise KeyboardInterrupt
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+    except EdgesamError as e:
+        print(f"edgesam: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edgesam: interrupted; nothing partial was left behind", file=sys.stderr)
+        return 130
+    except Exception:  # a bug: keep the traceback, but in a file, and say where
+        fd, path = tempfile.mkstemp(prefix="edgesam-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        etype = sys.exc_info()[0].__name__
+        print(f"edgesam: internal error ({etype}); please report it with the traceback in {path}",
+              file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""``edgesam info``: verify a bundle's hashes and summarise it (no MNN or torch needed)."""
+from __future__ import annotations
+
+from edgesam.bundle import load_bundle
+
+
+def bundle_summary(path: str) -> tuple[str, dict]:
+    b = load_bundle(path, verify=True)  # raises BundleError on any missing/tampered file
+    m = b.manifest
+    ck = m.get("checkpoint", {})
+    src = f"random init seed {ck['random_init_seed']} (UNTRAINED)" if "random_init_seed" in ck else \
+        f"checkpoint {ck.get('file')} sha256 {str(ck.get('sha256'))[:12]}"
+    lines = [f"bundle {b.root}: {m['model']}, format v{m['version']}, decoder {m['decoder']['variant']}",
+             f"weights: {src}"]
+    fl = m.get("flops", {})
+    if fl:
+        lines.append(f"flops: encoder {fl['encoder'] / 1e9:.1f} GFLOP, decoder {fl['decoder_per_prompt'] / 1e9:.2f} "
+                     f"GFLOP per prompt")
+    for f in m["files"]:
+        lines.append(f"  ok  {f['role']:<8} {f['format']:<18} {f['precision']:<5} {f['bytes'] / 1e6:9.1f} MB  {f['path']}")
+    par = m.get("parity", {})
+    if par:
+        n = len(par.get("cells", []))
+        lines.append(f"parity at convert time: {'ok' if par.get('ok') else 'FAILED'} ({n} checks vs {par.get('reference')})")
+    lines.append(f"all {len(m['files'])} files verified (size + sha256)")
+    return "\n".join(lines), {"bundle": str(b.root), "verified": True, "manifest": m}

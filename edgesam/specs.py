@@ -1,0 +1,63 @@
+"""Model specs: what each supported model is, and how to tell one from its weights.
+
+Everything here is plain data so the runtime, the CLI and the converter share it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+IMAGE_SIZE = 1024  # longest side after ResizeLongestSide
+EMBED_SHAPE = (1, 256, 64, 64)
+LOWRES = 256  # low-res mask logits are 256x256
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str  # "mobilesam" (TinyViT encoder) or "sam" (ViT encoder)
+    description: str
+    encoder_depth: int  # ViT blocks (sam) or TinyViT stages (mobilesam)
+    encoder_width: int  # ViT embed dim, or TinyViT's first stage width
+    user_visible: bool = True
+
+
+MODELS: dict[str, ModelSpec] = {
+    "vit_t": ModelSpec("vit_t", "mobilesam", "MobileSAM (TinyViT-5M encoder)", 4, 64),
+    "vit_b": ModelSpec("vit_b", "sam", "SAM ViT-B", 12, 768),
+    "vit_l": ModelSpec("vit_l", "sam", "SAM ViT-L", 24, 1024),
+    "vit_h": ModelSpec("vit_h", "sam", "SAM ViT-H", 32, 1280),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    from edgesam.errors import InputError
+
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise InputError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
+
+
+def guess_model(keys: Iterable[str], shapes: Optional[dict] = None) -> Optional[str]:
+    """Tell which model a state_dict belongs to from its keys (and pos_embed width).
+
+    Returns a model name, or None when the keys look like no SAM model at all.
+    """
+    keys = list(keys)
+    if any(k.startswith("image_encoder.layers.") for k in keys):
+        return "vit_t"
+    blocks = {int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
+    if not blocks:
+        return None
+    depth = max(blocks) + 1
+    width = None
+    if shapes and "image_encoder.pos_embed" in shapes:
+        width = int(shapes["image_encoder.pos_embed"][-1])
+    for spec in MODELS.values():
+        if spec.family == "sam" and spec.encoder_depth == depth and width in (None, spec.encoder_width):
+            return spec.name
+    return f"an unknown SAM ViT ({depth} blocks, width {width})"

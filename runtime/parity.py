@@ -1,0 +1,112 @@
+"""Parity metrics and the per-precision tolerances: the one place they are written down.
+
+``compare`` returns a ``Cell`` with every figure and the list of limits it
+broke; callers (the convert gate, ``edgesam parity``, the tests) decide what
+to do with failures, but none of them may loosen a tolerance on the fly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    cosine: float  # minimum cosine similarity of the flattened tensors
+    rel_max: float  # maximum |a-b| / max|ref|
+    mask_iou: float  # minimum IoU of (logits > 0), for mask logits
+    score_abs: float  # maximum |a-b| of predicted IoU scores
+
+
+TOLERANCES: dict[str, Tolerance] = {
+    # Same fp32 math, only reassociation and fused kernels differ.
+    "fp32": Tolerance(cosine=0.9999, rel_max=5e-3, mask_iou=0.99, score_abs=5e-3),
+    # Half-precision weights (11-bit mantissa); fp16 arithmetic (runtime "low") on ARM too.
+    "fp16": Tolerance(cosine=0.999, rel_max=5e-2, mask_iou=0.97, score_abs=2e-2),
+    # 8-bit per-channel weight quantisation: errors of a few percent per layer compound.
+    "int8": Tolerance(cosine=0.98, rel_max=2.5e-1, mask_iou=0.85, score_abs=8e-2),
+}
+
+
+@dataclass
+class Cell:
+    stage: str  # "encoder", "decoder", "end_to_end"
+    output: str
+    candidate: str  # e.g. "mnn fp16 (runtime low)"
+    reference: str
+    precision: str
+    max_abs: float
+    mean_abs: float
+    rel_max: float
+    cosine: float
+    mask_iou: float | None = None
+    top_change_rate: float | None = None
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of ``a > 0`` and ``b > 0`` over all elements (1.0 when both are empty)."""
+    ma, mb = a > 0, b > 0
+    union = np.count_nonzero(ma | mb)
+    return 1.0 if union == 0 else np.count_nonzero(ma & mb) / union
+
+
+def compare(stage: str, output: str, ref: np.ndarray, got: np.ndarray, precision: str, candidate: str,
+            reference: str, kind: str = "tensor") -> Cell:
+    """Compare one output. ``kind``: "tensor" (embeddings), "logits" (adds mask IoU) or "scores"."""
+    tol = TOLERANCES[precision]
+    ref = np.asarray(ref, np.float64)
+    got = np.asarray(got, np.float64)
+    failures = []
+    if ref.shape != got.shape:
+        return Cell(stage, output, candidate, reference, precision, float("inf"), float("inf"),
+                    float("inf"), 0.0, failures=[f"shape {got.shape} != reference {ref.shape}"])
+    diff = np.abs(ref - got)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    rel = max_abs / (float(np.abs(ref).max()) + 1e-12)
+    denom = np.linalg.norm(ref) * np.linalg.norm(got)
+    cos = float(np.dot(ref.ravel(), got.ravel()) / denom) if denom > 0 else float(np.array_equal(ref, got))
+    cell = Cell(stage, output, candidate, reference, precision, max_abs, float(diff.mean()), rel, cos)
+    if not np.all(np.isfinite(got)):
+        failures.append("non-finite values")
+    if kind == "scores":
+        if max_abs > tol.score_abs:
+            failures.append(f"max abs {max_abs:.3g} > {tol.score_abs:g}")
+    else:
+        if cos < tol.cosine:
+            failures.append(f"cosine {cos:.6f} < {tol.cosine:g}")
+        if rel > tol.rel_max:
+            failures.append(f"rel max err {rel:.3g} > {tol.rel_max:g}")
+    if kind == "logits":
+        cell.mask_iou = mask_iou(ref, got)
+        if cell.mask_iou < tol.mask_iou:
+            failures.append(f"mask IoU {cell.mask_iou:.4f} < {tol.mask_iou:g}")
+    cell.failures = failures
+    return cell
+
+
+def top_change_rate(ref_scores: np.ndarray, got_scores: np.ndarray) -> float:
+    """Fraction of prompts whose best multimask output (argmax of scores[:, 1:]) changes."""
+    a = np.argmax(ref_scores[:, 1:], axis=1)
+    b = np.argmax(got_scores[:, 1:], axis=1)
+    return float(np.mean(a != b))
+
+
+def format_table(cells: list[Cell]) -> str:
+    head = f"{'stage':<10} {'output':<16} {'candidate':<28} {'max_abs':>9} {'mean_abs':>9} {'rel_max':>8} " \
+           f"{'cosine':>9} {'IoU':>7}  status"
+    rows = [head, "-" * len(head)]
+    for c in cells:
+        iou = f"{c.mask_iou:.4f}" if c.mask_iou is not None else "-"
+        status = "ok" if c.ok else "FAIL: " + "; ".join(c.failures)
+        rows.append(f"{c.stage:<10} {c.output:<16} {c.candidate:<28} {c.max_abs:9.2e} {c.mean_abs:9.2e} "
+                    f"{c.rel_max:8.1e} {c.cosine:9.6f} {iou:>7}  {status}")
+    return "\n".join(rows)
