@@ -1,0 +1,159 @@
+"""``SamPredictor`` without torch: the official API on a bundle's encoder and decoder."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from edgesam.bundle import Bundle, load_bundle
+from edgesam.errors import BundleError, InputError
+from edgesam.runtime import prompts
+from edgesam.runtime.backends import BACKEND_FORMATS, Backend, MNNBackend, ORTBackend
+from edgesam.runtime.postprocess import postprocess_masks
+from edgesam.runtime.preprocess import check_image_array, preprocess
+
+DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
+DECODER_OUTPUTS = ["iou_predictions", "low_res_masks"]
+
+
+def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int,
+                 runtime_precision: str = "high") -> Backend:
+    """The ``role`` model of ``bundle`` on ``backend``, found by role/format/precision."""
+    if backend not in BACKEND_FORMATS:
+        raise InputError(f"unknown backend {backend!r}; choose mnn, ort or openvino")
+    entry_path = bundle.find(role, BACKEND_FORMATS[backend], precision)
+    if backend == "mnn":
+        ins = ["image"] if role == "encoder" else DECODER_INPUTS
+        outs = ["image_embeddings"] if role == "encoder" else DECODER_OUTPUTS
+        return MNNBackend(entry_path, ins, outs, runtime_precision, threads)
+    if backend == "ort":
+        return ORTBackend(entry_path, threads)
+    from edgesam.errors import BackendError
+
+    raise BackendError("backend 'openvino' is not built yet in this version (see issue 9)")
+
+
+class SamPredictor:
+    """Drop-in for ``segment_anything.SamPredictor`` on an edgesam bundle.
+
+    Arguments:
+      bundle: path to a bundle folder (or a loaded ``Bundle``).
+      backend: "mnn" (default), or "ort" (ONNX Runtime, fp32 only).
+      precision: which model files to use: "fp32", "fp16" or "int8" (MNN).
+      threads: CPU threads.
+      runtime_precision: MNN arithmetic: "high" (fp32), "normal", "low" (fp16 on ARMv8.2+).
+      interpolation: preprocessing downscale, "pyramid" (closest to the official PIL resize) or "linear".
+    """
+
+    mask_threshold = 0.0
+
+    def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = "mnn", precision: str = "fp32",
+                 threads: int = 2, runtime_precision: str = "high", interpolation: str = "pyramid") -> None:
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=True)
+        variant = self.bundle.manifest["decoder"].get("variant", "lowres")
+        if variant not in ("lowres", "full"):
+            raise BundleError(f"{self.bundle.root}: unknown decoder variant {variant!r}")
+        if backend == "ort" and precision != "fp32":
+            raise InputError("backend 'ort' runs the fp32 ONNX models only; use --precision fp32")
+        self.backend_name, self.precision = backend, precision
+        self.encoder = open_backend(self.bundle, "encoder", backend, precision, threads, runtime_precision)
+        self.decoder = open_backend(self.bundle, "decoder", backend, precision, threads, runtime_precision)
+        # A full decoder also has orig_im_size -> masks. The runtime upscales low_res_masks
+        # itself (exactly, see postprocess.py): MNN loads only the lowres subgraph, and ORT is
+        # asked for the lowres outputs only (it still wants the extra input fed).
+        self._full = variant == "full"
+        if isinstance(self.decoder, ORTBackend):
+            self.decoder.outputs = list(DECODER_OUTPUTS)
+        self.interpolation = interpolation
+        self.reset_image()
+
+    # --- image ----------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
+        """Embed an HxWx3 uint8 image (RGB or BGR, as segment-anything)."""
+        if image_format not in ("RGB", "BGR"):
+            raise InputError(f"image_format must be in ['RGB', 'BGR'], is {image_format}.")
+        check_image_array(image)
+        x, input_size = preprocess(image, bgr=image_format == "BGR", interpolation=self.interpolation)
+        self._embed(x, input_size, image.shape[:2])
+
+    def set_image_file(self, path: str | os.PathLike) -> None:
+        """Decode with MNN.cv (JPEG/PNG/BMP; grey and RGBA become RGB) and embed."""
+        from edgesam.runtime.imageio import read_image_var
+
+        var = read_image_var(path)
+        h, w = var.shape[:2]
+        x, input_size = preprocess(var, bgr=True, interpolation=self.interpolation)
+        self._embed(x, input_size, (h, w))
+
+    def _embed(self, x: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]) -> None:
+        self.reset_image()
+        self.features = self.encoder.run({"image": x})["image_embeddings"]
+        self.input_size = tuple(int(v) for v in input_size)
+        self.original_size = tuple(int(v) for v in original_size)
+        self.is_image_set = True
+
+    def get_image_embedding(self) -> np.ndarray:
+        """The 1x256x64x64 float32 embedding of the current image."""
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) to generate an embedding.")
+        return self.features
+
+    def reset_image(self) -> None:
+        self.is_image_set = False
+        self.features = None
+        self.original_size = None
+        self.input_size = None
+
+    # --- prompts --------------------------------------------------------------------------
+    def predict(self, point_coords: Optional[np.ndarray] = None, point_labels: Optional[np.ndarray] = None,
+                box: Optional[np.ndarray] = None, mask_input: Optional[np.ndarray] = None,
+                multimask_output: bool = True, return_logits: bool = False):
+        """One prompt -> (masks CxHxW bool, scores C float32, low_res_logits Cx256x256 float32).
+
+        point_coords: Nx2 (X, Y) original pixels; point_labels: N, 1 foreground / 0 background;
+        box: length-4 XYXY; mask_input: 1x256x256 logits from a previous call.
+        C is 3 with ``multimask_output`` and 1 without. Points outside the image are
+        passed on as the official predictor does (the model extrapolates its encoding).
+        """
+        coords, labels = prompts.validate_points(point_coords, point_labels)
+        if coords is not None and coords.shape[0] != 1:
+            raise InputError("predict takes Nx2 point_coords; use predict_batch for several prompts")
+        boxes = prompts.validate_boxes(box)
+        if boxes is not None and boxes.shape[0] != 1:
+            raise InputError("predict takes one box (length 4); use predict_batch for several boxes")
+        masks, scores, low = self.predict_batch(coords, labels, boxes, mask_input, multimask_output, return_logits)
+        return masks[0], scores[0], low[0]
+
+    def predict_batch(self, point_coords=None, point_labels=None, boxes=None, mask_input=None,
+                      multimask_output: bool = True, return_logits: bool = False):
+        """Batched prompts in one decoder call, like ``predict_torch`` (but original-pixel inputs).
+
+        point_coords BxNx2, point_labels BxN, boxes Bx4 XYXY, mask_input Bx1x256x256 or 1x256x256.
+        Returns masks BxCxHxW, scores BxC, low_res_logits BxCx256x256.
+        """
+        low, scores = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
+        masks = postprocess_masks(low, self.input_size, self.original_size, return_logits, self.mask_threshold)
+        return masks, scores, low
+
+    def decode(self, point_coords=None, point_labels=None, boxes=None, mask_input=None,
+               multimask_output: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Run the decoder only: (low_res_logits BxCx256x256, scores BxC), no upscaling."""
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        coords, labels = prompts.validate_points(point_coords, point_labels)
+        boxes = prompts.validate_boxes(boxes)
+        batch = coords.shape[0] if coords is not None else (boxes.shape[0] if boxes is not None else 1)
+        mask = prompts.validate_mask_input(mask_input, batch)
+        feeds = prompts.decoder_feeds(coords, labels, boxes, mask, self.original_size, self.features)
+        if self._full:
+            feeds["orig_im_size"] = np.array(self.input_size, np.int32)
+        out = self.decoder.run(feeds)
+        # Official MaskDecoder.forward: token 0 alone, or tokens 1..3 for multimask.
+        sl = slice(1, None) if multimask_output else slice(0, 1)
+        return out["low_res_masks"][:, sl], out["iou_predictions"][:, sl]
+
+    @property
+    def device(self) -> str:
+        return "cpu"

@@ -1,0 +1,84 @@
+"""Image -> normalised, padded 1x3x1024x1024 encoder input, with MNN.cv doing the pixel work.
+
+The official pipeline resizes with PIL bilinear (which antialiases when it
+shrinks), rounds to uint8, normalises, then zero-pads bottom-right. MNN.cv's
+only true interpolation is bilinear without antialiasing (INTER_AREA is
+nearest here), so shrinking by more than 2x first halves the image with exact
+2x bilinear steps (each a 2x2 box filter), then does one bilinear resize with
+the BGR->RGB swap and the normalisation folded in. tests/test_preprocess.py
+measures both choices against the official transform.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from edgesam.errors import ImageError
+from edgesam.runtime._mnn import import_mnn
+from edgesam.runtime.prompts import preprocess_shape
+from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
+
+INTERPOLATIONS = ("pyramid", "linear")
+
+
+def _to_var(image: np.ndarray):
+    from MNN import expr
+
+    arr = np.ascontiguousarray(image, dtype=np.uint8)
+    return expr.const(arr, list(arr.shape), expr.NHWC, expr.uint8)
+
+
+def resize_normalise(image, bgr: bool, interpolation: str = "pyramid") -> np.ndarray:
+    """HxWx3 uint8 (numpy or MNN Var) -> new_h x new_w x 3 float32, normalised RGB.
+
+    ``bgr``: channel order of ``image``; the output is always RGB.
+    """
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
+    import_mnn()
+    import MNN.cv as cv
+
+    var = image if not isinstance(image, np.ndarray) else _to_var(image)
+    h, w = var.shape[:2]
+    new_h, new_w = preprocess_shape(h, w)
+    if interpolation == "pyramid" and h * w > new_h * new_w:
+        # Approximate PIL's antialiased bilinear with box filters: halve while the image is still
+        # twice the target (each bilinear halving is a 2x2 mean), then bilinear to twice the
+        # target, and let the normalising resize below do the last halving.
+        while h >= 4 * new_h and w >= 4 * new_w:
+            h, w = h // 2, w // 2
+            var = cv.resize(var, (w, h), 0.0, 0.0, cv.INTER_LINEAR)
+        if (h, w) != (2 * new_h, 2 * new_w):  # same-size cv.resize returns garbage: skip it
+            h, w = 2 * new_h, 2 * new_w
+            var = cv.resize(var, (w, h), 0.0, 0.0, cv.INTER_LINEAR)
+    mean = [float(v) for v in PIXEL_MEAN]
+    norm = [1.0 / float(v) for v in PIXEL_STD]
+    code = cv.COLOR_BGR2RGB if bgr else -1
+    out = cv.resize(var, (new_w, new_h), 0.0, 0.0, cv.INTER_LINEAR, code, mean, norm)
+    return np.array(out.read(), copy=True).reshape(new_h, new_w, 3)
+
+
+def pad_to_input(normalised: np.ndarray) -> np.ndarray:
+    """new_h x new_w x 3 float32 -> 1x3x1024x1024, zero-padded bottom-right (zero = the mean colour)."""
+    h, w = normalised.shape[:2]
+    out = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    out[0, :, :h, :w] = normalised.transpose(2, 0, 1)
+    return out
+
+
+def check_image_array(image: np.ndarray) -> np.ndarray:
+    """Validate an HWC uint8 image as ``SamPredictor.set_image`` expects it."""
+    if not isinstance(image, np.ndarray):
+        raise ImageError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"image must be HxWx3 (HWC, 3 channels), got shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ImageError(f"image is empty: shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ImageError(f"image must be uint8 in [0, 255], got {image.dtype}")
+    return image
+
+
+def preprocess(image, bgr: bool = False, interpolation: str = "pyramid") -> tuple[np.ndarray, tuple[int, int]]:
+    """Image -> (1x3x1024x1024 float32 encoder input, (input_h, input_w) before padding)."""
+    x = resize_normalise(image, bgr, interpolation)
+    return pad_to_input(x), x.shape[:2]
