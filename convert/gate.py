@@ -72,8 +72,10 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: di
     dec_t = DecoderWrapper(sam).eval()
     dec_in, dec_out = list(DECODER_INPUTS), list(DECODER_OUTPUTS)
 
+    torch_in = list(dec_in)
+
     def torch_decode(feeds):
-        outs = dec_t(*(torch.from_numpy(feeds[k]) for k in dec_in))
+        outs = dec_t(*(torch.from_numpy(feeds[k]) for k in torch_in))
         return dict(zip(dec_out, (o.numpy() for o in outs)))
 
     first = torch_decode(gate_prompts(size, emb_t, None)["point"])
@@ -82,6 +84,8 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: di
 
     if full:  # the full variant also takes orig_im_size and returns masks at that size
         dec_in, dec_out = dec_in + ["orig_im_size"], dec_out + ["masks"]
+        for f in cases.values():
+            f["orig_im_size"] = np.array(size, np.int32)
     candidates = {"onnx fp32": ("fp32", ORTBackend(onnx_enc, threads), ORTBackend(onnx_dec, threads))}
     for prec, (enc_p, dec_p) in mnn_files.items():
         candidates[f"mnn {prec}"] = (prec, MNNBackend(enc_p, ["image"], ["image_embeddings"], "high", threads),

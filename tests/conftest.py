@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``edgesam`` in a fresh interpreter, as a user would."""
+    return subprocess.run([sys.executable, "-m", "edgesam.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+
+
+def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:
+    """Assert the process failed with ``code``, one stderr line, no traceback; return that line."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr[-2000:])
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert lines and lines[-1].startswith("edgesam: error:"), proc.stderr
+    assert len([l for l in lines if l.startswith("edgesam:")]) == 1
+    return lines[-1]
+
+
+@pytest.fixture(scope="session")
+def vit_t_bundle(tmp_path_factory) -> Path:
+    """A vit_t bundle (seed 0, all precisions, lowres decoder), converted once per session."""
+    pytest.importorskip("torch")
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("bundles") / "vit_t"
+    convert(ConvertOptions(model="vit_t", out=out, random_init=0), log=lambda m: None)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vit_t_model():
+    pytest.importorskip("torch")
+    from edgesam.convert.models import random_model
+
+    return random_model("vit_t", 0)
+
+
+def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A photo-like RGB uint8 image of any size: smooth shapes plus mild noise."""
+    from edgesam.convert.gate import gate_image  # numpy only
+
+    base = gate_image(256, 256, seed).astype(np.float32)
+    ys = (np.arange(h) * 256 // h).clip(0, 255)
+    xs = (np.arange(w) * 256 // w).clip(0, 255)
+    img = base[ys][:, xs]
+    rng = np.random.default_rng(seed)
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)

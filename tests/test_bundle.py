@@ -1,0 +1,61 @@
+"""Bundle integrity: tampering is caught by hash before any model is parsed."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import one_line_error, run_cli
+from edgesam.bundle import atomic_dir
+
+
+def _copy(src, tmp_path):
+    dst = tmp_path / "b"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_atomic_dir_removes_temp_on_error(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "out") as t:
+            (t / "x").write_text("partial")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("damage,match", [
+    ("flip", "sha256 does not match"), ("truncate", "bytes, manifest says"), ("delete", "missing"),
+    ("no_manifest", "missing manifest.json"), ("bad_json", "invalid JSON"), ("future", "newer than"),
+    ("escape", "outside the bundle"),
+])
+def test_info_catches_damage(vit_t_bundle, tmp_path, damage, match):
+    b = _copy(vit_t_bundle, tmp_path)
+    f = b / "decoder.fp16.mnn"
+    if damage == "flip":
+        data = bytearray(f.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        f.write_bytes(bytes(data))
+    elif damage == "truncate":
+        f.write_bytes(f.read_bytes()[:-100])
+    elif damage == "delete":
+        f.unlink()
+    elif damage == "no_manifest":
+        (b / "manifest.json").unlink()
+    elif damage == "bad_json":
+        (b / "manifest.json").write_text("{not json")
+    elif damage == "future":
+        m = json.loads((b / "manifest.json").read_text())
+        m["version"] = 99
+        (b / "manifest.json").write_text(json.dumps(m))
+    elif damage == "escape":
+        outside = tmp_path / "outside.mnn"
+        shutil.copy(f, outside)
+        f.unlink()
+        f.symlink_to(outside)
+    line = one_line_error(run_cli("info", b))
+    assert match in line
+    # the runtime refuses the same bundle before loading any model
+    line = one_line_error(run_cli("segment", b, "assets/landscape.png", "--point", "10,10",
+                                  cwd=__import__("conftest").REPO))
+    assert match in line

@@ -1,0 +1,187 @@
+"""Converter round trips on vit_t, bad checkpoints, atomicity, no telemetry."""
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import one_line_error, run_cli
+
+torch = pytest.importorskip("torch")
+
+
+def test_random_init_bundle_manifest(vit_t_bundle):
+    m = json.loads((vit_t_bundle / "manifest.json").read_text())
+    assert m["format"] == "edgesam-bundle" and m["version"] == 1 and m["model"] == "vit_t"
+    assert m["untrained"] is True and m["checkpoint"]["random_init_seed"] == 0
+    kinds = {(f["role"], f["format"], f["precision"]) for f in m["files"]}
+    for role in ("encoder", "decoder"):
+        assert (role, "onnx", "fp32") in kinds
+        for p in ("fp32", "fp16", "int8"):
+            assert (role, "mnn", p) in kinds
+    assert m["parity"]["ok"] and len(m["parity"]["cells"]) == 16
+    # FLOPs as counted by torch: vit_t encoder ~77.5 GFLOP, decoder ~3.6 GFLOP a prompt
+    assert 70e9 < m["flops"]["encoder"] < 85e9
+    assert 3.0e9 < m["flops"]["decoder_per_prompt"] < 4.2e9
+    enc = next(f for f in m["files"] if f["role"] == "encoder" and f["format"] == "onnx")
+    assert enc["inputs"] == {"image": [1, 3, 1024, 1024]} and enc["outputs"] == {"image_embeddings": [1, 256, 64, 64]}
+    sizes = {f["path"]: f["bytes"] for f in m["files"]}
+    assert sizes["encoder.fp16.mnn"] < 0.6 * sizes["encoder.fp32.mnn"]
+    assert sizes["decoder.int8.mnn"] < 0.5 * sizes["decoder.fp32.mnn"]
+
+
+def test_info_verifies_bundle(vit_t_bundle):
+    p = run_cli("info", vit_t_bundle)
+    assert p.returncode == 0, p.stderr
+    assert "UNTRAINED" in p.stdout and "all 8 files verified" in p.stdout
+
+
+def test_onnx_provenance_and_checker(vit_t_bundle):
+    import onnx
+
+    m = onnx.load(str(vit_t_bundle / "decoder.onnx"))
+    onnx.checker.check_model(m)
+    meta = {p.key: p.value for p in m.metadata_props}
+    assert meta["model"] == "vit_t" and meta["untrained"] == "True"
+
+
+def test_checkpoint_round_trip_equals_random_init(tmp_path, vit_t_model, vit_t_bundle):
+    """A saved state_dict converts like an official checkpoint and gives the same numbers."""
+    ck = tmp_path / "mobile_sam.pt"
+    torch.save(vit_t_model.state_dict(), ck)
+    p = run_cli("convert", "--model", "vit_t", "--checkpoint", ck, "--out", tmp_path / "b", "--precision", "fp32")
+    assert p.returncode == 0, p.stderr[-3000:]
+    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert m["checkpoint"]["file"] == "mobile_sam.pt" and len(m["checkpoint"]["sha256"]) == 64
+    assert m["untrained"] is False and "[untrained]" not in p.stderr
+    from edgesam.runtime.backends import ORTBackend
+
+    x = np.random.default_rng(0).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
+    a = ORTBackend(tmp_path / "b" / "encoder.onnx").run({"image": x})["image_embeddings"]
+    b = ORTBackend(vit_t_bundle / "encoder.onnx").run({"image": x})["image_embeddings"]
+    assert np.abs(a - b).max() < 1e-4
+
+
+def test_full_decoder_variant_every_aspect_ratio(tmp_path):
+    """The full variant's masks match torch's postprocess at sizes unlike the export dummy's."""
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    m = convert(ConvertOptions(model="vit_t", out=tmp_path / "full", random_init=3, decoder="full",
+                               precisions=("fp32",)), log=lambda s: None)
+    full = [c for c in m["parity"]["cells"] if c["stage"] == "full_post"]
+    assert {c["output"] for c in full} >= {"masks 1500x400", "masks 37x300", "masks 300x2200"}
+    assert all(c["ok"] and c["mask_iou"] > 0.99 for c in full)
+    assert m["decoder"]["variant"] == "full"
+
+
+def _bad(tmp_path, name, payload):
+    p = tmp_path / name
+    if isinstance(payload, bytes):
+        p.write_bytes(payload)
+    else:
+        torch.save(payload, p)
+    return p
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+@pytest.mark.parametrize("case,match", [
+    ("empty", "empty"),
+    ("garbage", "not a readable torch checkpoint"),
+    ("truncated", "not a readable torch checkpoint"),
+    ("code", "refused by weights_only"),
+    ("list", "not a state_dict"),
+    ("wrong_family", "looks like vit_t, not vit_b"),
+    ("missing_keys", "missing keys"),
+    ("unknown", "look like no SAM"),
+])
+def test_bad_checkpoints_exit_2_and_leave_nothing(tmp_path, vit_t_model, case, match):
+    sd = vit_t_model.state_dict()
+    if case == "empty":
+        ck = _bad(tmp_path, "c.pt", b"")
+    elif case == "garbage":
+        ck = _bad(tmp_path, "c.pt", b"this is not a checkpoint" * 10)
+    elif case == "truncated":
+        full = tmp_path / "full.pt"
+        torch.save(sd, full)
+        ck = _bad(tmp_path, "c.pt", full.read_bytes()[: full.stat().st_size // 2])
+    elif case == "code":
+        ck = tmp_path / "c.pt"
+        ck.write_bytes(pickle.dumps({"w": _Evil()}))
+    elif case == "list":
+        ck = _bad(tmp_path, "c.pt", [torch.zeros(2)])
+    elif case == "missing_keys":
+        ck = _bad(tmp_path, "c.pt", {k: v for i, (k, v) in enumerate(sd.items()) if i % 7})
+    elif case == "unknown":
+        ck = _bad(tmp_path, "c.pt", {"foo.weight": torch.zeros(3)})
+    else:
+        ck = _bad(tmp_path, "c.pt", sd)
+    model = "vit_b" if case == "wrong_family" else "vit_t"
+    out = tmp_path / "out"
+    p = run_cli("convert", "--model", model, "--checkpoint", ck, "--out", out, "--precision", "fp32")
+    line = one_line_error(p)
+    assert match in line
+    assert "pwned" not in p.stdout + p.stderr
+    assert not out.exists()
+    assert not [x for x in tmp_path.iterdir() if x.name.startswith(".out.tmp")]
+
+
+def test_failure_mid_convert_leaves_nothing(tmp_path, monkeypatch):
+    """A failure injected in the MNN stage (after ONNX files exist) leaves no bundle or temp folder."""
+    from edgesam.convert import mnn, pipeline
+    from edgesam.errors import ConversionError
+
+    calls = []
+
+    def boom(*a, **k):
+        calls.append(a)
+        raise ConversionError("injected failure")
+
+    monkeypatch.setattr(mnn, "onnx_to_mnn", boom)
+    with pytest.raises(ConversionError):
+        pipeline.convert(pipeline.ConvertOptions(model="vit_t", out=tmp_path / "b", random_init=0,
+                                                 precisions=("fp32",)), log=lambda s: None)
+    assert calls and list(tmp_path.iterdir()) == []
+
+
+def test_sigint_mid_convert_leaves_nothing(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "edgesam.cli", "convert", "--model", "vit_t", "--random-init",
+                             "0", "--out", str(tmp_path / "b"), "--precision", "fp32"],
+                            stderr=subprocess.PIPE, text=True)
+    seen = ""
+    deadline = time.time() + 120
+    while "[export encoder] done" not in seen and time.time() < deadline:
+        seen += proc.stderr.readline()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_convert_never_imports_mnn_telemetry(tmp_path):
+    code = ("import sys; from edgesam.convert.pipeline import ConvertOptions, convert; "
+            f"convert(ConvertOptions(model='vit_t', out=r'{tmp_path / 'b'}', random_init=1, precisions=('int8',)), "
+            "log=lambda s: None); "
+            "print(sorted(m for m in sys.modules if m.startswith('MNN.tools')))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_usage_errors(tmp_path):
+    one_line_error(run_cli("convert", "--model", "vit_t", "--out", tmp_path / "x"))
+    one_line_error(run_cli("convert", "--model", "vit_z", "--random-init", "0", "--out", tmp_path / "x"))
+    line = one_line_error(run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", tmp_path / "x",
+                                  "--precision", "fp8"))
+    assert "fp8" in line
+    assert not (tmp_path / "x").exists()
