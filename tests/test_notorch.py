@@ -1,0 +1,57 @@
+"""The device side never imports torch, torchvision, timm or onnx: proven in fresh interpreters."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+
+import pytest
+
+from conftest import REPO
+
+HEAVY = ("torch", "torchvision", "timm", "onnx")
+
+
+def test_import_runtime_pulls_no_heavy_modules():
+    code = ("import sys, edgesam.runtime, edgesam.runtime.predictor, edgesam.runtime.segment, "
+            "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.cli; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_segment_cli_imports_no_heavy_modules(vit_t_bundle, tmp_path):
+    code = ("import sys; from edgesam.cli import main; "
+            f"rc = main(['segment', r'{vit_t_bundle}', r'{REPO / 'assets/landscape.png'}', '--point', '100,300', "
+            f"'--out', r'{tmp_path / 'm.png'}']); "
+            f"print(rc, [m for m in {HEAVY!r} if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.strip().splitlines()[-1] == "0 []"
+    assert (tmp_path / "m.png").stat().st_size > 0
+
+
+@pytest.mark.skipif(os.environ.get("EDGESAM_SKIP_VENV") == "1", reason="EDGESAM_SKIP_VENV=1")
+def test_base_install_venv_runs_segment(vit_t_bundle, tmp_path):
+    """`pip install .` (runtime only: MNN + numpy) in a new venv, then `edgesam segment`."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    p = subprocess.run([str(py), "-m", "pip", "install", "-q", str(REPO)], capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = subprocess.run([str(py), "-c", "import importlib.util as u; print([m for m in ('torch','onnx','onnxruntime') "
+                          "if u.find_spec(m)])"], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]"
+    p = subprocess.run([str(env_dir / "bin" / "edgesam"), "segment", str(vit_t_bundle),
+                        str(REPO / "assets/portrait.png"), "--point", "200,400", "--box", "50,50,300,500",
+                        "--npz", str(tmp_path / "o.npz"), "--overlay", str(tmp_path / "o.png")],
+                       capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import numpy as np
+
+    z = np.load(tmp_path / "o.npz")
+    assert z["masks"].shape == (1, 600, 400) and z["masks"].dtype == bool
+    assert z["scores"].shape == (1,) and z["low_res_logits"].shape == (1, 256, 256)
