@@ -52,8 +52,9 @@ class Progress:
     def __init__(self, log: Callable[[str], None]):
         self.log, self.times = log, {}
 
-    def stage(self, name: str, fn: Callable, *args, **kwargs):
-        self.log(f"[{name}] ...")
+    def stage(self, name: str, fn: Callable, *args, announce: bool = True, **kwargs):
+        if announce:  # quick stages that validate input stay silent until done (one-line errors)
+            self.log(f"[{name}] ...")
         t = time.perf_counter()
         result = fn(*args, **kwargs)
         self.times[name] = round(time.perf_counter() - t, 2)
@@ -83,7 +84,8 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         sam = prog.stage("build random (untrained)", models.random_model, opts.model, opts.random_init)
         ckpt = {"random_init_seed": opts.random_init, "untrained": True}
     else:
-        sam = prog.stage("load checkpoint", models.model_from_checkpoint, opts.model, opts.checkpoint)
+        sam = prog.stage("load checkpoint", models.model_from_checkpoint, opts.model, opts.checkpoint,
+                         announce=False)
         ckpt = {"file": Path(opts.checkpoint).name, "sha256": sha256_file(Path(opts.checkpoint))}
     log(f"model {opts.model}" + (" (UNTRAINED: random weights, masks are meaningless)" if untrained else ""))
     flops = prog.stage("count FLOPs", count_flops, sam)
@@ -143,7 +145,8 @@ def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool) -> di
 
     model = onnx.load(str(path))
     note = {"simplified": False}
-    large = model.ByteSize() > EXTERNAL_DATA_BYTES
+    # ByteSize() itself raises EncodeError past 2 GiB (upb protobuf), so add up the weights instead.
+    large = sum(t.ByteSize() for t in model.graph.initializer) > EXTERNAL_DATA_BYTES
     if simplify and not large:
         try:
             import onnxslim

@@ -23,7 +23,7 @@ def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:
     lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
     assert "Traceback" not in proc.stderr, proc.stderr
     assert lines and lines[-1].startswith("edgesam: error:"), proc.stderr
-    assert len([l for l in lines if l.startswith("edgesam:")]) == 1
+    assert len(lines) == 1, lines  # exactly one line: no progress chatter before the error
     return lines[-1]
 
 
