@@ -210,6 +210,9 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         for prec in opts.precisions:
             files.append(file_record(tmp, f"{role}.{prec}.mnn", role=role, format="mnn", precision=prec,
                                      inputs=ins, outputs=outs))
+            if (tmp / f"{role}.{prec}.mnn.weight").exists():  # MNN puts >2 GB weights beside the model
+                files.append(file_record(tmp, f"{role}.{prec}.mnn.weight", role=role, format="mnn_external_weight",
+                                         precision=prec))
     return {
         "format": FORMAT, "version": VERSION, "model": opts.model,
         "untrained": untrained,
