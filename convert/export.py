@@ -19,18 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgesam.specs import EMBED_SHAPE, IMAGE_SIZE, LOWRES
+from edgesam.specs import (DECODER_INPUTS, DECODER_OUTPUTS, EMBED_SHAPE, ENCODER_INPUTS, ENCODER_OUTPUTS,
+                           IMAGE_SIZE, LOWRES)
 
-ENCODER_INPUTS = {"image": [1, 3, IMAGE_SIZE, IMAGE_SIZE]}
-ENCODER_OUTPUTS = {"image_embeddings": list(EMBED_SHAPE)}
-DECODER_INPUTS = {
-    "image_embeddings": list(EMBED_SHAPE),
-    "point_coords": ["B", "N", 2],  # 1024-frame (after apply_coords), XY
-    "point_labels": ["B", "N"],  # 1/0 point, 2/3 box corners, -1 padding
-    "mask_input": ["M", 1, LOWRES, LOWRES],  # M = 1 (shared) or B
-    "has_mask_input": ["M"],
-}
-DECODER_OUTPUTS = {"iou_predictions": ["B", 4], "low_res_masks": ["B", 4, LOWRES, LOWRES]}
 
 
 class EncoderWrapper(nn.Module):

@@ -11,11 +11,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgesam.convert.export import DECODER_INPUTS, DECODER_OUTPUTS, DecoderWrapper, EncoderWrapper
+from edgesam.convert.export import DecoderWrapper, EncoderWrapper
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, ORTBackend
 from edgesam.runtime.parity import Cell, compare, top_change_rate
-from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
+from edgesam.specs import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, PIXEL_MEAN,
+                           PIXEL_STD)
 
 
 def gate_image(h: int = 683, w: int = 1024, seed: int = 7) -> np.ndarray:
@@ -72,10 +73,8 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: di
     dec_t = DecoderWrapper(sam).eval()
     dec_in, dec_out = list(DECODER_INPUTS), list(DECODER_OUTPUTS)
 
-    torch_in = list(dec_in)
-
     def torch_decode(feeds):
-        outs = dec_t(*(torch.from_numpy(feeds[k]) for k in torch_in))
+        outs = dec_t(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
         return dict(zip(dec_out, (o.numpy() for o in outs)))
 
     first = torch_decode(gate_prompts(size, emb_t, None)["point"])
@@ -88,7 +87,8 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: di
             f["orig_im_size"] = np.array(size, np.int32)
     candidates = {"onnx fp32": ("fp32", ORTBackend(onnx_enc, threads), ORTBackend(onnx_dec, threads))}
     for prec, (enc_p, dec_p) in mnn_files.items():
-        candidates[f"mnn {prec}"] = (prec, MNNBackend(enc_p, ["image"], ["image_embeddings"], "high", threads),
+        candidates[f"mnn {prec}"] = (prec, MNNBackend(enc_p, list(ENCODER_INPUTS), list(ENCODER_OUTPUTS), "high",
+                                                                threads),
                                      MNNBackend(dec_p, dec_in, dec_out, "high", threads))
     cells: list[Cell] = []
     for label, (prec, enc, dec) in candidates.items():

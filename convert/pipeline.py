@@ -124,7 +124,8 @@ def count_flops(sam) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgesam.convert.export import DECODER_INPUTS, DecoderWrapper, EncoderWrapper, dummy_decoder_inputs
+    from edgesam.convert.export import DecoderWrapper, EncoderWrapper, dummy_decoder_inputs
+    from edgesam.specs import DECODER_INPUTS
 
     with torch.no_grad():
         with FlopCounterMode(display=False) as fc:
@@ -195,7 +196,6 @@ def _io_shapes(path: Path) -> tuple[dict, dict]:
 
 def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cells, notes: dict,
                    times: dict, untrained: bool) -> dict:
-    import MNN  # noqa: F401  (already imported by the gate; here for its version)
     import onnx
     import torch
 

@@ -23,7 +23,9 @@ def _log(msg: str) -> None:
 def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, threads: int = 2) -> dict:
     from edgesam.bundle import atomic_write_bytes
     from edgesam.convert.pipeline import ConvertOptions, convert
-    from edgesam.runtime.parity import format_table
+    from edgesam.runtime.imageio import read_image
+    from edgesam.runtime.parity import Cell, format_table
+    from edgesam.runtime.predictor import SamPredictor
     from edgesam.runtime.segment import SegmentRequest, segment
 
     out = Path(out)
@@ -34,25 +36,24 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
                                       random_init=None if checkpoint else seed, force=True, threads=threads),
                        log=_log)
     t_convert = time.perf_counter() - t0
-    from edgesam.runtime.parity import Cell
 
     cells = [Cell(**{k: v for k, v in c.items() if k != "ok"}) for c in manifest["parity"]["cells"]]
     print("Parity (torch reference) of the converted bundle:")
     print(format_table(cells))
     results = []
+    predictor = SamPredictor(bundle, threads=threads)  # one model load for every sample
     for name in SAMPLES:
         src = ASSETS / name
         if not src.is_file():
             _log(f"sample {src} missing; skipped")
             continue
         stem = Path(name).stem
-        from edgesam.runtime.imageio import read_image
-
-        h, w = read_image(src).shape[:2]
+        image = read_image(src)
+        h, w = image.shape[:2]
         req = SegmentRequest(bundle=str(bundle), image=str(src), points=[[w * 0.3, h * 0.85, 1]],
                              boxes=[], multimask=True, threads=threads,
                              out=str(out / f"{stem}.mask.png"), overlay=str(out / f"{stem}.overlay.png"))
-        res = segment(req)
+        res = segment(req, predictor=predictor, image=image)
         print(res["summary"].splitlines()[0])
         results.append(res)
     untrained = manifest["untrained"]

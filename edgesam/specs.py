@@ -14,6 +14,18 @@ LOWRES = 256  # low-res mask logits are 256x256
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
 
+# The exported graphs' inputs and outputs, shared by the exporter and the runtime.
+ENCODER_INPUTS = {"image": [1, 3, IMAGE_SIZE, IMAGE_SIZE]}
+ENCODER_OUTPUTS = {"image_embeddings": list(EMBED_SHAPE)}
+DECODER_INPUTS = {
+    "image_embeddings": list(EMBED_SHAPE),
+    "point_coords": ["B", "N", 2],  # 1024-frame (after apply_coords), XY
+    "point_labels": ["B", "N"],  # 1/0 point, 2/3 box corners, -1 padding
+    "mask_input": ["M", 1, LOWRES, LOWRES],  # M = 1 (shared) or B
+    "has_mask_input": ["M"],
+}
+DECODER_OUTPUTS = {"iou_predictions": ["B", 4], "low_res_masks": ["B", 4, LOWRES, LOWRES]}
+
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -8,14 +8,14 @@ from typing import Optional
 import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
-from edgesam.errors import BundleError, InputError
+from edgesam.errors import BackendError, BundleError, InputError
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import BACKEND_FORMATS, Backend, MNNBackend, ORTBackend
 from edgesam.runtime.postprocess import postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
+from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS
 
-DECODER_INPUTS = ["image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"]
-DECODER_OUTPUTS = ["iou_predictions", "low_res_masks"]
+DECODER_OUT = list(DECODER_OUTPUTS)
 
 
 def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int,
@@ -25,13 +25,11 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
         raise InputError(f"unknown backend {backend!r}; choose mnn, ort or openvino")
     entry_path = bundle.find(role, BACKEND_FORMATS[backend], precision)
     if backend == "mnn":
-        ins = ["image"] if role == "encoder" else DECODER_INPUTS
-        outs = ["image_embeddings"] if role == "encoder" else DECODER_OUTPUTS
+        ins = list(ENCODER_INPUTS if role == "encoder" else DECODER_INPUTS)
+        outs = list(ENCODER_OUTPUTS if role == "encoder" else DECODER_OUTPUTS)
         return MNNBackend(entry_path, ins, outs, runtime_precision, threads)
     if backend == "ort":
         return ORTBackend(entry_path, threads)
-    from edgesam.errors import BackendError
-
     raise BackendError("backend 'openvino' is not built yet in this version (see issue 9)")
 
 
@@ -65,7 +63,7 @@ class SamPredictor:
         # asked for the lowres outputs only (it still wants the extra input fed).
         self._full = variant == "full"
         if isinstance(self.decoder, ORTBackend):
-            self.decoder.outputs = list(DECODER_OUTPUTS)
+            self.decoder.outputs = DECODER_OUT
         self.interpolation = interpolation
         self.reset_image()
 

@@ -49,7 +49,9 @@ def mask_bbox(m: np.ndarray) -> list[int]:
     return [int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)]
 
 
-def segment(req: SegmentRequest) -> dict:
+def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = None) -> dict:
+    """Run one request. ``predictor`` (already loaded on ``req.bundle``) and ``image`` (the decoded
+    RGB pixels of ``req.image``) let a caller segmenting many images load and decode only once."""
     from edgesam.runtime import draw
     from edgesam.runtime.imageio import read_image, write_image
     from edgesam.runtime.predictor import SamPredictor
@@ -68,10 +70,11 @@ def segment(req: SegmentRequest) -> dict:
             mask_input = np.load(req.mask_input, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise InputError(f"{req.mask_input}: not a readable .npy array ({e})") from None
-    image = read_image(req.image)  # validates the file before the (slow) model load
+    if image is None:
+        image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
-    pred = SamPredictor(req.bundle, backend=req.backend, precision=req.precision, threads=req.threads,
-                        runtime_precision=req.runtime_precision)
+    pred = predictor or SamPredictor(req.bundle, backend=req.backend, precision=req.precision,
+                                     threads=req.threads, runtime_precision=req.runtime_precision)
     t_load = time.perf_counter() - t0
     # Prompts are checked before the encoder runs, so bad input fails fast.
     from edgesam.runtime import prompts as P

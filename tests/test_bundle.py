@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import one_line_error, run_cli
+from conftest import REPO, one_line_error, run_cli
 from edgesam.bundle import atomic_dir
 
 
@@ -57,5 +57,5 @@ def test_info_catches_damage(vit_t_bundle, tmp_path, damage, match):
     assert match in line
     # the runtime refuses the same bundle before loading any model
     line = one_line_error(run_cli("segment", b, "assets/landscape.png", "--point", "10,10",
-                                  cwd=__import__("conftest").REPO))
+                                  cwd=REPO))
     assert match in line
