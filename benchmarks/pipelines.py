@@ -1,0 +1,209 @@
+"""Side-by-side latency of four SAM pipelines on the same weights and images (issue 3's targets).
+
+  torch-official  mobile_sam.SamPredictor (PIL resize, torch encoder/decoder/postprocess)
+  ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks)
+  mnn-sample      MNN.cv resize with mean/norm folded in, MNN modules, *full* decoder (orig_im_size -> masks)
+  edgesam         edgesam.runtime.SamPredictor on MNN (lowres decoder + composed numpy upscale)
+  edgesam-ort     the same predictor on its ONNX Runtime backend
+
+Every pipeline embeds the image from its file, then decodes one foreground point with
+multimask output and thresholds at the original size. Runs are interleaved (rep by rep,
+pipeline by pipeline) so machine drift hits all alike; medians are reported with ratios
+against edgesam. Needs the convert extra (torch, onnxruntime). Usage:
+
+  .venv/bin/python benchmarks/pipelines.py [--runs 5] [--threads 2] [--work /tmp/edgesam-bench]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build(work: Path) -> tuple[Path, Path]:
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    bundles = []
+    for variant in ("lowres", "full"):
+        out = work / f"vit_t-{variant}"
+        if not (out / "manifest.json").exists():
+            convert(ConvertOptions(model="vit_t", out=out, random_init=0, precisions=("fp32",), decoder=variant,
+                                   force=True), log=lambda m: None)
+        bundles.append(out)
+    return bundles[0], bundles[1]
+
+
+def make_images(work: Path) -> dict[str, Path]:
+    from PIL import Image
+
+    from edgesam.convert.gate import gate_image
+
+    imgs = {}
+    for name, (w, h) in {"600x400": (600, 400), "12MP": (4000, 3000)}.items():
+        p = work / f"{name}.jpg"
+        if not p.exists():
+            base = Image.fromarray(gate_image(683, 1024, seed=3)).resize((w, h), Image.BICUBIC)
+            noise = np.random.default_rng(0).normal(0, 4, (h, w, 3))
+            Image.fromarray(np.clip(np.asarray(base) + noise, 0, 255).astype(np.uint8)).save(p, quality=92)
+        imgs[name] = p
+    return imgs
+
+
+class TorchOfficial:
+    name = "torch-official"
+
+    def __init__(self, threads: int):
+        import torch
+        from mobile_sam import SamPredictor
+
+        from edgesam.convert.models import random_model
+
+        torch.set_num_threads(threads)
+        self.p = SamPredictor(random_model("vit_t", 0))
+
+    def embed(self, path: Path):
+        from PIL import Image
+
+        self.p.set_image(np.asarray(Image.open(path).convert("RGB")))
+        return self.p.original_size
+
+    def decode(self, pt):
+        m, s, _ = self.p.predict(point_coords=np.array([pt]), point_labels=np.array([1]))
+        return m
+
+
+def _full_decoder_feeds(emb, pt, size):
+    from edgesam.runtime.prompts import apply_coords
+
+    c = apply_coords(np.array([[pt, [0.0, 0.0]]]), size).astype(np.float32)
+    c[0, 1] = 0
+    return {"image_embeddings": emb, "point_coords": c, "point_labels": np.array([[1, -1]], np.float32),
+            "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),
+            "orig_im_size": np.array(size, np.int32)}
+
+
+class OrtSamexporter:
+    name = "ort-samexporter"
+
+    def __init__(self, full: Path, threads: int):
+        from edgesam.runtime.backends import ORTBackend
+
+        self.enc = ORTBackend(full / "encoder.onnx", threads)
+        self.dec = ORTBackend(full / "decoder.onnx", threads)
+        self.dec.outputs = ["iou_predictions", "masks"]
+
+    def embed(self, path: Path):
+        from PIL import Image
+
+        from edgesam.runtime.prompts import preprocess_shape
+        from edgesam.specs import PIXEL_MEAN, PIXEL_STD
+
+        img = Image.open(path).convert("RGB")
+        w, h = img.size
+        nh, nw = preprocess_shape(h, w)
+        x = (np.asarray(img.resize((nw, nh), Image.BILINEAR), np.float32) - PIXEL_MEAN) / PIXEL_STD
+        inp = np.zeros((1, 3, 1024, 1024), np.float32)
+        inp[0, :, :nh, :nw] = x.transpose(2, 0, 1)
+        self.emb, self.size = self.enc.run({"image": inp})["image_embeddings"], (h, w)
+        return self.size
+
+    def decode(self, pt):
+        out = self.dec.run(_full_decoder_feeds(self.emb, pt, self.size))
+        return out["masks"][0, 1:] > 0
+
+
+class MnnSample:
+    name = "mnn-sample"
+
+    def __init__(self, full: Path, threads: int):
+        from edgesam.runtime.backends import MNNBackend
+        from edgesam.specs import DECODER_INPUTS
+
+        self.enc = MNNBackend(full / "encoder.fp32.mnn", ["image"], ["image_embeddings"], "high", threads)
+        self.dec = MNNBackend(full / "decoder.fp32.mnn", [*DECODER_INPUTS, "orig_im_size"],
+                              ["iou_predictions", "masks"], "high", threads)
+
+    def embed(self, path: Path):
+        import MNN.cv as cv
+
+        from edgesam.runtime.prompts import preprocess_shape
+        from edgesam.specs import PIXEL_MEAN, PIXEL_STD
+
+        img = cv.imread(str(path))
+        h, w = img.shape[:2]
+        nh, nw = preprocess_shape(h, w)
+        x = cv.resize(img, (nw, nh), 0.0, 0.0, cv.INTER_LINEAR, cv.COLOR_BGR2RGB, list(PIXEL_MEAN),
+                      [1 / s for s in PIXEL_STD])
+        inp = np.zeros((1, 3, 1024, 1024), np.float32)
+        inp[0, :, :nh, :nw] = np.asarray(x.read()).reshape(nh, nw, 3).transpose(2, 0, 1)
+        self.emb, self.size = self.enc.run({"image": inp})["image_embeddings"], (h, w)
+        return self.size
+
+    def decode(self, pt):
+        out = self.dec.run(_full_decoder_feeds(self.emb, pt, self.size))
+        return out["masks"][0, 1:] > 0
+
+
+class Edgesam:
+    name = "edgesam"
+
+    def __init__(self, lowres: Path, threads: int, backend: str = "mnn"):
+        from edgesam.runtime import SamPredictor
+
+        self.name = "edgesam" if backend == "mnn" else f"edgesam-{backend}"
+        self.p = SamPredictor(lowres, backend=backend, precision="fp32", threads=threads)
+
+    def embed(self, path: Path):
+        self.p.set_image_file(path)
+        return self.p.original_size
+
+    def decode(self, pt):
+        m, s, _ = self.p.predict(point_coords=np.array([pt]), point_labels=np.array([1]))
+        return m
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/edgesam-bench")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    lowres, full = build(work)
+    images = make_images(work)
+    pipes = [TorchOfficial(a.threads), OrtSamexporter(full, a.threads), MnnSample(full, a.threads),
+             Edgesam(lowres, a.threads, "ort"), Edgesam(lowres, a.threads)]
+    times = {(p.name, img, stage): [] for p in pipes for img in images for stage in ("first", "decode")}
+    for rep in range(a.runs + 1):  # rep 0 is warm-up
+        for img, path in images.items():
+            for p in pipes:
+                t0 = time.perf_counter()
+                h, w = p.embed(path)
+                pt = [w * 0.3, h * 0.6]
+                masks = p.decode(pt)
+                t1 = time.perf_counter()
+                assert masks.shape == (3, h, w), (p.name, masks.shape)
+                t2 = time.perf_counter()
+                p.decode([w * 0.6, h * 0.3])
+                t3 = time.perf_counter()
+                if rep:
+                    times[(p.name, img, "first")].append(t1 - t0)
+                    times[(p.name, img, "decode")].append(t3 - t2)
+        print(f"rep {rep}/{a.runs} done", flush=True)
+    print(f"\nmedian of {a.runs} interleaved runs, {a.threads} threads, vit_t fp32 (ratios: pipeline / edgesam)")
+    print(f"{'image':<8} {'pipeline':<16} {'image->1st mask':>16} {'ratio':>6} {'decode+post':>12} {'ratio':>6}")
+    for img in images:
+        ref_first = statistics.median(times[("edgesam", img, "first")])
+        ref_dec = statistics.median(times[("edgesam", img, "decode")])
+        for p in pipes:
+            f = statistics.median(times[(p.name, img, "first")])
+            d = statistics.median(times[(p.name, img, "decode")])
+            print(f"{img:<8} {p.name:<16} {f * 1e3:13.0f} ms {f / ref_first:6.2f} {d * 1e3:9.0f} ms {d / ref_dec:6.2f}")
+
+
+if __name__ == "__main__":
+    main()
