@@ -59,3 +59,21 @@ def test_info_catches_damage(vit_t_bundle, tmp_path, damage, match):
     line = one_line_error(run_cli("segment", b, "assets/landscape.png", "--point", "10,10",
                                   cwd=REPO))
     assert match in line
+
+
+def test_atomic_outputs_get_normal_permissions(tmp_path):
+    """mkdtemp/mkstemp create 0700/0600; what is renamed into place follows the umask instead."""
+    import os
+
+    from edgesam.bundle import atomic_write_bytes
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_dir(tmp_path / "out") as t:
+            (t / "x").write_text("data")
+        atomic_write_bytes(tmp_path / "r.json", b"{}")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "out" / "x").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
