@@ -80,6 +80,9 @@ class ORTBackend:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # Encoder and decoder are separate sessions: with spinning on, the encoder's idle
+        # threads spin while the first decoder call runs (measured: 100 ms vs 70 ms, vit_t).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = [o.name for o in self.session.get_outputs()]
