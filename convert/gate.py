@@ -15,25 +15,13 @@ from edgesam.convert.export import DecoderWrapper, EncoderWrapper
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, ORTBackend
 from edgesam.runtime.parity import Cell, compare, top_change_rate
+from edgesam.runtime.synthetic import prompt_set, scene
 from edgesam.specs import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, PIXEL_MEAN,
                            PIXEL_STD)
 
 
-def gate_image(h: int = 683, w: int = 1024, seed: int = 7) -> np.ndarray:
-    """A deterministic RGB uint8 scene (gradients, discs, a bar) that needs no file."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([xx / w * 200, yy / h * 180, (xx + yy) / (h + w) * 120], -1) + 30
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(40, 180)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
-    img[h // 3:h // 3 + 40, :] = (240, 240, 20)
-    img += rng.normal(0, 6, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
 def gate_encoder_input(img: np.ndarray) -> np.ndarray:
-    """Normalise and pad to 1x3x1024x1024 (resize-free: the gate image is already <= 1024)."""
+    """Normalise and pad to 1x3x1024x1024 (resize-free: the gate scene is already <= 1024)."""
     h, w = img.shape[:2]
     x = (img.astype(np.float32) - np.array(PIXEL_MEAN, np.float32)) / np.array(PIXEL_STD, np.float32)
     out = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
@@ -41,32 +29,10 @@ def gate_encoder_input(img: np.ndarray) -> np.ndarray:
     return out
 
 
-def gate_prompts(size: tuple[int, int], embedding: np.ndarray, prev_logits: np.ndarray | None) -> dict:
-    """Named decoder feeds for points, pos+neg points, box, box+point and a batch of boxes."""
-    h, w = size
-    P = prompts
-    cases = {
-        "point": (np.array([[w * 0.3, h * 0.4]]), np.array([1]), None),
-        "points_neg": (np.array([[w * 0.5, h * 0.5], [w * 0.8, h * 0.2]]), np.array([1, 0]), None),
-        "box": (None, None, np.array([w * 0.1, h * 0.2, w * 0.6, h * 0.9])),
-        "box_point": (np.array([[w * 0.4, h * 0.5]]), np.array([1]), np.array([w * 0.2, h * 0.1, w * 0.7, h * 0.8])),
-        "boxes_batch": (None, None, np.array([[0, 0, w / 2, h / 2], [w / 3, h / 3, w, h], [10, 20, 300, 200]])),
-    }
-    feeds = {}
-    for name, (c, l, b) in cases.items():
-        coords, labels = P.validate_points(c, l)
-        feeds[name] = P.decoder_feeds(coords, labels, P.validate_boxes(b), None, size, embedding)
-    if prev_logits is not None:
-        coords, labels = P.validate_points(np.array([[w * 0.3, h * 0.4]]), np.array([1]))
-        mask = P.validate_mask_input(prev_logits, 1)
-        feeds["point_mask"] = P.decoder_feeds(coords, labels, None, mask, size, embedding)
-    return feeds
-
-
 @torch.no_grad()
 def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: dict[str, tuple[Path, Path]],
              threads: int, log: Callable[[str], None], full: bool = False) -> list[Cell]:
-    img = gate_image()
+    img = scene()
     size = img.shape[:2]
     x = gate_encoder_input(img)
     emb_t = EncoderWrapper(sam)(torch.from_numpy(x)).numpy()
@@ -77,8 +43,8 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: di
         outs = dec_t(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
         return dict(zip(dec_out, (o.numpy() for o in outs)))
 
-    first = torch_decode(gate_prompts(size, emb_t, None)["point"])
-    cases = gate_prompts(size, emb_t, first["low_res_masks"][:, 0])
+    first = torch_decode(prompt_set(size, emb_t, None)["point"])
+    cases = prompt_set(size, emb_t, first["low_res_masks"][:, 0])
     ref = {name: torch_decode(f) for name, f in cases.items()}
 
     if full:  # the full variant also takes orig_im_size and returns masks at that size

@@ -55,7 +55,10 @@ class Bundle:
                 and (precision is None or f["precision"] == precision)]
 
     def precisions(self, format: str) -> list[str]:
-        return sorted({f["precision"] for f in self.entries(format=format)})
+        """Precisions present for ``format``, widest first (fp32, fp16, int8)."""
+        order = ("fp32", "fp16", "int8")
+        return sorted({f["precision"] for f in self.entries(format=format)},
+                      key=lambda p: (order.index(p) if p in order else len(order), p))
 
     def find(self, role: str, format: str, precision: str) -> Path:
         """Path of the model with this role/format/precision, or a BundleError naming what exists."""

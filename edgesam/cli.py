@@ -96,6 +96,43 @@ def cmd_segment(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_parity(a: argparse.Namespace) -> int:
+    from edgesam.runtime.parity import Cell, format_table
+    from edgesam.runtime.paritymatrix import ParityOptions, run_parity
+
+    report = run_parity(ParityOptions(bundle=a.bundle, images=tuple(a.images or ()), reference=a.reference,
+                                      checkpoint=a.checkpoint, runtime_precisions=tuple(a.runtime_precision),
+                                      threads=a.threads))
+    if a.json != "-":
+        cells = [Cell(**{k: v for k, v in c.items() if k != "ok"}) for c in report["cells"]]
+        print(f"reference: {report['reference']}; images: {', '.join(report['images'])}"
+              + ("  [untrained model]" if report["untrained"] else ""))
+        print(format_table(cells))
+    write_json(a.json, report)
+    if not report["ok"]:
+        from edgesam.errors import ParityError
+
+        raise ParityError(f"{len(report['failures'])} cell(s) out of tolerance: " + " | ".join(report["failures"]))
+    return 0
+
+
+def cmd_bench(a: argparse.Namespace) -> int:
+    from edgesam.runtime.bench import BenchOptions, compare_reports, format_bench, run_bench
+
+    if a.compare:
+        print(compare_reports(a.compare))
+        return 0
+    if not a.bundle:
+        raise InputError("bench needs a BUNDLE (or --compare A.json B.json)")
+    report = run_bench(BenchOptions(bundle=a.bundle, image=a.image, backends=tuple(a.backend),
+                                    precisions=tuple(a.precision), runtime_precisions=tuple(a.runtime_precision),
+                                    threads=tuple(a.threads), runs=a.runs, warmup=a.warmup, batch=a.batch))
+    if a.json != "-":
+        print(format_bench(report))
+    write_json(a.json, report)
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from edgesam.demo import run_demo
 
@@ -147,6 +184,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npz", metavar="FILE.npz")
     s.add_argument("--json", metavar="FILE")
     s.set_defaults(func=cmd_segment)
+
+    q = sub.add_parser("parity", help="stage x format x precision parity matrix of a bundle")
+    q.add_argument("bundle")
+    q.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (default: synthetic scenes)")
+    q.add_argument("--reference", default="onnx", choices=["onnx", "torch"])
+    q.add_argument("--checkpoint", help="with --reference torch, for a bundle made from a checkpoint")
+    q.add_argument("--runtime-precision", type=_csv(), default=["high", "normal", "low"],
+                   help="MNN arithmetic precisions to check (high,normal,low)")
+    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--json", metavar="FILE")
+    q.set_defaults(func=cmd_parity)
+
+    bn = sub.add_parser("bench", help="per-stage latency, swept over backends/precisions/threads")
+    bn.add_argument("bundle", nargs="?")
+    bn.add_argument("--image", help="JPEG/PNG/BMP (default: a synthetic 600x400 image)")
+    bn.add_argument("--backend", type=_csv(), default=["mnn"], help="comma list: mnn,ort")
+    bn.add_argument("--precision", type=_csv(), default=["fp32"], help="model precisions: fp32,fp16,int8")
+    bn.add_argument("--runtime-precision", type=_csv(), default=["high"], help="MNN arithmetic: high,normal,low")
+    bn.add_argument("--threads", type=_csv(int), default=[2], help="comma list, e.g. 1,2,4")
+    bn.add_argument("--runs", type=int, default=5)
+    bn.add_argument("--warmup", type=int, default=1)
+    bn.add_argument("--batch", type=int, default=16, help="prompts in the batched decoder stage")
+    bn.add_argument("--compare", nargs="+", metavar="JSON", help="print bench JSON files side by side")
+    bn.add_argument("--json", metavar="FILE")
+    bn.set_defaults(func=cmd_bench)
 
     d = sub.add_parser("demo", help="build, convert, check and run the built-in default model")
     d.add_argument("--out", default="edgesam-demo")

@@ -102,11 +102,12 @@ def top_change_rate(ref_scores: np.ndarray, got_scores: np.ndarray) -> float:
 
 def format_table(cells: list[Cell]) -> str:
     head = f"{'stage':<10} {'output':<16} {'candidate':<28} {'max_abs':>9} {'mean_abs':>9} {'rel_max':>8} " \
-           f"{'cosine':>9} {'IoU':>7}  status"
+           f"{'cosine':>9} {'IoU':>7} {'top-chg':>7}  status"
     rows = [head, "-" * len(head)]
     for c in cells:
         iou = f"{c.mask_iou:.4f}" if c.mask_iou is not None else "-"
+        top = f"{c.top_change_rate:.1%}" if c.top_change_rate is not None else "-"
         status = "ok" if c.ok else "FAIL: " + "; ".join(c.failures)
         rows.append(f"{c.stage:<10} {c.output:<16} {c.candidate:<28} {c.max_abs:9.2e} {c.mean_abs:9.2e} "
-                    f"{c.rel_max:8.1e} {c.cosine:9.6f} {iou:>7}  {status}")
+                    f"{c.rel_max:8.1e} {c.cosine:9.6f} {iou:>7} {top:>7}  {status}")
     return "\n".join(rows)

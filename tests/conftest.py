@@ -48,9 +48,9 @@ def vit_t_model():
 
 def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A photo-like RGB uint8 image of any size: smooth shapes plus mild noise."""
-    from edgesam.convert.gate import gate_image  # numpy only
+    from edgesam.runtime.synthetic import scene as synthetic
 
-    base = gate_image(256, 256, seed).astype(np.float32)
+    base = synthetic(256, 256, seed).astype(np.float32)
     ys = (np.arange(h) * 256 // h).clip(0, 255)
     xs = (np.arange(w) * 256 // w).clip(0, 255)
     img = base[ys][:, xs]

@@ -15,7 +15,8 @@ HEAVY = ("torch", "torchvision", "timm", "onnx")
 
 def test_import_runtime_pulls_no_heavy_modules():
     code = ("import sys, edgesam.runtime, edgesam.runtime.predictor, edgesam.runtime.segment, "
-            "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.cli; "
+            "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.runtime.paritymatrix, "
+            "edgesam.runtime.bench, edgesam.cli; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
@@ -55,3 +56,15 @@ def test_base_install_venv_runs_segment(vit_t_bundle, tmp_path):
     z = np.load(tmp_path / "o.npz")
     assert z["masks"].shape == (1, 600, 400) and z["masks"].dtype == bool
     assert z["scores"].shape == (1,) and z["low_res_logits"].shape == (1, 256, 256)
+    # parity and bench also run on a board-like install: no torch, no onnxruntime
+    p = subprocess.run([str(env_dir / "bin" / "edgesam"), "parity", str(vit_t_bundle), "--runtime-precision", "high",
+                        "--images", str(REPO / "assets/portrait.png")], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "reference: mnn fp32/high (onnxruntime not installed)" in p.stdout and "mnn int8/high" in p.stdout
+    p = subprocess.run([str(env_dir / "bin" / "edgesam"), "bench", str(vit_t_bundle), "--runs", "1", "--warmup", "0",
+                        "--batch", "2", "--json", str(tmp_path / "b.json")], capture_output=True, text=True,
+                       timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    import json
+
+    assert json.loads((tmp_path / "b.json").read_text())["results"][0]["stages"]["encoder"]["p50_ms"] > 0
