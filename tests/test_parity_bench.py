@@ -71,3 +71,14 @@ def test_bench_stages_sane_and_schema(vit_t_bundle, tmp_path):
     shutil.copy(tmp_path / "a.json", tmp_path / "b.json")
     c = run_cli("bench", "--compare", tmp_path / "a.json", tmp_path / "b.json")
     assert c.returncode == 0 and "mnn int8/high t2" in c.stdout and "ratio 1/0" in c.stdout
+
+
+def test_parity_against_torch_reference(vit_t_bundle, tmp_path):
+    pytest.importorskip("torch")
+    p = run_cli("parity", vit_t_bundle, "--reference", "torch", "--runtime-precision", "high", "--images",
+                REPO / "assets" / "panorama.png", "--json", tmp_path / "p.json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    r = json.loads((tmp_path / "p.json").read_text())
+    assert r["reference"] == "torch"
+    onnx_cells = [c for c in r["cells"] if c["candidate"] == "onnx fp32"]
+    assert len(onnx_cells) == 4 and all(c["cosine"] > 0.99999 for c in onnx_cells)
