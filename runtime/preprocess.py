@@ -40,6 +40,10 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid") -> np.nda
     var = image if not isinstance(image, np.ndarray) else _to_var(image)
     h, w = var.shape[:2]
     new_h, new_w = preprocess_shape(h, w)
+    if min(new_h, new_w) < 1:
+        # e.g. 2x40000: the official transform would ask PIL for a 0-pixel side and crash
+        raise ImageError(f"image {w}x{h} is too elongated: its short side would resize to 0 pixels "
+                         f"(aspect ratio above {2 * 1024}:1)")
     if interpolation == "pyramid" and h * w > new_h * new_w:
         # Approximate PIL's antialiased bilinear with box filters: halve while the image is still
         # twice the target (each bilinear halving is a 2x2 mean), then bilinear to twice the

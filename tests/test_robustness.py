@@ -1,0 +1,141 @@
+"""Robustness: awkward images, fuzzed prompts, and no network."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import REPO, one_line_error, run_cli
+from edgesam.errors import InputError
+from edgesam.runtime import prompts as P
+
+FUZZ = int(os.environ.get("EDGESAM_FUZZ_EXAMPLES", "60"))  # `slow` runs set thousands
+
+
+# --- images --------------------------------------------------------------------------------
+
+def _png(path, array, mode=None):
+    from PIL import Image
+
+    Image.fromarray(array, mode).save(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["1x1", "grey", "rgba", "palette", "16bit", "bmp"])
+def test_awkward_images_segment(vit_t_bundle, tmp_path, kind):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    path = tmp_path / f"{kind}.png"
+    if kind == "1x1":
+        _png(path, rgb[:1, :1])
+    elif kind == "grey":
+        _png(path, rgb[..., 0])
+    elif kind == "rgba":
+        _png(path, np.dstack([rgb, rgb[..., :1]]))
+    elif kind == "palette":
+        Image.fromarray(rgb).convert("P").save(path)
+    elif kind == "16bit":
+        Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(path)  # mode I;16
+    else:
+        path = tmp_path / "img.bmp"
+        Image.fromarray(rgb).save(path)
+    h, w = (1, 1) if kind == "1x1" else (48, 64)
+    p = run_cli("segment", vit_t_bundle, path, "--point", "0,0", "--npz", tmp_path / "o.npz")
+    assert p.returncode == 0, p.stderr[-1500:]
+    assert np.load(tmp_path / "o.npz")["masks"].shape == (1, h, w)
+
+
+def test_too_elongated_image_is_a_clear_error(vit_t_bundle, tmp_path):
+    path = _png(tmp_path / "thin.png", np.zeros((2, 40000, 3), np.uint8))
+    line = one_line_error(run_cli("segment", vit_t_bundle, path, "--point", "5,1"))
+    assert "too elongated" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; permission errors need a normal user")
+def test_unreadable_image(vit_t_bundle, tmp_path):
+    path = _png(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
+    path.chmod(0)
+    assert "permission denied" in one_line_error(run_cli("segment", vit_t_bundle, path, "--point", "1,1"))
+
+
+# --- prompt transforms -------------------------------------------------------------------------
+
+sizes = st.tuples(st.integers(1, 6000), st.integers(1, 6000))
+
+
+@settings(max_examples=FUZZ * 10, deadline=None)
+@given(size=sizes, xy=st.tuples(st.floats(-1e4, 1e4), st.floats(-1e4, 1e4)))
+def test_apply_coords_is_the_official_per_axis_scale(size, xy):
+    h, w = size
+    nh, nw = P.preprocess_shape(h, w)
+    assert max(nh, nw) == 1024 and min(nh, nw) >= 0
+    got = P.apply_coords(np.array([xy]), size)[0]
+    assert got[0] == pytest.approx(xy[0] * (nw / w)) and got[1] == pytest.approx(xy[1] * (nh / h))
+    box = P.apply_boxes(np.array([*xy, *xy]), size)[0]
+    assert np.allclose(box[:2], got) and np.allclose(box[2:], got)
+
+
+# --- predictor fuzz ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def predictor(vit_t_bundle):
+    from edgesam.runtime import SamPredictor
+    from edgesam.runtime.synthetic import scene
+
+    p = SamPredictor(vit_t_bundle)
+    p.set_image(scene(120, 200, seed=4))
+    return p
+
+
+finite = st.floats(-500, 700, allow_nan=False)
+anything = st.one_of(finite, st.just(float("nan")), st.just(float("inf")), st.floats(-1e9, 1e9))
+
+
+@settings(max_examples=FUZZ, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(n=st.integers(0, 4), m=st.integers(0, 4), coords=st.lists(anything, min_size=8, max_size=8),
+       labels=st.lists(st.integers(-1, 2), min_size=4, max_size=4), box=st.one_of(st.none(), st.lists(anything, min_size=4, max_size=4)),
+       multimask=st.booleans())
+def test_predict_valid_or_input_error(predictor, n, m, coords, labels, box, multimask):
+    """Any prompt either gives official shapes and dtypes or raises InputError; nothing else."""
+    pc = np.array(coords[:2 * n]).reshape(n, 2) if n else None
+    pl = np.array(labels[:m]) if m else None
+    try:
+        masks, scores, low = predictor.predict(pc, pl, None if box is None else np.array(box), None, multimask)
+    except InputError:
+        return
+    c = 3 if multimask else 1
+    assert masks.shape == (c, 120, 200) and masks.dtype == bool
+    assert scores.shape == (c,) and low.shape == (c, 256, 256) and np.all(np.isfinite(low))
+
+
+# --- no network --------------------------------------------------------------------------------
+
+def _unshare() -> list[str]:
+    exe = shutil.which("unshare")
+    if exe is None or subprocess.run([exe, "-n", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -n is not available in this sandbox")
+    return [exe, "-n"]
+
+
+def test_runtime_and_convert_work_without_network(vit_t_bundle, tmp_path):
+    pytest.importorskip("torch")
+    prefix = _unshare()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    seg = subprocess.run([*prefix, sys.executable, "-m", "edgesam.cli", "segment", str(vit_t_bundle),
+                          str(REPO / "assets/landscape.png"), "--point", "100,300", "--out", str(tmp_path / "m.png")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert seg.returncode == 0, seg.stderr[-2000:]
+    conv = subprocess.run([*prefix, sys.executable, "-m", "edgesam.cli", "convert", "--model", "vit_t",
+                           "--random-init", "5", "--precision", "int8", "--out", str(tmp_path / "b")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert conv.returncode == 0, conv.stderr[-2000:]
+    assert (tmp_path / "b" / "manifest.json").is_file()
