@@ -139,3 +139,33 @@ def test_runtime_and_convert_work_without_network(vit_t_bundle, tmp_path):
                           capture_output=True, text=True, timeout=600, env=env)
     assert conv.returncode == 0, conv.stderr[-2000:]
     assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+# --- soak ----------------------------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+@pytest.mark.slow
+def test_soak_rss_stays_flat(vit_t_bundle):
+    """2,000 decoder calls on one embedding and 50 set_image calls: RSS may not keep growing."""
+    from edgesam.runtime import SamPredictor
+    from edgesam.runtime.synthetic import scene
+
+    p = SamPredictor(vit_t_bundle)
+    img = scene(400, 600, seed=2)
+    p.set_image(img)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # warm-up: allocator pools and caches reach their size
+        p.predict(rng.uniform(0, 400, (1, 2)), np.array([1]))
+    base = _rss_mb()
+    for i in range(2000):
+        p.predict(rng.uniform(0, 400, (2, 2)), np.array([1, 0]), multimask_output=bool(i % 2))
+    after_decode = _rss_mb()
+    for i in range(50):
+        p.set_image(scene(300 + i, 500, seed=i))
+    after_images = _rss_mb()
+    print(f"soak RSS: start {base:.0f} MB, after 2000 predicts {after_decode:.0f} MB, after 50 set_image "
+          f"{after_images:.0f} MB")
+    assert after_decode - base < 50 and after_images - base < 100
