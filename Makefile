@@ -20,5 +20,6 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m slow
+	EDGESAM_FUZZ_EXAMPLES=2000 $(VENV)/bin/python -m pytest -q tests/test_robustness.py -k "apply_coords or predict_valid"
 
 .PHONY: setup demo test test-slow
