@@ -142,19 +142,19 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str):
             yield (label, tolerance_key(prec, rp), *_mnn_pair(bundle, prec, rp, opts.threads))
 
 
-def _stage_outputs(enc, dec, ref_emb_by_image, images, ref_feeds_by_image) -> dict:
+def _stage_outputs(enc, dec, ref_emb_by_image, images, ref_feeds_by_image, is_reference: bool = False) -> dict:
     """Run one format over every image: embeddings, decoder outputs on the reference embedding,
-    and final logits at the original size from its own embedding."""
+    and final logits at the original size from its own embedding (the same run, for the reference)."""
     emb, logits, scores, final = [], [], [], []
     for (name, img), ref_emb, feeds in zip(images, ref_emb_by_image, ref_feeds_by_image):
         x, input_size = preprocess(img)
-        own = enc.run({"image": x})["image_embeddings"]
+        own = ref_emb if is_reference else enc.run({"image": x})["image_embeddings"]
         emb.append(own)
         for case, f in feeds.items():
             out = dec.run(f)
             logits.append(out["low_res_masks"].ravel())
             scores.append(out["iou_predictions"])
-            own_out = dec.run(dict(f, image_embeddings=own))
+            own_out = out if is_reference else dec.run(dict(f, image_embeddings=own))
             final.append(upscale_logits(own_out["low_res_masks"][:, 1:], input_size, img.shape[:2]).ravel())
     return {"emb": np.concatenate(emb), "logits": np.concatenate(logits), "scores": np.concatenate(scores),
             "final": np.concatenate(final)}
@@ -176,7 +176,7 @@ def run_parity(opts: ParityOptions, log: Callable[[str], None] = lambda m: print
         first = ref_dec.run(prompt_set(img.shape[:2], e, None)["point"])
         ref_embs.append(e)
         ref_feeds.append(prompt_set(img.shape[:2], e, first["low_res_masks"][:, 0]))
-    ref = _stage_outputs(ref_enc, ref_dec, ref_embs, images, ref_feeds)
+    ref = _stage_outputs(ref_enc, ref_dec, ref_embs, images, ref_feeds, is_reference=True)
     cells: list[Cell] = []
     for label, tol, enc, dec in _candidates(bundle, opts, ref_label):
         log(f"  {label}")

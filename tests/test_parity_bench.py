@@ -62,8 +62,10 @@ def test_bench_stages_sane_and_schema(vit_t_bundle, tmp_path):
                     "ort fp32/- t1", "ort fp32/- t2"]
     for x in r["results"]:
         st = {k: v["p50_ms"] for k, v in x["stages"].items()}
-        assert 0 < st["decoder_1"] < st["encoder"] < 60_000
-        assert st["end_to_end"] > st["encoder"]  # file -> first mask includes the encoder
+        # Sanity only, with wide margins: stages are timed in separate runs on a shared machine,
+        # so only orderings that hold by ~4x or more are checked (encoder ~15x a decoder call).
+        assert all(0 < v < 60_000 for v in st.values())
+        assert st["decoder_1"] < st["encoder"] and st["decoder_1"] < st["end_to_end"]
         assert st["decoder_batch"] > st["decoder_1"]  # 4 prompts cost more than 1
         assert 0 < x["fraction_of_matmul_peak"]["encoder"] < 1.5
     assert r["machine"]["cores"] >= 1 and "fp16" in r["machine"]["mnn_cpu_features"]
