@@ -96,6 +96,30 @@ def cmd_segment(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_everything(a: argparse.Namespace) -> int:
+    from edgesam.runtime.amg import AmgOptions
+    from edgesam.runtime.everything import EverythingRequest, everything
+
+    if a.point_grids and a.points_per_side is not None:
+        raise InputError("give --points-per-side or --point-grids, not both")
+    pps = None if a.point_grids else (32 if a.points_per_side is None else a.points_per_side)
+    opts = AmgOptions(points_per_side=pps, points_per_batch=a.points_per_batch, pred_iou_thresh=a.pred_iou_thresh,
+                      stability_score_thresh=a.stability_score_thresh,
+                      stability_score_offset=a.stability_score_offset, box_nms_thresh=a.box_nms_thresh,
+                      crop_n_layers=a.crop_n_layers, crop_nms_thresh=a.crop_nms_thresh,
+                      crop_overlap_ratio=a.crop_overlap_ratio,
+                      crop_n_points_downscale_factor=a.crop_n_points_downscale_factor,
+                      min_mask_region_area=a.min_mask_region_area, output_mode=a.output_mode)
+    req = EverythingRequest(bundle=a.bundle, image=a.image, options=opts, point_grids=a.point_grids,
+                            backend=a.backend, precision=a.precision, runtime_precision=a.runtime_precision,
+                            threads=a.threads, out=a.out, overlay=a.overlay, progress=not a.quiet)
+    result = everything(req)
+    if a.json != "-":
+        print(result["summary"])
+    write_json(a.json, result)
+    return 0
+
+
 def cmd_parity(a: argparse.Namespace) -> int:
     from edgesam.runtime.parity import Cell, format_table
     from edgesam.runtime.paritymatrix import ParityOptions, run_parity
@@ -184,6 +208,33 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--npz", metavar="FILE.npz")
     s.add_argument("--json", metavar="FILE")
     s.set_defaults(func=cmd_segment)
+
+    e = sub.add_parser("everything", help="automatic mask generation (segment everything) on one image")
+    e.add_argument("bundle")
+    e.add_argument("image")
+    e.add_argument("--points-per-side", type=int, default=None, help="grid points per side (default 32)")
+    e.add_argument("--point-grids", metavar="FILE.npy", help="Nx2 or LxNx2 points in [0,1], one grid per crop layer")
+    e.add_argument("--points-per-batch", type=int, default=64, help="prompts per decoder call")
+    e.add_argument("--pred-iou-thresh", type=float, default=0.88)
+    e.add_argument("--stability-score-thresh", type=float, default=0.95)
+    e.add_argument("--stability-score-offset", type=float, default=1.0)
+    e.add_argument("--box-nms-thresh", type=float, default=0.7)
+    e.add_argument("--crop-n-layers", type=int, default=0)
+    e.add_argument("--crop-nms-thresh", type=float, default=0.7)
+    e.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
+    e.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
+    e.add_argument("--min-mask-region-area", type=int, default=0)
+    e.add_argument("--output-mode", default="coco_rle", choices=["coco_rle", "uncompressed_rle", "binary_mask"],
+                   help="records in --out: RLE in a .json file, or binary masks in a .npz")
+    e.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
+    e.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
+    e.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"])
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--out", metavar="masks.json", help="the records (official keys), COCO-style JSON")
+    e.add_argument("--overlay", metavar="OUT.png", help="every mask tinted over the image")
+    e.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    e.add_argument("--json", metavar="FILE", help="summary: counts, areas, boxes, scores, timings")
+    e.set_defaults(func=cmd_everything)
 
     q = sub.add_parser("parity", help="stage x format x precision parity matrix of a bundle")
     q.add_argument("bundle")

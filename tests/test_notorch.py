@@ -16,7 +16,8 @@ HEAVY = ("torch", "torchvision", "timm", "onnx")
 def test_import_runtime_pulls_no_heavy_modules():
     code = ("import sys, edgesam.runtime, edgesam.runtime.predictor, edgesam.runtime.segment, "
             "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.runtime.paritymatrix, "
-            "edgesam.runtime.bench, edgesam.cli; "
+            "edgesam.runtime.bench, edgesam.runtime.amg, edgesam.runtime.everything, edgesam.runtime.rle, "
+            "edgesam.runtime.regions, edgesam.runtime.maskstats, edgesam.cli; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
