@@ -7,7 +7,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(VENV)/bin/pip install -q -e '.[convert,dev]'
+	$(VENV)/bin/pip install -q -e '.[convert,dev,openvino]'
 	touch $(STAMP)
 
 setup: $(STAMP)

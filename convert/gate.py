@@ -13,7 +13,7 @@ import torch
 
 from edgesam.convert.export import DecoderWrapper, EncoderWrapper
 from edgesam.runtime import prompts
-from edgesam.runtime.backends import MNNBackend, ORTBackend
+from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
 from edgesam.runtime.parity import Cell, compare, top_change_rate
 from edgesam.runtime.synthetic import prompt_set, scene
 from edgesam.specs import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, PIXEL_MEAN,
@@ -31,7 +31,8 @@ def gate_encoder_input(img: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: dict[str, tuple[Path, Path]],
-             threads: int, log: Callable[[str], None], full: bool = False) -> list[Cell]:
+             threads: int, log: Callable[[str], None], full: bool = False,
+             openvino_files: dict[str, tuple[Path, Path]] | None = None) -> list[Cell]:
     img = scene()
     size = img.shape[:2]
     x = gate_encoder_input(img)
@@ -56,6 +57,9 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: di
         candidates[f"mnn {prec}"] = (prec, MNNBackend(enc_p, list(ENCODER_INPUTS), list(ENCODER_OUTPUTS), "high",
                                                                 threads),
                                      MNNBackend(dec_p, dec_in, dec_out, "high", threads))
+    for prec, (enc_p, dec_p) in (openvino_files or {}).items():
+        # fp16 IR = half weights, f32 arithmetic: judged by the fp16 tolerances like MNN fp16.
+        candidates[f"openvino {prec}"] = (prec, OpenVINOBackend(enc_p, threads), OpenVINOBackend(dec_p, threads))
     cells: list[Cell] = []
     for label, (prec, enc, dec) in candidates.items():
         log(f"  parity: {label}")

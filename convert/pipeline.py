@@ -15,6 +15,7 @@ from edgesam.errors import ConversionError, InputError, ParityError
 from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, get_spec
 
 PRECISIONS = ("fp32", "fp16", "int8")
+FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
 DECODER_VARIANTS = ("lowres", "full")
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
 
@@ -31,9 +32,15 @@ class ConvertOptions:
     simplify: bool = True
     force: bool = False
     threads: int = 2
+    formats: tuple[str, ...] = ("onnx", "mnn")
 
     def validate(self) -> None:
         get_spec(self.model)
+        if any(f not in FORMATS for f in self.formats) or "onnx" not in self.formats:
+            raise InputError(f"--format takes a comma list of {','.join(FORMATS)} that includes onnx "
+                             f"(every other format is made from it), got {','.join(self.formats)}")
+        if "openvino" in self.formats and not set(self.precisions) & {"fp32", "fp16"}:
+            raise InputError("--format openvino writes fp32 and fp16 IR: add fp32 or fp16 to --precision")
         if (self.checkpoint is None) == (self.random_init is None):
             raise InputError("give exactly one of --checkpoint PATH or --random-init SEED")
         if not self.precisions or any(p not in PRECISIONS for p in self.precisions):
@@ -69,6 +76,10 @@ def _stderr(msg: str) -> None:
 def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     """Build the bundle at ``opts.out``; returns its manifest. Nothing is written unless parity holds."""
     opts.validate()
+    if "openvino" in opts.formats:  # fail before minutes of export, not after
+        from edgesam.convert.openvino import import_openvino
+
+        import_openvino()
     # Heavy imports only here, so that `edgesam --help` stays instant.
     import onnx
     import torch
@@ -99,24 +110,48 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
             notes[role] = prog.stage(f"finalise {role} onnx", finalise_onnx, path, meta, opts.simplify,
                                      opts.decoder == "full" and role == "decoder")
-        mnn_files = {}
-        for prec in opts.precisions:
+        mnn_files, ov_files = {}, {}
+        for prec in (opts.precisions if "mnn" in opts.formats else ()):
             for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
                 out = tmp / f"{role}.{prec}.mnn"
                 prog.stage(f"mnn {role} {prec}", onnx_to_mnn, path, out, prec, f"edgesam:{opts.model}:{prec}")
             mnn_files[prec] = (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn")
+        if "openvino" in opts.formats:
+            from edgesam.convert.openvino import onnx_to_openvino
+
+            for prec in (p for p in opts.precisions if p in ("fp32", "fp16")):
+                for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
+                    prog.stage(f"openvino {role} {prec}", onnx_to_openvino, path, tmp / f"{role}.{prec}.xml", prec)
+                ov_files[prec] = (tmp / f"encoder.{prec}.xml", tmp / f"decoder.{prec}.xml")
         cells = prog.stage("parity", gate.run_gate, sam, enc_onnx, dec_onnx, mnn_files, opts.threads, log,
-                           opts.decoder == "full")
+                           opts.decoder == "full", ov_files)
+        trt = None
+        if "tensorrt" in opts.formats:
+            trt, trt_cells = prog.stage("tensorrt profile", _tensorrt, sam, tmp, enc_onnx, dec_onnx,
+                                        opts, log)
+            cells = cells + trt_cells
         log(format_table(cells))
         failed = [c for c in cells if not c.ok]
         if failed:
             c = failed[0]
             raise ParityError(f"parity failed, nothing written: {c.stage} {c.output} of {c.candidate} vs "
                               f"{c.reference}: {'; '.join(c.failures)} ({len(failed)} failing cells)")
-        manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained)
+        manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained, trt)
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
     return manifest
+
+
+def _tensorrt(sam, tmp: Path, enc_onnx: Path, dec_onnx: Path, opts: ConvertOptions, log) -> tuple[dict, list]:
+    """TensorRT takes the lowres decoder: a full bundle gets its lowres subgraph beside it."""
+    from edgesam.convert import gate, tensorrt
+    from edgesam.runtime.synthetic import scene
+
+    if opts.decoder == "full":
+        dec_onnx = tmp / "decoder.lowres.onnx"
+        tensorrt.lowres_decoder(tmp / "decoder.onnx", dec_onnx)
+    return tensorrt.prepare(sam, enc_onnx, dec_onnx, gate.gate_encoder_input(scene()), tensorrt.TensorRTProfile(),
+                            opts.threads, log)
 
 
 def count_flops(sam) -> dict:
@@ -152,10 +187,13 @@ def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool) -> di
         try:
             import onnxslim
 
+            from edgesam.convert.tensorrt import restore_dim_names
+
             slim = onnxslim.slim(model)
             # onnxslim's inferred shapes tie the expanded prompt batch to the mask batch
             # ("M"); ONNX Runtime then refuses B != M. Let each runtime infer shapes itself.
             del slim.graph.value_info[:]
+            restore_dim_names(slim)
             onnx.checker.check_model(slim)
             model, note["simplified"] = slim, "onnxslim"
         except Exception as e:  # a failed simplification is recorded, never silently used
@@ -195,7 +233,7 @@ def _io_shapes(path: Path) -> tuple[dict, dict]:
 
 
 def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cells, notes: dict,
-                   times: dict, untrained: bool) -> dict:
+                   times: dict, untrained: bool, tensorrt: Optional[dict] = None) -> dict:
     import onnx
     import torch
 
@@ -207,12 +245,28 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         if "external_data" in notes[role]:
             files.append(file_record(tmp, notes[role]["external_data"], role=role, format="onnx_external_data",
                                      precision="fp32"))
-        for prec in opts.precisions:
+        for prec in (opts.precisions if "mnn" in opts.formats else ()):
             files.append(file_record(tmp, f"{role}.{prec}.mnn", role=role, format="mnn", precision=prec,
                                      inputs=ins, outputs=outs))
             if (tmp / f"{role}.{prec}.mnn.weight").exists():  # MNN puts >2 GB weights beside the model
                 files.append(file_record(tmp, f"{role}.{prec}.mnn.weight", role=role, format="mnn_external_weight",
                                          precision=prec))
+        for prec in (p for p in opts.precisions if p in ("fp32", "fp16") and "openvino" in opts.formats):
+            files.append(file_record(tmp, f"{role}.{prec}.xml", role=role, format="openvino", precision=prec,
+                                     inputs=ins, outputs=outs, weights=f"{role}.{prec}.bin"))
+            files.append(file_record(tmp, f"{role}.{prec}.bin", role=role, format="openvino_weights",
+                                     precision=prec))
+    if tensorrt and tensorrt["files"]["decoder"] != "decoder.onnx":
+        files.append(file_record(tmp, tensorrt["files"]["decoder"], role="decoder", format="onnx_lowres",
+                                 precision="fp32"))
+    versions = {"edgesam": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                "python": platform.python_version()}
+    if "mnn" in opts.formats:  # importing MNN prints a CPU banner on stdout: only when it was used
+        versions["MNN"] = _mnn_version()
+    if "openvino" in opts.formats:
+        from edgesam.convert.openvino import openvino_version
+
+        versions["openvino"] = openvino_version()
     return {
         "format": FORMAT, "version": VERSION, "model": opts.model,
         "untrained": untrained,
@@ -225,9 +279,9 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         "flops": flops,
         "parity": {"reference": "torch", "ok": all(c.ok for c in cells),
                    "cells": [c.as_dict() for c in cells]},
-        "convert": {"opset": opts.opset, "seconds": times},
-        "versions": {"edgesam": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                     "MNN": _mnn_version(), "python": platform.python_version()},
+        "convert": {"opset": opts.opset, "formats": list(opts.formats), "seconds": times},
+        **({"tensorrt": tensorrt} if tensorrt else {}),
+        "versions": versions,
     }
 
 

@@ -66,7 +66,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
     opts = ConvertOptions(model=a.model, out=Path(a.out),
                           checkpoint=Path(a.checkpoint) if a.checkpoint else None,
                           random_init=a.random_init, precisions=tuple(a.precision), decoder=a.decoder,
-                          opset=a.opset, simplify=not a.no_simplify, force=a.force, threads=a.threads)
+                          opset=a.opset, simplify=not a.no_simplify, force=a.force, threads=a.threads,
+                          formats=tuple(a.format))
     manifest = convert(opts)
     write_json(a.json, manifest)
     return 0
@@ -178,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--random-init", type=int, metavar="SEED", help="seeded random weights (untrained)")
     c.add_argument("--out", required=True)
     c.add_argument("--precision", type=_csv(), default=["fp32", "fp16", "int8"], help="fp32,fp16,int8")
+    c.add_argument("--format", type=_csv(), default=["onnx", "mnn"],
+                   help="comma list: onnx,mnn,openvino,tensorrt (tensorrt = checked ONNX, profile and trtexec "
+                        "lines; engines are built on the device)")
     c.add_argument("--decoder", default="lowres", choices=["lowres", "full"])
     c.add_argument("--opset", type=int, default=17)
     c.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
@@ -250,7 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     bn = sub.add_parser("bench", help="per-stage latency, swept over backends/precisions/threads")
     bn.add_argument("bundle", nargs="?")
     bn.add_argument("--image", help="JPEG/PNG/BMP (default: a synthetic 600x400 image)")
-    bn.add_argument("--backend", type=_csv(), default=["mnn"], help="comma list: mnn,ort")
+    bn.add_argument("--backend", type=_csv(), default=["mnn"], help="comma list: mnn,ort,openvino (tensorrt: "
+                    "only where the tensorrt package imports)")
     bn.add_argument("--precision", type=_csv(), default=["fp32"], help="model precisions: fp32,fp16,int8")
     bn.add_argument("--runtime-precision", type=_csv(), default=["high"], help="MNN arithmetic: high,normal,low")
     bn.add_argument("--threads", type=_csv(int), default=[2], help="comma list, e.g. 1,2,4")

@@ -92,4 +92,82 @@ class ORTBackend:
         return dict(zip(self.outputs, outs))
 
 
+class OpenVINOBackend:
+    """An OpenVINO IR (.xml + .bin) on the CPU plugin (optional dependency: the ``openvino`` extra).
+
+    Arithmetic is pinned to f32: left alone, the CPU plugin picks bf16 on CPUs with AMX or
+    AVX512-BF16 and the numbers drift past the fp32 tolerances. ``inference_precision="low"``
+    hands the choice back to the plugin (bf16 or f16 where the CPU has it, else f32).
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int = 2, inference_precision: str = "high",
+                 outputs: Sequence[str] | None = None) -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendError("backend 'openvino' needs OpenVINO: pip install 'edgesam[openvino]'") from None
+        if threads < 1:
+            raise InputError(f"threads must be >= 1, not {threads}")
+        if inference_precision not in ("high", "low"):
+            raise InputError(f"OpenVINO inference precision must be high or low, not {inference_precision!r}")
+        core = ov.Core()
+        config = {"INFERENCE_NUM_THREADS": int(threads), "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+        if inference_precision == "high":
+            config["INFERENCE_PRECISION_HINT"] = "f32"
+        try:
+            model = core.read_model(str(path))
+            if outputs is not None:  # e.g. the lowres outputs of a full decoder: skip the upscale
+                keep = [model.output(n) for n in outputs]
+                model = ov.Model(keep, _parameters_used(model, keep), model.friendly_name)
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as e:  # OpenVINO raises RuntimeError with a multi-line C++ trace
+            raise BackendError(f"{path}: OpenVINO could not load this model "
+                               f"({str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__})") \
+                from None
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what the plugin really runs
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        self.request = self.compiled.create_infer_request()
+        self._dtypes = {p.any_name: _np_dtype(p.get_element_type().get_type_name()) for p in self.compiled.inputs}
+        self.inputs = [p.any_name for p in self.compiled.inputs]
+        self.outputs = [p.any_name for p in self.compiled.outputs]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        feeds = {k: np.ascontiguousarray(inputs[k], dtype=self._dtypes[k]) for k in self.inputs}
+        self.request.infer(feeds)
+        # The request reuses its output buffers on the next call: copy out.
+        return {name: np.array(self.request.get_tensor(name).data, copy=True) for name in self.outputs}
+
+
+def _parameters_used(model, outputs: list) -> list:
+    """The model's Parameters that ``outputs`` depend on, in model order (drops e.g. orig_im_size)."""
+    seen, stack = set(), [o.get_node() for o in outputs]
+    while stack:
+        node = stack.pop()
+        if node.get_name() in seen:
+            continue
+        seen.add(node.get_name())
+        stack.extend(i.get_source_output().get_node() for i in node.inputs())
+    return [p for p in model.get_parameters() if p.get_name() in seen]
+
+
+def _np_dtype(ov_type: str) -> type:
+    return {"f32": np.float32, "i32": np.int32, "i64": np.int64, "f16": np.float16}.get(ov_type, np.float32)
+
+
+def require_tensorrt() -> None:
+    """Raise a one-line BackendError unless the ``tensorrt`` Python package imports here."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError as e:
+        raise BackendError(f"backend 'tensorrt' needs NVIDIA TensorRT, which does not import here ({e}); "
+                           "build engines on the device with the trtexec commands in the bundle's "
+                           "manifest (key 'tensorrt')") from None
+    except Exception as e:  # a broken install (missing libnvinfer, no CUDA driver) is also a refusal
+        raise BackendError(f"backend 'tensorrt': the tensorrt package failed to import "
+                           f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
+
+
 BACKEND_FORMATS = {"mnn": "mnn", "ort": "onnx", "openvino": "openvino"}
+BACKENDS = ("mnn", "ort", "openvino", "tensorrt")  # tensorrt: refused unless it imports (see require_tensorrt)

@@ -43,6 +43,13 @@ class BenchOptions:
             raise InputError("--runs and --batch must be >= 1 and --warmup >= 0")
         if any(t < 1 for t in self.threads):
             raise InputError("--threads values must be >= 1")
+        from edgesam.runtime.backends import BACKENDS, require_tensorrt
+
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown or not self.backends:
+            raise InputError(f"--backend takes a comma list of {','.join(BACKENDS)}, got {','.join(self.backends)}")
+        if "tensorrt" in self.backends:
+            require_tensorrt()  # exit 2 with the reason, before any other backend loads
 
 
 def machine() -> dict:
@@ -82,15 +89,18 @@ def _configs(bundle, opts: BenchOptions) -> list[dict]:
     out = []
     for backend, prec, rp, th in itertools.product(opts.backends, opts.precisions, opts.runtime_precisions,
                                                    opts.threads):
-        if backend != "mnn":
-            rp = "-"  # runtime precision is an MNN setting
+        if backend == "openvino":
+            if prec not in ("fp32", "fp16") or rp == "normal":
+                continue  # IR is fp32 or fp16; OpenVINO arithmetic is high (f32) or low (plugin's choice)
+        elif backend != "mnn":
+            rp = "-"  # runtime precision is an MNN/OpenVINO setting
             if prec != "fp32":
-                continue  # the other backends run the fp32 ONNX model only
+                continue  # ONNX Runtime runs the fp32 ONNX model only
         cfg = {"backend": backend, "precision": prec, "runtime_precision": rp, "threads": th}
         if cfg not in out:
             out.append(cfg)
     if not out:
-        raise InputError("no configuration to run: non-MNN backends take --precision fp32")
+        raise InputError("no configuration to run: ort takes --precision fp32, openvino fp32 or fp16")
     return out
 
 
@@ -163,7 +173,8 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda m: print(m
             s = time.perf_counter()
             preds.append(SamPredictor(bundle, backend=cfg["backend"], precision=cfg["precision"],
                                       threads=cfg["threads"],
-                                      runtime_precision=cfg["runtime_precision"] if cfg["backend"] == "mnn" else "high"))
+                                      runtime_precision="high" if cfg["runtime_precision"] == "-"
+                                      else cfg["runtime_precision"]))
             loads.append((time.perf_counter() - s, _rss_mb()))
         samples = [{k: [] for k in STAGES} for _ in configs]
         total = opts.warmup + opts.runs
@@ -178,7 +189,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda m: print(m
     flops = bundle.manifest.get("flops", {})
     peaks = {th: matmul_peak(th) for th in sorted({c["threads"] for c in configs})}
     results = []
-    for cfg, (load_s, rss), smp in zip(configs, loads, samples):
+    for cfg, (load_s, rss), smp, pred in zip(configs, loads, samples, preds):
         stages = {k: _stats(v) for k, v in smp.items()}
         enc = flops.get("encoder", 0) / (stages["encoder"]["p50_ms"] / 1e3) / 1e9
         dec1 = flops.get("decoder_per_prompt", 0) / (stages["decoder_1"]["p50_ms"] / 1e3) / 1e9
@@ -188,12 +199,26 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda m: print(m
                         "decoder_per_prompt_in_batch_ms": stages["decoder_batch"]["p50_ms"] / opts.batch,
                         "gflops": {"encoder": enc, "decoder_1": dec1, "decoder_batch": decb},
                         "fraction_of_matmul_peak": {"encoder": enc / peak, "decoder_1": dec1 / peak,
-                                                    "decoder_batch": decb / peak}})
+                                                    "decoder_batch": decb / peak},
+                        **({"inference_precision": pred.encoder.inference_precision}
+                           if hasattr(pred.encoder, "inference_precision") else {})})
     return {"kind": "edgesam-bench", "version": 1, "bundle": str(bundle.root), "model": bundle.model,
             "untrained": bundle.untrained, "image": str(opts.image or f"synthetic {h}x{w}"), "image_size": [h, w],
             "runs": opts.runs, "warmup": opts.warmup, "batch": opts.batch, "machine": machine(),
+            "backend_versions": _backend_versions({c["backend"] for c in configs}),
             "matmul_peak_gflops": {str(k): v for k, v in peaks.items()},
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "results": results}
+
+
+def _backend_versions(backends: set[str]) -> dict:
+    """Versions of the backends that ran (they are imported by now, so this costs nothing)."""
+    mods = {"mnn": "MNN", "ort": "onnxruntime", "openvino": "openvino"}
+    out = {}
+    for b in sorted(backends):
+        mod = sys.modules.get(mods.get(b, b))
+        ver = getattr(mod, "__version__", None) or (mod.version() if hasattr(mod, "version") else None)
+        out[b] = str(ver) if ver else "unknown"
+    return out
 
 
 def _synthetic_file(folder: Path) -> Path:

@@ -8,6 +8,7 @@ runtime precision "high", and the output says so.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, InputError
-from edgesam.runtime.backends import MNN_PRECISIONS, MNNBackend, ORTBackend
+from edgesam.runtime.backends import MNN_PRECISIONS, MNNBackend, OpenVINOBackend, ORTBackend
 from edgesam.runtime.parity import Cell, compare, top_change_rate
 from edgesam.runtime.postprocess import upscale_logits
 from edgesam.runtime.preprocess import preprocess
@@ -126,8 +127,12 @@ def _mnn_pair(bundle: Bundle, precision: str, runtime_precision: str, threads: i
     return enc, dec
 
 
-def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str):
-    """(label, tolerance key, encoder, decoder) for every format x precision x runtime precision."""
+def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: list[str]):
+    """(label, tolerance key, encoder, decoder) for every format x precision x runtime precision.
+
+    OpenVINO runs at f32 arithmetic only ("high"): its fp16 IR is judged as fp16 weights.
+    A format whose package is not installed is listed in ``skipped``, not failed.
+    """
     if opts.reference == "torch":
         try:
             yield ("onnx fp32", "fp32", ORTBackend(bundle.find("encoder", "onnx", "fp32"), opts.threads),
@@ -140,6 +145,12 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str):
             if ref_label.startswith(f"mnn {prec}/{rp}"):
                 continue
             yield (label, tolerance_key(prec, rp), *_mnn_pair(bundle, prec, rp, opts.threads))
+    for prec in bundle.precisions("openvino"):
+        if importlib.util.find_spec("openvino") is None:  # a board without it: say so, don't fail
+            skipped.append(f"openvino {prec}: openvino is not installed (pip install 'edgesam[openvino]')")
+            continue
+        yield (f"openvino {prec}", prec, OpenVINOBackend(bundle.find("encoder", "openvino", prec), opts.threads),
+               OpenVINOBackend(bundle.find("decoder", "openvino", prec), opts.threads, outputs=list(DECODER_OUTPUTS)))
 
 
 def _stage_outputs(enc, dec, ref_emb_by_image, images, ref_feeds_by_image, is_reference: bool = False) -> dict:
@@ -178,7 +189,8 @@ def run_parity(opts: ParityOptions, log: Callable[[str], None] = lambda m: print
         ref_feeds.append(prompt_set(img.shape[:2], e, first["low_res_masks"][:, 0]))
     ref = _stage_outputs(ref_enc, ref_dec, ref_embs, images, ref_feeds, is_reference=True)
     cells: list[Cell] = []
-    for label, tol, enc, dec in _candidates(bundle, opts, ref_label):
+    skipped: list[str] = []
+    for label, tol, enc, dec in _candidates(bundle, opts, ref_label, skipped):
         log(f"  {label}")
         got = _stage_outputs(enc, dec, ref_embs, images, ref_feeds)
         row = [compare("encoder", "image_embeddings", ref["emb"], got["emb"], tol, label, ref_label),
@@ -188,6 +200,8 @@ def run_parity(opts: ParityOptions, log: Callable[[str], None] = lambda m: print
         row[2].top_change_rate = top_change_rate(ref["scores"], got["scores"])
         cells.extend(row)
     failures = [f"{c.candidate} {c.stage} {c.output}: {'; '.join(c.failures)}" for c in cells if not c.ok]
+    for s in skipped:
+        log(f"  not checked: {s}")
     return {"bundle": str(bundle.root), "model": bundle.model, "untrained": bundle.untrained,
             "reference": ref_label, "images": [n for n, _ in images], "ok": not failures,
-            "failures": failures, "cells": [c.as_dict() for c in cells]}
+            "failures": failures, "skipped": skipped, "cells": [c.as_dict() for c in cells]}

@@ -10,7 +10,8 @@ import numpy as np
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, BundleError, InputError
 from edgesam.runtime import prompts
-from edgesam.runtime.backends import BACKEND_FORMATS, Backend, MNNBackend, ORTBackend
+from edgesam.runtime.backends import (BACKEND_FORMATS, Backend, MNNBackend, OpenVINOBackend, ORTBackend,
+                                      require_tensorrt)
 from edgesam.runtime.postprocess import postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
 from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS
@@ -19,8 +20,12 @@ DECODER_OUT = list(DECODER_OUTPUTS)
 
 
 def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int,
-                 runtime_precision: str = "high") -> Backend:
+                 runtime_precision: str = "high", full: bool = False) -> Backend:
     """The ``role`` model of ``bundle`` on ``backend``, found by role/format/precision."""
+    if backend == "tensorrt":
+        require_tensorrt()  # one clear line where TensorRT is absent (everywhere but NVIDIA boards)
+        raise BackendError("backend 'tensorrt' has no runtime in this version: build engines with the trtexec "
+                           "commands in the bundle's manifest (key 'tensorrt') and time them with trtexec")
     if backend not in BACKEND_FORMATS:
         raise InputError(f"unknown backend {backend!r}; choose mnn, ort or openvino")
     entry_path = bundle.find(role, BACKEND_FORMATS[backend], precision)
@@ -30,7 +35,9 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
         return MNNBackend(entry_path, ins, outs, runtime_precision, threads)
     if backend == "ort":
         return ORTBackend(entry_path, threads)
-    raise BackendError("backend 'openvino' is not built yet in this version (see issue 9)")
+    # OpenVINO's "low" hands arithmetic precision to the plugin; MNN's "normal" has no OpenVINO twin.
+    return OpenVINOBackend(entry_path, threads, "low" if runtime_precision == "low" else "high",
+                           outputs=DECODER_OUT if role == "decoder" and full else None)
 
 
 class SamPredictor:
@@ -38,10 +45,11 @@ class SamPredictor:
 
     Arguments:
       bundle: path to a bundle folder (or a loaded ``Bundle``).
-      backend: "mnn" (default), or "ort" (ONNX Runtime, fp32 only).
+      backend: "mnn" (default), "ort" (ONNX Runtime, fp32 only) or "openvino" (IR fp32 or fp16).
       precision: which model files to use: "fp32", "fp16" or "int8" (MNN).
       threads: CPU threads.
-      runtime_precision: MNN arithmetic: "high" (fp32), "normal", "low" (fp16 on ARMv8.2+).
+      runtime_precision: MNN arithmetic: "high" (fp32), "normal", "low" (fp16 on ARMv8.2+); OpenVINO:
+        "high" pins f32, "low" lets the CPU plugin choose (bf16 on AMX CPUs).
       interpolation: preprocessing downscale, "pyramid" (closest to the official PIL resize) or "linear".
     """
 
@@ -57,7 +65,8 @@ class SamPredictor:
             raise InputError("backend 'ort' runs the fp32 ONNX models only; use --precision fp32")
         self.backend_name, self.precision = backend, precision
         self.encoder = open_backend(self.bundle, "encoder", backend, precision, threads, runtime_precision)
-        self.decoder = open_backend(self.bundle, "decoder", backend, precision, threads, runtime_precision)
+        self.decoder = open_backend(self.bundle, "decoder", backend, precision, threads, runtime_precision,
+                                    full=variant == "full")
         # A full decoder also has orig_im_size -> masks. The runtime upscales low_res_masks
         # itself (exactly, see postprocess.py): MNN loads only the lowres subgraph, and ORT is
         # asked for the lowres outputs only (it still wants the extra input fed).
