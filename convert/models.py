@@ -22,8 +22,28 @@ def build_model(name: str) -> torch.nn.Module:
         from segment_anything import sam_model_registry
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # timm's deprecation and registry-overwrite warnings
-        model = sam_model_registry[name](checkpoint=None)
+        if name == "vit_tiny_test":
+            model = sam_model_registry["vit_t"](checkpoint=None)
+            model.image_encoder = tiny_encoder()
+        else:
+            model = sam_model_registry[name](checkpoint=None)
     return model.eval()
+
+
+def tiny_encoder() -> torch.nn.Module:
+    """The test-only ``vit_tiny_test`` encoder: MobileSAM's TinyViT cut to 3 narrow stages.
+
+    Stages at 256², 128² and 64² tokens (16, 32, 64 wide) end on the same 64x64 grid as vit_t,
+    and TinyViT's own neck makes the 256x64x64 embedding, so the decoder is MobileSAM's unchanged.
+    Every op type of vit_t's encoder is still there (MBConv, patch merging, windowed attention
+    with attention biases, local conv, LayerNorm2d), at a small fraction of its FLOPs.
+    """
+    from mobile_sam.modeling import TinyViT
+
+    return TinyViT(img_size=1024, in_chans=3, num_classes=1000, embed_dims=[16, 32, 64], depths=[1, 1, 1],
+                   num_heads=[1, 1, 2], window_sizes=[7, 7, 7], mlp_ratio=4.0, drop_rate=0.0,
+                   drop_path_rate=0.0, use_checkpoint=False, mbconv_expand_ratio=4.0, local_conv_size=3,
+                   layer_lr_decay=0.8)
 
 
 @torch.no_grad()

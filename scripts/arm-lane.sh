@@ -1,0 +1,165 @@
+#!/usr/bin/env bash
+# The ARM lane: edgesam's runtime on linux/aarch64 under qemu user-mode emulation, on an x86 Debian host.
+#
+#   scripts/arm-lane.sh [BUNDLE]
+#
+# Builds (once, then cached) an aarch64 sysroot: qemu-user-static and Debian arm64 python3.11 from apt,
+# the aarch64 wheels of edgesam's base install (MNN, numpy, ...) from PyPI, edgesam as a pure-Python
+# wheel. Without BUNDLE it converts the test-only tiny model (needs torch on the host). Then, under
+# qemu-aarch64-static, with scripts/arm_checks.py:
+#   1. `edgesam segment` on a sample image, MNN fp32, against the same command on x86;
+#   2. decoder and encoder at MNN precision "low" (fp16 arithmetic) against x86 fp32;
+#   3. edgesam.runtime imports with no torch present.
+# Exit 0 only if every check holds its tolerances. No network, no qemu: it fails, it never skips.
+#
+# Environment: EDGESAM_ARM_CACHE (default ~/.cache/edgesam-arm), EDGESAM_HOST_PYTHON (default
+# .venv/bin/python), EDGESAM_ARM_IMAGE (default assets/landscape.png), EDGESAM_ARM_WORK (default: a
+# temporary folder, removed at the end).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+CACHE=${EDGESAM_ARM_CACHE:-$HOME/.cache/edgesam-arm}
+HOST_PY=${EDGESAM_HOST_PYTHON:-$REPO/.venv/bin/python}
+IMAGE=${EDGESAM_ARM_IMAGE:-$REPO/assets/landscape.png}
+BUNDLE=${1:-}
+T0=$SECONDS
+
+die() { echo "arm-lane: FAILED: $*" >&2; exit 1; }
+step() { echo "arm-lane: [$((SECONDS - T0)) s] $*" >&2; }
+
+[ $# -le 1 ] || die "usage: scripts/arm-lane.sh [BUNDLE]"
+[ -x "$HOST_PY" ] || die "no host python at $HOST_PY (run make setup, or set EDGESAM_HOST_PYTHON)"
+[ -f "$IMAGE" ] || die "no image $IMAGE"
+if [ -n "$BUNDLE" ]; then
+    [ -f "$BUNDLE/manifest.json" ] || die "$BUNDLE is not a bundle (no manifest.json)"
+    BUNDLE=$(cd "$BUNDLE" && pwd)
+fi
+for tool in apt-get dpkg-deb sha256sum unzip; do
+    command -v "$tool" >/dev/null || die "$tool not found (the lane needs a Debian host)"
+done
+mkdir -p "$CACHE"
+CACHE=$(cd "$CACHE" && pwd)
+
+# apt with its own lists and cache under $CACHE: no root, and the host's apt state is never touched.
+apt_for() {  # apt_for ARCH ARGS...
+    local arch=$1; shift
+    mkdir -p "$CACHE/apt/$arch/lists/partial" "$CACHE/apt/$arch/cache/archives/partial"
+    apt-get -q -o APT::Architecture="$arch" -o APT::Architectures="$arch" \
+        -o Dir::State::Lists="$CACHE/apt/$arch/lists" -o Dir::Cache="$CACHE/apt/$arch/cache" \
+        -o Dir::State::status=/dev/null -o Debug::NoLocking=1 "$@"
+}
+
+# Download Debian packages of ARCH and unpack them into DEST (atomically: DEST appears only when done).
+unpack_debs() {  # unpack_debs ARCH DEST PACKAGES...
+    local arch=$1 dest=$2; shift 2
+    local debs="$CACHE/debs/$arch" tmp="$dest.tmp-$$"
+    mkdir -p "$debs"
+    apt_for "$arch" update >"$CACHE/apt-$arch-update.log" 2>&1 \
+        || { tail -5 "$CACHE/apt-$arch-update.log" >&2; die "apt-get update ($arch) failed: is the Debian mirror reachable?"; }
+    (cd "$debs" && apt_for "$arch" download "$@") >"$CACHE/apt-$arch-download.log" 2>&1 \
+        || { tail -5 "$CACHE/apt-$arch-download.log" >&2; die "apt-get download ($arch) of $* failed"; }
+    rm -rf "$tmp"; mkdir -p "$tmp"
+    for p in "$@"; do
+        local deb
+        deb=$(ls -t "$debs/${p}_"*"_$arch.deb" "$debs/${p}_"*"_all.deb" 2>/dev/null | head -1) || true
+        [ -n "$deb" ] || die "package $p ($arch) was not downloaded"
+        dpkg-deb -x "$deb" "$tmp"
+    done
+    rm -rf "$dest"; mv "$tmp" "$dest"
+}
+
+# --- 1. qemu-aarch64-static (amd64 package, unpacked into the cache: no root needed) -------------
+QEMU_PKGS="qemu-user-static"
+QEMU_DIR="$CACHE/qemu-$(echo "$QEMU_PKGS" | sha256sum | cut -c1-12)"
+if [ ! -x "$QEMU_DIR/usr/bin/qemu-aarch64-static" ]; then
+    step "fetching qemu-user-static from apt"
+    unpack_debs amd64 "$QEMU_DIR" $QEMU_PKGS
+    # The package holds every target (370 MB); keep the one the lane runs.
+    find "$QEMU_DIR" -type f ! -name qemu-aarch64-static -delete
+fi
+QEMU="$QEMU_DIR/usr/bin/qemu-aarch64-static"
+[ -x "$QEMU" ] || die "qemu-aarch64-static missing from $QEMU_DIR"
+
+# --- 2. aarch64 sysroot: Debian arm64 python3.11 and the C libraries it and MNN load --------------
+ARM_PKGS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib python3.11 libc6 libgcc-s1
+libstdc++6 libgomp1 zlib1g libssl3 libffi8 libexpat1 libbz2-1.0 liblzma5 libzstd1 libcrypt1 libuuid1
+libsqlite3-0 libncursesw6 libtinfo6 libreadline8 libdb5.3 libnsl2 libtirpc3 libgssapi-krb5-2
+libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1 media-types"
+ROOT="$CACHE/sysroot-$(echo $ARM_PKGS | sha256sum | cut -c1-12)"
+if [ ! -x "$ROOT/usr/bin/python3.11" ]; then
+    step "building the aarch64 sysroot from Debian arm64 packages"
+    unpack_debs arm64 "$ROOT" $ARM_PKGS
+fi
+arm() { "$QEMU" -L "$ROOT" "$ROOT/usr/bin/python3.11" "$@"; }
+arm -c 'import platform; assert platform.machine() == "aarch64", platform.machine()' \
+    || die "the aarch64 python does not run under $QEMU"
+
+# --- 3. edgesam as a pure-Python wheel, built from a copy of the work tree (no build/ in the repo) ----
+WORK=${EDGESAM_ARM_WORK:-}
+if [ -z "$WORK" ]; then
+    WORK=$(mktemp -d "${TMPDIR:-/tmp}/edgesam-arm.XXXXXX")
+    trap 'rm -rf "$WORK"' EXIT
+fi
+mkdir -p "$WORK"
+step "building the edgesam wheel"
+rm -rf "$WORK/src" "$WORK/dist" "$WORK/site-edgesam"
+mkdir -p "$WORK/src"
+cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/edgesam" "$REPO/convert" "$REPO/runtime" "$WORK/src/"
+[ -f "$REPO/LICENSE" ] && cp "$REPO/LICENSE" "$WORK/src/"
+"$HOST_PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src" >"$WORK/wheel.log" 2>&1 \
+    || { tail -5 "$WORK/wheel.log" >&2; die "pip wheel of edgesam failed"; }
+WHEEL=$(ls "$WORK"/dist/edgesam-*-py3-none-any.whl 2>/dev/null | head -1)
+[ -n "$WHEEL" ] || die "the edgesam wheel is not pure Python (no py3-none-any wheel in $WORK/dist)"
+unzip -q "$WHEEL" -d "$WORK/site-edgesam"
+
+# --- 4. aarch64 wheels of edgesam's dependencies, at the host's versions (so x86 and ARM run the same MNN)
+REQS=$(unzip -p "$WHEEL" '*.dist-info/METADATA' | sed -n 's/^Requires-Dist: \([^;]*\)$/\1/p')
+PINS=$(for r in $REQS; do
+    name=$(echo "$r" | sed 's/[<>=!~ ].*//')
+    ver=$("$HOST_PY" -c "import importlib.metadata as m, sys; print(m.version(sys.argv[1]))" "$name" 2>/dev/null) \
+        && echo "$name==$ver" || echo "$r"
+done | sort)
+KEY=$(echo "$PINS" | sha256sum | cut -c1-12)
+DEPS="$CACHE/site-$KEY"
+if [ ! -d "$DEPS" ]; then
+    step "downloading aarch64 wheels: $(echo $PINS)"
+    WH="$CACHE/wheels-$KEY"; mkdir -p "$WH"
+    # pip takes platform tags literally: list manylinux_2_28 (numpy >= 2.3) and 2014 (MNN); bookworm has glibc 2.36.
+    "$HOST_PY" -m pip download -q --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
+        --only-binary=:all: --python-version 3.11 \
+        --implementation cp --abi cp311 -d "$WH" $PINS >"$WORK/pip-download.log" 2>&1 \
+        || { tail -5 "$WORK/pip-download.log" >&2; die "pip download of the aarch64 wheels failed: is PyPI reachable?"; }
+    rm -rf "$DEPS.tmp"; mkdir -p "$DEPS.tmp"
+    for w in "$WH"/*.whl; do unzip -q -o "$w" -d "$DEPS.tmp"; done
+    mv "$DEPS.tmp" "$DEPS"
+fi
+export PYTHONPATH="$WORK/site-edgesam:$DEPS" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1
+
+# --- 5. the bundle, and the x86 fp32 reference --------------------------------------------------
+if [ -z "$BUNDLE" ]; then
+    step "converting the tiny test model on the host (random weights, fp32 and fp16)"
+    BUNDLE="$WORK/bundle"
+    env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$REPO/scripts/arm_checks.py" convert-tiny "$BUNDLE" \
+        || die "converting the tiny model failed"
+fi
+step "x86 fp32 reference"
+CHECKS="$REPO/scripts/arm_checks.py"
+mkdir -p "$WORK/x86" "$WORK/arm"
+env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$CHECKS" reference "$BUNDLE" "$IMAGE" "$WORK/x86" \
+    || die "the x86 reference run failed"
+
+# --- 6. the ARM checks, each in a fresh emulated interpreter -------------------------------------
+# qemu-user cannot exec an aarch64 child from inside the emulator, so each check is its own process.
+step "ARM: platform and MNN features"
+arm "$CHECKS" platform "$WORK/arm" || die "the aarch64 python could not import MNN and edgesam"
+step "ARM: torch-free import"
+arm "$CHECKS" notorch "$WORK/arm" || echo "arm-lane: check notorch FAILED" >&2
+step "ARM: edgesam segment, MNN fp32"
+arm "$CHECKS" segment "$BUNDLE" "$IMAGE" "$WORK/x86" "$WORK/arm" || echo "arm-lane: check segment FAILED" >&2
+step "ARM: decoder and encoder at precision low (fp16 arithmetic)"
+arm "$CHECKS" fp16 "$BUNDLE" "$WORK/x86" "$WORK/arm" || echo "arm-lane: check fp16 FAILED" >&2
+
+# CPU seconds (user + sys) of every process the lane waited for: wall time alone says more about the
+# host's load than about the lane.
+CPU=$(times | tail -1 | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60 + u[2] + s[1]*60 + s[2] }')
+"$HOST_PY" "$CHECKS" report "$WORK/arm" --seconds $((SECONDS - T0)) --cpu "$CPU"

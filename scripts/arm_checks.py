@@ -1,0 +1,298 @@
+"""The ARM lane's checks (scripts/arm-lane.sh runs them; see DEVELOPERS.md).
+
+Each subcommand is one fresh process, either on the x86 host or under qemu-aarch64-static:
+
+  convert-tiny OUT                    host, torch: convert the test-only tiny model (fp32, fp16)
+  reference BUNDLE IMAGE X86          host: x86 MNN fp32 results (segment CLI, encoder, decoder)
+  platform ARM                        emulator: machine, Python, MNN version and CPU features
+  notorch ARM                         emulator: edgesam.runtime imports, and no torch exists
+  segment BUNDLE IMAGE X86 ARM        emulator: `edgesam segment`, MNN fp32, against x86
+  fp16 BUNDLE X86 ARM                 emulator: decoder/encoder at MNN precision "low" against x86 fp32
+  report ARM [--seconds S]            host: print the report; exit 1 unless every check passed
+
+Everything but convert-tiny needs only MNN, numpy and edgesam. Results go to ``ARM/<check>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+HEAVY = ("torch", "torchvision", "timm", "onnx", "onnxruntime")
+# The prompts every run uses, in original pixels of the image (assets/landscape.png is 640x427).
+POINT = (300, 200)
+BOX = (100, 100, 500, 380)
+# Fraction of low-res logit pixels whose sign (mask in/out) must agree with x86 fp32. Besides the
+# IoU in runtime/parity.py: IoU ignores pixels outside both masks, agreement counts all of them.
+MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99}
+# fp16 arithmetic must show: ARM fp32 differs from x86 fp32 by ~1e-5 of the logits' range, fp16 rounding
+# alone (11-bit mantissa) by ~5e-4. Below this, "low" silently ran fp32 and the check proved nothing.
+MIN_FP16_REL = 1e-4
+# One MNN thread by default: under emulation on a busy host, a second thread mostly waits at barriers.
+THREADS = os.environ.get("EDGESAM_ARM_THREADS", "1")
+
+
+def _write(out_dir: str, name: str, result: dict) -> None:
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / f"{name}.json").write_text(json.dumps(result, indent=1))
+
+
+def _cells(stage: str, ref, got, precision: str, kind: str, candidate: str) -> dict:
+    """parity.compare plus mask agreement, as a plain dict with the failures it found."""
+    import numpy as np
+
+    from edgesam.runtime.parity import compare
+
+    cell = compare(stage, stage, ref, got, precision, candidate, "x86 mnn fp32", kind).as_dict()
+    if kind == "logits":
+        agree = float(np.mean((np.asarray(ref) > 0) == (np.asarray(got) > 0)))
+        cell["agreement"] = agree
+        if agree < MIN_AGREEMENT[precision]:
+            cell["failures"].append(f"mask agreement {agree:.5f} < {MIN_AGREEMENT[precision]}")
+            cell["ok"] = False
+    return cell
+
+
+def _segment_argv(bundle: str, image: str, npz: Path, js: Path) -> list[str]:
+    return ["segment", bundle, image, "--point", "%d,%d" % POINT, "--box", "%d,%d,%d,%d" % BOX, "--multimask",
+            "--backend", "mnn", "--precision", "fp32", "--threads", THREADS, "--npz", str(npz), "--json", str(js)]
+
+
+def _decoder_prompts():
+    """The decoder check's prompt: segment's point and box, as one prompt (fp16 costs ~65 CPU s each)."""
+    import numpy as np
+
+    return np.array([[POINT]], np.float64), np.array([[1]], np.float64), np.array([BOX], np.float64)
+
+
+# --- host --------------------------------------------------------------------------------------------
+def convert_tiny(a) -> int:
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    convert(ConvertOptions(model="vit_tiny_test", out=Path(a.out), random_init=0, precisions=("fp32", "fp16"),
+                           force=True))
+    return 0
+
+
+def reference(a) -> int:
+    """x86 MNN fp32: the segment CLI's outputs, the encoder input/embedding and a decoder batch."""
+    import subprocess
+
+    import numpy as np
+
+    from edgesam.runtime import prompts
+    from edgesam.runtime.imageio import read_image
+    from edgesam.runtime.predictor import SamPredictor
+    from edgesam.runtime.preprocess import preprocess
+
+    out = Path(a.x86)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = _segment_argv(a.bundle, a.image, out / "segment.npz", out / "segment.json")
+    subprocess.run([sys.executable, "-m", "edgesam.cli", *argv], check=True)
+    pred = SamPredictor(a.bundle, backend="mnn", precision="fp32", threads=int(THREADS), runtime_precision="high")
+    image = read_image(a.image)
+    x, _ = preprocess(image)
+    pred.set_image(image)
+    coords, labels, boxes = _decoder_prompts()
+    feeds = prompts.decoder_feeds(coords, labels, boxes, None, pred.original_size, pred.features)
+    outs = pred.decoder.run(feeds)
+    np.savez(out / "fp32.npz", image=x, **{f"feed_{k}": v for k, v in feeds.items()}, **outs)
+    return 0
+
+
+# --- emulator ---------------------------------------------------------------------------------------
+def platform_check(a) -> int:
+    import numpy as np
+
+    from edgesam.runtime._mnn import cpu_features, import_mnn
+
+    mnn = import_mnn()
+    feats = cpu_features()
+    res = {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
+           "MNN": mnn.version() if hasattr(mnn, "version") else "unknown", "features": feats, "failures": []}
+    if res["machine"] != "aarch64":
+        res["failures"].append(f"machine is {res['machine']}, not aarch64")
+    if feats.get("fp16") != 1:  # without it precision "low" is fp32, and the fp16 check could not fail
+        res["failures"].append(f"MNN reports no fp16 arithmetic ({feats})")
+    res["ok"] = not res["failures"]
+    _write(a.arm, "platform", res)
+    return 0 if res["ok"] else 1
+
+
+def notorch(a) -> int:
+    import importlib.util
+
+    import edgesam.runtime  # noqa: F401
+    from edgesam.runtime import backends, postprocess, predictor, prompts, segment  # noqa: F401
+
+    present = [m for m in HEAVY if importlib.util.find_spec(m) is not None]
+    loaded = [m for m in HEAVY if m in sys.modules]
+    res = {"present": present, "loaded": loaded, "failures": []}
+    if present:
+        res["failures"].append(f"the sysroot has {', '.join(present)}: the check would prove nothing")
+    if loaded:
+        res["failures"].append(f"importing edgesam.runtime loaded {', '.join(loaded)}")
+    res["ok"] = not res["failures"]
+    _write(a.arm, "notorch", res)
+    return 0 if res["ok"] else 1
+
+
+def segment(a) -> int:
+    """The whole CLI pipeline (decode, preprocess, encoder, decoder, postprocess, write) under qemu."""
+    import numpy as np
+
+    from edgesam.cli import main
+    from edgesam.runtime.parity import TOLERANCES
+
+    arm, x86 = Path(a.arm), Path(a.x86)
+    arm.mkdir(parents=True, exist_ok=True)
+    t, cpu = time.perf_counter(), time.process_time()
+    rc = main(_segment_argv(a.bundle, a.image, arm / "segment.npz", arm / "segment.json"))
+    res = {"rc": rc, "wall_s": round(time.perf_counter() - t, 1), "cpu_s": round(time.process_time() - cpu, 1),
+           "failures": []}
+    if rc != 0:
+        res["failures"].append(f"edgesam segment exited {rc}")
+    else:
+        got, ref = np.load(arm / "segment.npz"), np.load(x86 / "segment.npz")
+        res["seconds"] = json.loads((arm / "segment.json").read_text()).get("seconds")
+        res["low_res_logits"] = _cells("segment logits", ref["low_res_logits"], got["low_res_logits"], "fp32",
+                                       "logits", "arm mnn fp32")
+        res["scores"] = _cells("segment scores", ref["scores"], got["scores"], "fp32", "scores", "arm mnn fp32")
+        m_ref, m_got = ref["masks"], got["masks"]
+        ious = [float((r & g).sum() / max((r | g).sum(), 1)) for r, g in zip(m_ref, m_got)]
+        res["mask_iou_full_res"] = ious
+        if m_ref.shape != m_got.shape or min(ious) < TOLERANCES["fp32"].mask_iou:
+            res["failures"].append(f"full-resolution mask IoU {min(ious):.4f} < {TOLERANCES['fp32'].mask_iou}")
+        res["failures"] += res["low_res_logits"]["failures"] + res["scores"]["failures"]
+    loaded = [m for m in HEAVY if m in sys.modules]
+    if loaded:
+        res["failures"].append(f"segment loaded {', '.join(loaded)}")
+    res["ok"] = not res["failures"]
+    _write(a.arm, "segment", res)
+    return 0 if res["ok"] else 1
+
+
+def fp16(a) -> int:
+    """MNN precision "low" (fp16 arithmetic on ARMv8.2) against x86 fp32, stage by stage.
+
+    Both sides load the fp32 model files, so every difference is arithmetic (the fp16 files are
+    checked against torch by the convert gate).
+    """
+    import numpy as np
+
+    from edgesam.bundle import load_bundle
+    from edgesam.runtime.predictor import open_backend
+
+    bundle = load_bundle(a.bundle)
+    weights = "fp32"
+    ref = np.load(Path(a.x86) / "fp32.npz")
+    label = f"arm mnn {weights} (runtime low)"
+    res = {"weights": weights, "failures": []}
+    dec = open_backend(bundle, "decoder", "mnn", weights, int(THREADS), runtime_precision="low")
+    feeds = {k[5:]: ref[k] for k in ref.files if k.startswith("feed_")}
+    t, cpu = time.perf_counter(), time.process_time()
+    out = dec.run(feeds)
+    res["decoder_s"] = round(time.perf_counter() - t, 1)
+    res["decoder_cpu_s"] = round(time.process_time() - cpu, 1)
+    res["decoder_prompts"] = int(feeds["point_coords"].shape[0])
+    res["decoder_logits"] = _cells("decoder logits", ref["low_res_masks"], out["low_res_masks"], "fp16", "logits",
+                                   label)
+    res["decoder_scores"] = _cells("decoder scores", ref["iou_predictions"], out["iou_predictions"], "fp16",
+                                   "scores", label)
+    res["failures"] += res["decoder_logits"]["failures"] + res["decoder_scores"]["failures"]
+    if os.environ.get("EDGESAM_ARM_FP16_ENCODER", "1") == "0":
+        res["encoder"] = "skipped (EDGESAM_ARM_FP16_ENCODER=0)"
+    else:
+        enc = open_backend(bundle, "encoder", "mnn", weights, int(THREADS), runtime_precision="low")
+        t, cpu = time.perf_counter(), time.process_time()
+        emb = enc.run({"image": ref["image"]})["image_embeddings"]
+        res["encoder_s"] = round(time.perf_counter() - t, 1)
+        res["encoder_cpu_s"] = round(time.process_time() - cpu, 1)
+        res["encoder"] = _cells("encoder embedding", ref["feed_image_embeddings"], emb, "fp16", "tensor", label)
+        res["failures"] += res["encoder"]["failures"]
+    # If "low" silently ran fp32 the comparison above could not fail: demand fp16-sized differences.
+    if res["decoder_logits"]["rel_max"] < MIN_FP16_REL:
+        res["failures"].append(f"precision low is within fp32 noise of x86 (rel {res['decoder_logits']['rel_max']:.2g}"
+                               f" < {MIN_FP16_REL:g}): fp16 arithmetic did not run")
+    res["ok"] = not res["failures"]
+    _write(a.arm, "fp16", res)
+    return 0 if res["ok"] else 1
+
+
+# --- report -----------------------------------------------------------------------------------------
+def _fig(c: dict) -> str:
+    s = f"max abs {c['max_abs']:.3g}, rel {c['rel_max']:.2g}, cosine {c['cosine']:.6f}"
+    if c.get("mask_iou") is not None:
+        s += f", IoU {c['mask_iou']:.4f}, agreement {c['agreement']:.5f}"
+    return s
+
+
+def report(a) -> int:
+    arm = Path(a.arm)
+    results = {}
+    for name in ("platform", "notorch", "segment", "fp16"):
+        p = arm / f"{name}.json"
+        results[name] = json.loads(p.read_text()) if p.is_file() else {"ok": False, "failures": ["did not run"]}
+    pl = results["platform"]
+    lines = ["", "== ARM lane report =="]
+    if "machine" in pl:
+        feats = ", ".join(f"{k}:{v}" for k, v in pl["features"].items())
+        lines.append(f"platform   {pl['machine']} (qemu user), Python {pl['python']}, numpy {pl['numpy']}, "
+                     f"MNN {pl['MNN']}; MNN features: {feats}")
+    nt = results["notorch"]
+    if "present" in nt:
+        lines.append(f"notorch    torch/torchvision/timm/onnx present: {nt['present'] or 'none'}; "
+                     f"loaded by edgesam.runtime: {nt['loaded'] or 'none'}")
+    sg = results["segment"]
+    if "low_res_logits" in sg:
+        secs = sg.get("seconds") or {}
+        lines.append(f"segment    MNN fp32 vs x86 fp32: wall {sg['wall_s']} s, CPU {sg.get('cpu_s')} s (wall: embed "
+                     f"{secs.get('embed', 0):.1f} s, decode+post {secs.get('decode_postprocess', 0):.1f} s)")
+        lines.append(f"           logits: {_fig(sg['low_res_logits'])}; scores max abs "
+                     f"{sg['scores']['max_abs']:.3g}; full-res mask IoU {min(sg['mask_iou_full_res']):.4f}")
+    f16 = results["fp16"]
+    if "decoder_logits" in f16:
+        lines.append(f"fp16       {f16['weights']} weights, precision low vs x86 fp32:")
+        lines.append(f"           decoder ({f16['decoder_prompts']} prompt(s), wall {f16['decoder_s']} s, "
+                     f"CPU {f16['decoder_cpu_s']} s): "
+                     f"logits {_fig(f16['decoder_logits'])}; scores max abs {f16['decoder_scores']['max_abs']:.3g}")
+        enc = f16.get("encoder")
+        lines.append(f"           encoder (wall {f16['encoder_s']} s, CPU {f16['encoder_cpu_s']} s): {_fig(enc)}"
+                     if isinstance(enc, dict)
+                     else f"           encoder {enc}")
+    failed = {n: r["failures"] for n, r in results.items() if not r.get("ok")}
+    for name, r in results.items():
+        lines.append(f"{name:<10} {'ok' if r.get('ok') else 'FAILED: ' + '; '.join(r['failures'])}")
+    if a.seconds is not None:
+        lines.append(f"lane wall time {a.seconds} s" + (f", CPU {a.cpu} s" if a.cpu is not None else "")
+                     + f", load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    lines.append("ARM lane: " + ("PASSED" if not failed else f"FAILED ({', '.join(failed)})"))
+    print("\n".join(lines), flush=True)
+    (arm / "report.json").write_text(json.dumps({"results": results, "seconds": a.seconds, "cpu": a.cpu}, indent=1))
+    return 0 if not failed else 1
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for name, fn, args in (("convert-tiny", convert_tiny, ["out"]), ("reference", reference, ["bundle", "image", "x86"]),
+                           ("platform", platform_check, ["arm"]), ("notorch", notorch, ["arm"]),
+                           ("segment", segment, ["bundle", "image", "x86", "arm"]),
+                           ("fp16", fp16, ["bundle", "x86", "arm"]), ("report", report, ["arm"])):
+        s = sub.add_parser(name)
+        for arg in args:
+            s.add_argument(arg)
+        s.set_defaults(func=fn)
+        if name == "report":
+            s.add_argument("--seconds", type=int)
+            s.add_argument("--cpu", type=float, help="CPU seconds of the lane's processes")
+    a = p.parse_args(argv)
+    return a.func(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
