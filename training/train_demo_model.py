@@ -1,0 +1,307 @@
+"""Train the built-in demo model: MobileSAM's architecture (vit_t) on synthetic scenes, on a CPU.
+
+What is trained and what is not:
+- The TinyViT trunk of the image encoder is frozen at torch's default init under a fixed seed
+  (training it is out of a 2-core budget). Its 320 x 64 x 64 outputs are cached per scene.
+- The encoder's neck (1x1 + 3x3 convs with LayerNorms), the prompt encoder and the mask decoder
+  are trained, SAM-style: focal (x20) + dice on the low-res masks, MSE on the predicted IoU.
+- Prompts: one positive point (multimask, loss on the best of the three outputs: the ambiguity
+  rule of SAM), a jittered box, 2-3 points with negatives, and a refinement step that feeds the
+  previous low-res logits as mask_input plus a correction point on the error region.
+- For speed most steps run on a random 24 x 24-token window of the 64 x 64 embedding (the
+  decoder is attention + transposed convs, so it runs on any grid; the positional encoding is the
+  matching crop of the full grid), then the last part of the budget runs on the full grid.
+
+Run (about 45 minutes on 2 cores; the time budget is a flag):
+    .venv/bin/python training/train_demo_model.py --minutes 40 --out assets/demo_vit_t.pt
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from training.common import CACHE, base_model, cached_scene  # noqa: E402
+
+
+def focal_loss(logits, target, alpha=0.25, gamma=2.0):
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pt = p * target + (1 - p) * (1 - target)
+    loss = ce * (1 - pt) ** gamma
+    loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss.flatten(-2).mean(-1)
+
+
+def dice_loss(logits, target):
+    p = logits.sigmoid().flatten(-2)
+    t = target.flatten(-2)
+    return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+
+
+def hard_iou(logits, target):
+    pred = logits > 0
+    t = target > 0.5
+    inter = (pred & t).flatten(-2).sum(-1).float()
+    union = (pred | t).flatten(-2).sum(-1).float()
+    return inter / union.clamp(min=1)
+
+
+class Trainer:
+    def __init__(self, model, rng: np.random.Generator):
+        self.m = model
+        self.rng = rng
+        self.pe = model.prompt_encoder.get_dense_pe().detach()
+
+    # -- prompt sampling: mask pixels are low-res (256 frame) pixels offset by (oy, ox);
+    #    the prompts returned are in the 1024 input frame ------------------------------------
+    def sample_points(self, mask: np.ndarray, n: int, oy: int, ox: int) -> np.ndarray:
+        ys, xs = np.nonzero(mask)
+        k = self.rng.integers(0, len(ys), n)
+        jit = self.rng.uniform(-1.5, 1.5, (n, 2))
+        return np.stack([(xs[k] + ox) * 4 + 2, (ys[k] + oy) * 4 + 2], -1) + jit
+
+    def jitter_box(self, mask: np.ndarray, oy: int, ox: int) -> np.ndarray:
+        ys, xs = np.nonzero(mask)
+        box = np.array([xs.min() + ox, ys.min() + oy, xs.max() + 1 + ox, ys.max() + 1 + oy], float) * 4
+        w, h = box[2] - box[0], box[3] - box[1]
+        noise = self.rng.normal(0, 0.07, 4) * np.array([w, h, w, h])
+        return box + np.clip(noise, -20, 20)
+
+    # -- one decoder call -------------------------------------------------------------------
+    def decode(self, emb, win, points=None, labels=None, boxes=None, mask_logits=None):
+        y0, x0, s = win
+        pts = None
+        if points is not None:
+            pts = (torch.as_tensor(points, dtype=torch.float32), torch.as_tensor(labels, dtype=torch.float32))
+        bx = None if boxes is None else torch.as_tensor(boxes, dtype=torch.float32)
+        sparse, dense = self.m.prompt_encoder(points=pts, boxes=bx, masks=mask_logits)
+        dense = dense[..., y0:y0 + s, x0:x0 + s]
+        pe = self.pe[..., y0:y0 + s, x0:x0 + s]
+        masks, iou = self.m.mask_decoder.predict_masks(emb, pe, sparse, dense)
+        return masks, iou
+
+    def disk_step(self, item: dict, s: int, n_prompts: int):
+        """Warm-up task: the mask is a disk around the clicked point, whatever the image.
+
+        From scratch the decoder first collapses to "all background" and is slow to leave it
+        (measured: no progress in 800 steps on real targets); learning where the prompt is
+        first, on this purely positional task, gets it past that point in about 100 steps."""
+        feat = torch.from_numpy(item["feat"].astype(np.float32))[None]
+        h, w = (int(v) for v in item["size"])
+        sc = 1024 / max(h, w)
+        th, tw = math.ceil(h * sc / 16), math.ceil(w * sc / 16)
+        y0 = int(self.rng.integers(0, max(0, th - s) + 1))
+        x0 = int(self.rng.integers(0, max(0, tw - s) + 1))
+        ya, xa = max(0, y0 - 1), max(0, x0 - 1)
+        emb = self.m.image_encoder.neck(feat[..., ya:y0 + s + 1, xa:x0 + s + 1])
+        emb = emb[..., y0 - ya:y0 - ya + s, x0 - xa:x0 - xa + s]
+        n = 4 * s
+        cy, cx = self.rng.uniform(0, n, (2, n_prompts))
+        r = self.rng.uniform(6, 30, n_prompts)
+        yy, xx = np.mgrid[0:n, 0:n]
+        tgt = ((yy[None] - cy[:, None, None]) ** 2 + (xx[None] - cx[:, None, None]) ** 2
+               < r[:, None, None] ** 2).astype(np.float32)
+        pts = np.stack([(cx + 4 * x0) * 4 + 2, (cy + 4 * y0) * 4 + 2], -1)[:, None]
+        masks, iou = self.decode(emb, (y0, x0, s), pts, np.ones((n_prompts, 1)))
+        t = torch.from_numpy(tgt)[:, None].expand(-1, 4, -1, -1)
+        loss = (20 * focal_loss(masks, t) + dice_loss(masks, t)).mean()
+        return loss, F.mse_loss(iou, hard_iou(masks.detach(), t)), float(hard_iou(masks[:, 0], t[:, 0]).mean())
+
+    def step(self, item: dict, s: int, n_prompts: int):
+        m, rng = self.m, self.rng
+        feat = torch.from_numpy(item["feat"].astype(np.float32))[None]
+        targets = item["targets"]
+        h, w = (int(v) for v in item["size"])
+        sc = 1024 / max(h, w)
+        th, tw = math.ceil(h * sc / 16), math.ceil(w * sc / 16)
+        y0 = int(rng.integers(0, max(0, th - s) + 1)) if s < 64 else 0
+        x0 = int(rng.integers(0, max(0, tw - s) + 1)) if s < 64 else 0
+        # neck on the window plus a one-token margin, so its 3x3 conv sees real neighbours
+        ya, xa = max(0, y0 - 1), max(0, x0 - 1)
+        emb = m.image_encoder.neck(feat[..., ya:y0 + s + 1, xa:x0 + s + 1])
+        emb = emb[..., y0 - ya:y0 - ya + s, x0 - xa:x0 - xa + s]
+        tgt = targets[:, 4 * y0:4 * (y0 + s), 4 * x0:4 * (x0 + s)]
+        oy, ox = 4 * y0, 4 * x0  # the window's origin in the 256 x 256 low-res frame
+        area_in = tgt.reshape(len(tgt), -1).sum(1)
+        area_all = targets.reshape(len(targets), -1).sum(1)
+        ok = np.nonzero((area_in >= 12) & (area_in >= 0.5 * area_all))[0]
+        if len(ok) == 0:
+            return None
+        pick = rng.choice(ok, size=min(n_prompts, len(ok)), replace=False)
+        rng.shuffle(pick)
+        groups = np.array_split(pick, 4)
+        t_all = torch.from_numpy(tgt.astype(np.float32))
+        losses, ious = [], []
+        point_iou = float("nan")
+
+        def mask_terms(logits, target):
+            return 20 * focal_loss(logits, target) + dice_loss(logits, target)
+
+        # 1. one positive point, multimask (tokens 1-3), loss on the best output
+        g = groups[0]
+        if len(g):
+            pts = np.stack([self.sample_points(tgt[i], 1, oy, ox) for i in g])
+            masks, iou = self.decode(emb, (y0, x0, s), pts, np.ones((len(g), 1)))
+            t = t_all[g][:, None].expand(-1, 3, -1, -1)
+            per = mask_terms(masks[:, 1:], t)
+            best = per.min(1).values
+            point_iou = float(hard_iou(masks[:, 1:].detach(), t).max(1).values.mean())
+            losses.append(best)
+            ious.append(F.mse_loss(iou[:, 1:], hard_iou(masks[:, 1:].detach(), t), reduction="none").mean(1))
+            # 4. refinement of group 1: previous best logits as mask_input + a correction point
+            with torch.no_grad():
+                sel = per.argmin(1)
+                prev = masks[torch.arange(len(g)), 1 + sel].detach()
+            full_prev = torch.full((len(g), 1, 256, 256), -20.0)
+            full_prev[:, 0, 4 * y0:4 * (y0 + s), 4 * x0:4 * (x0 + s)] = prev
+            corr, lab = [], []
+            for j, i in enumerate(g):
+                err_fn = tgt[i] & (prev[j] <= 0).numpy()
+                err_fp = ~tgt[i] & (prev[j] > 0).numpy()
+                region, l = (err_fn, 1) if err_fn.sum() >= err_fp.sum() else (err_fp, 0)
+                if not region.any():
+                    region, l = tgt[i], 1
+                corr.append(self.sample_points(region, 1, oy, ox)[0])
+                lab.append(l)
+            pts2 = np.concatenate([pts, np.array(corr)[:, None]], 1)
+            lab2 = np.stack([np.ones(len(g)), np.array(lab)], 1)
+            masks, iou = self.decode(emb, (y0, x0, s), pts2, lab2, mask_logits=full_prev)
+            losses.append(mask_terms(masks[:, 0], t_all[g]))
+            ious.append(F.mse_loss(iou[:, 0], hard_iou(masks[:, 0].detach(), t_all[g]), reduction="none"))
+        # 2. jittered box, single output (token 0)
+        g = groups[1]
+        if len(g):
+            boxes = np.stack([self.jitter_box(tgt[i], oy, ox) for i in g])
+            masks, iou = self.decode(emb, (y0, x0, s), boxes=boxes)
+            losses.append(mask_terms(masks[:, 0], t_all[g]))
+            ious.append(F.mse_loss(iou[:, 0], hard_iou(masks[:, 0].detach(), t_all[g]), reduction="none"))
+        # 3. two or three points, one of them possibly negative (outside the object), token 0
+        g = groups[2]
+        if len(g):
+            n = int(rng.integers(2, 4))
+            pts, labs = [], []
+            for i in g:
+                p = self.sample_points(tgt[i], n, oy, ox)
+                lab = np.ones(n)
+                outside = ~tgt[i]
+                if rng.random() < 0.6 and outside.any():
+                    p[-1] = self.sample_points(outside, 1, oy, ox)[0]
+                    lab[-1] = 0
+                pts.append(p)
+                labs.append(lab)
+            masks, iou = self.decode(emb, (y0, x0, s), np.stack(pts), np.stack(labs))
+            losses.append(mask_terms(masks[:, 0], t_all[g]))
+            ious.append(F.mse_loss(iou[:, 0], hard_iou(masks[:, 0].detach(), t_all[g]), reduction="none"))
+        # 5. box + one point, token 0
+        g = groups[3]
+        if len(g):
+            boxes = np.stack([self.jitter_box(tgt[i], oy, ox) for i in g])
+            pts = np.stack([self.sample_points(tgt[i], 1, oy, ox) for i in g])
+            masks, iou = self.decode(emb, (y0, x0, s), pts, np.ones((len(g), 1)), boxes=boxes)
+            losses.append(mask_terms(masks[:, 0], t_all[g]))
+            ious.append(F.mse_loss(iou[:, 0], hard_iou(masks[:, 0].detach(), t_all[g]), reduction="none"))
+        mask_loss = torch.cat(losses).mean()
+        iou_loss = torch.cat(ious).mean()
+        return mask_loss, iou_loss, point_iou
+
+
+def trainable(model):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    mods = [model.image_encoder.neck, model.prompt_encoder, model.mask_decoder]
+    params = []
+    for mod in mods:
+        for p in mod.parameters():
+            p.requires_grad_(True)
+            params.append(p)
+    return params
+
+
+def save_fp16(model, out: Path) -> str:
+    sd = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    tmp = out.with_suffix(".tmp")
+    torch.save(sd, tmp)
+    tmp.replace(out)
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=40.0)
+    ap.add_argument("--scenes", type=int, default=400, help="training scenes (seeds 0..N-1)")
+    ap.add_argument("--full-frac", type=float, default=0.2, help="share of the budget on the full 64x64 grid")
+    ap.add_argument("--crop", type=int, default=24, help="window size in tokens for the crop phase")
+    ap.add_argument("--warmup-disk", type=int, default=150, help="steps of the positional warm-up task")
+    ap.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off; 1.0 stalled the warm-up)")
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=Path("assets/demo_vit_t.pt"))
+    ap.add_argument("--resume", type=Path, default=None)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    model = base_model()
+    if a.resume:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                               for k, v in torch.load(a.resume, weights_only=True).items()})
+    model.train()
+    params = trainable(model)
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
+    torch.manual_seed(a.seed)
+    rng = np.random.default_rng(a.seed)
+    tr = Trainer(model, rng)
+    items: dict[int, dict] = {}
+    budget = a.minutes * 60
+    t0 = time.time()
+    step, ema, ready = 0, None, []
+    while True:
+        el = time.time() - t0
+        if el > budget:
+            break
+        frac = el / budget
+        lr = a.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for gph in opt.param_groups:
+            gph["lr"] = lr
+        full = frac > 1 - a.full_frac
+        if step % 50 == 0 or not ready:  # the cache may still be filling (training/cache_features.py)
+            ready = [s for s in range(a.scenes) if (CACHE / f"scene{s}.npz").exists()] or [0]
+        seed = int(rng.choice(ready))
+        if seed not in items:
+            items[seed] = cached_scene(model, seed)
+        if step < a.warmup_disk:
+            out = tr.disk_step(items[seed], a.crop, 16)
+        else:
+            out = tr.step(items[seed], 64 if full else a.crop, 8 if full else 16)
+        if out is None:
+            continue
+        mask_loss, iou_loss, point_iou = out
+        loss = mask_loss + iou_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if a.clip:
+            torch.nn.utils.clip_grad_norm_(params, a.clip)
+        opt.step()
+        step += 1
+        cur = np.array([mask_loss.item(), iou_loss.item(), point_iou])
+        ema = cur if ema is None else 0.95 * ema + 0.05 * cur
+        if step % 25 == 0:
+            print(f"step {step} {el / 60:.1f} min lr {lr:.2e} mask {ema[0]:.4f} iou {ema[1]:.4f} point-IoU {ema[2]:.3f} "
+                  f"grid {64 if full else a.crop} scenes {len(items)}", flush=True)
+        if step % 100 == 0:
+            save_fp16(model, a.out)
+    model.eval()
+    digest = save_fp16(model, a.out)
+    print(f"trained {step} steps in {(time.time() - t0) / 60:.1f} min -> {a.out} sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
