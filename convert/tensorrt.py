@@ -86,7 +86,7 @@ def fp32_layers(model, scan: dict[str, float]) -> dict[str, str]:
             keep.setdefault(node.name, "LayerNorm2d (ReduceMean/Pow/Sqrt)")
     for name, peak in scan.items():
         if name and peak > FP16_MAX * RISK_FRACTION:
-            keep.setdefault(name, f"output reaches {peak:.3g} on the parity scene (fp16 max {FP16_MAX:g})")
+            keep.setdefault(name, f"output reaches {peak:.0f} on the parity scene (fp16 max {FP16_MAX:.0f})")
     return keep
 
 

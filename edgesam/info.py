@@ -22,5 +22,10 @@ def bundle_summary(path: str) -> tuple[str, dict]:
     if par:
         n = len(par.get("cells", []))
         lines.append(f"parity at convert time: {'ok' if par.get('ok') else 'FAILED'} ({n} checks vs {par.get('reference')})")
+    trt = m.get("tensorrt")
+    if trt:
+        p = trt["profile"]
+        lines.append(f"tensorrt: decoder profile B {p['B']}, N {p['N']} (min/opt/max); trtexec lines in "
+                     f"manifest.json 'tensorrt.commands' (engines are built on the device, not here)")
     lines.append(f"all {len(m['files'])} files verified (size + sha256)")
     return "\n".join(lines), {"bundle": str(b.root), "verified": True, "manifest": m}

@@ -22,13 +22,18 @@ def _small_profile():
     return TensorRTProfile(prompts=(1, 1, 6), points=(1, 2, 5))
 
 
-def test_profile_shapes_run_in_ort_and_match_torch(vit_t_bundle, vit_t_model):
+@pytest.fixture(scope="module")
+def prepared(vit_t_bundle, vit_t_model):
+    """``tensorrt.prepare`` on the session bundle's ONNX files: (manifest section, parity cells)."""
     from edgesam.convert import gate, tensorrt
     from edgesam.runtime.synthetic import scene
 
-    profile = _small_profile()
-    section, cells = tensorrt.prepare(vit_t_model, vit_t_bundle / "encoder.onnx", vit_t_bundle / "decoder.onnx",
-                                      gate.gate_encoder_input(scene()), profile, 2, lambda m: None)
+    return tensorrt.prepare(vit_t_model, vit_t_bundle / "encoder.onnx", vit_t_bundle / "decoder.onnx",
+                            gate.gate_encoder_input(scene()), _small_profile(), 2, lambda m: None)
+
+
+def test_profile_shapes_run_in_ort_and_match_torch(prepared):
+    section, cells = prepared
     labels = {c.candidate for c in cells}
     assert labels == {"trt min B1 N1 M1", "trt opt B1 N2 M1", "trt max B6 N5 M6"}
     assert len(cells) == 6 and all(c.ok for c in cells), [c.failures for c in cells]
@@ -38,12 +43,8 @@ def test_profile_shapes_run_in_ort_and_match_torch(vit_t_bundle, vit_t_model):
     assert section["profile"]["shapes"]["max"]["point_coords"] == [6, 5, 2]
 
 
-def test_trtexec_lines_and_fp32_layers(vit_t_bundle, vit_t_model):
-    from edgesam.convert import gate, tensorrt
-    from edgesam.runtime.synthetic import scene
-
-    section, _ = tensorrt.prepare(vit_t_model, vit_t_bundle / "encoder.onnx", vit_t_bundle / "decoder.onnx",
-                                  gate.gate_encoder_input(scene()), _small_profile(), 2, lambda m: None)
+def test_trtexec_lines_and_fp32_layers(vit_t_bundle, prepared):
+    section, _ = prepared
     for role in ("encoder", "decoder"):
         model = onnx.load(str(vit_t_bundle / f"{role}.onnx"))
         names = {n.name for n in model.graph.node}
@@ -85,7 +86,7 @@ def test_fp16_range_scan_flags_large_outputs():
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])
     g = helper.make_graph([helper.make_node("Mul", ["x", "x"], ["sq"], name="/blk/square"),
                            helper.make_node("Sqrt", ["sq"], ["y"], name="/blk/root")], "g", [x], [y])
-    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     peaks = tensorrt.activation_peaks(model, {"x": np.array([1, -3, 300, 2], np.float32)}, 1)
     assert peaks == {"/blk/square": 90000.0, "/blk/root": 300.0}
     keep = tensorrt.fp32_layers(model, peaks)
