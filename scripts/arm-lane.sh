@@ -49,23 +49,32 @@ apt_for() {  # apt_for ARCH ARGS...
         -o Dir::State::status=/dev/null -o Debug::NoLocking=1 "$@"
 }
 
+# Download Debian packages of ARCH into $CACHE/debs/ARCH.
+fetch_debs() {  # fetch_debs ARCH PACKAGES...
+    local arch=$1; shift
+    mkdir -p "$CACHE/debs/$arch"
+    apt_for "$arch" update >"$CACHE/apt-$arch-update.log" 2>&1 \
+        || { tail -5 "$CACHE/apt-$arch-update.log" >&2; die "apt-get update ($arch) failed: is the Debian mirror reachable?"; }
+    (cd "$CACHE/debs/$arch" && apt_for "$arch" download "$@") >"$CACHE/apt-$arch-download.log" 2>&1 \
+        || { tail -5 "$CACHE/apt-$arch-download.log" >&2; die "apt-get download ($arch) of $* failed"; }
+}
+
+deb_of() {  # deb_of ARCH PACKAGE: the newest downloaded .deb of PACKAGE
+    local deb
+    deb=$(ls -t "$CACHE/debs/$1/${2}_"*"_$1.deb" "$CACHE/debs/$1/${2}_"*"_all.deb" 2>/dev/null | head -1) || true
+    [ -n "$deb" ] || die "package $2 ($1) was not downloaded"
+    echo "$deb"
+}
+
 # Download Debian packages of ARCH and unpack them into DEST (atomically: DEST appears only when done).
 unpack_debs() {  # unpack_debs ARCH DEST PACKAGES...
     local arch=$1 dest=$2; shift 2
-    local debs="$CACHE/debs/$arch" tmp="$dest.tmp-$$"
-    mkdir -p "$debs"
-    apt_for "$arch" update >"$CACHE/apt-$arch-update.log" 2>&1 \
-        || { tail -5 "$CACHE/apt-$arch-update.log" >&2; die "apt-get update ($arch) failed: is the Debian mirror reachable?"; }
-    (cd "$debs" && apt_for "$arch" download "$@") >"$CACHE/apt-$arch-download.log" 2>&1 \
-        || { tail -5 "$CACHE/apt-$arch-download.log" >&2; die "apt-get download ($arch) of $* failed"; }
-    rm -rf "$tmp"; mkdir -p "$tmp"
+    fetch_debs "$arch" "$@"
+    rm -rf "$dest.tmp"; mkdir -p "$dest.tmp"
     for p in "$@"; do
-        local deb
-        deb=$(ls -t "$debs/${p}_"*"_$arch.deb" "$debs/${p}_"*"_all.deb" 2>/dev/null | head -1) || true
-        [ -n "$deb" ] || die "package $p ($arch) was not downloaded"
-        dpkg-deb -x "$deb" "$tmp"
+        dpkg-deb -x "$(deb_of "$arch" "$p")" "$dest.tmp"
     done
-    rm -rf "$dest"; mv "$tmp" "$dest"
+    rm -rf "$dest"; mv "$dest.tmp" "$dest"
 }
 
 # --- 1. qemu-aarch64-static (amd64 package, unpacked into the cache: no root needed) -------------
@@ -73,9 +82,14 @@ QEMU_PKGS="qemu-user-static"
 QEMU_DIR="$CACHE/qemu-$(echo "$QEMU_PKGS" | sha256sum | cut -c1-12)"
 if [ ! -x "$QEMU_DIR/usr/bin/qemu-aarch64-static" ]; then
     step "fetching qemu-user-static from apt"
-    unpack_debs amd64 "$QEMU_DIR" $QEMU_PKGS
-    # The package holds every target (370 MB); keep the one the lane runs.
-    find "$QEMU_DIR" -type f ! -name qemu-aarch64-static -delete
+    fetch_debs amd64 $QEMU_PKGS
+    # The package holds every target (370 MB unpacked): take the one binary the lane runs. tar stops
+    # at the first match (--occurrence), so dpkg-deb may die of SIGPIPE; the file is checked below.
+    rm -rf "$QEMU_DIR.tmp"; mkdir -p "$QEMU_DIR.tmp"
+    dpkg-deb --fsys-tarfile "$(deb_of amd64 qemu-user-static)" 2>/dev/null \
+        | tar -x -C "$QEMU_DIR.tmp" --occurrence=1 ./usr/bin/qemu-aarch64-static || true
+    [ -x "$QEMU_DIR.tmp/usr/bin/qemu-aarch64-static" ] || die "qemu-aarch64-static not found in qemu-user-static"
+    rm -rf "$QEMU_DIR"; mv "$QEMU_DIR.tmp" "$QEMU_DIR"
 fi
 QEMU="$QEMU_DIR/usr/bin/qemu-aarch64-static"
 [ -x "$QEMU" ] || die "qemu-aarch64-static missing from $QEMU_DIR"
