@@ -7,6 +7,7 @@ either: success means the output file exists and loads.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -51,7 +52,21 @@ def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str =
         raise ConversionError(f"unknown MNN precision {precision!r}")
     argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
             "--bizCode", biz_code, "--keepInputFormat", *PRECISION_FLAGS[precision]]
-    rc, log = _run_quiet(argv)
+    # The converter spills weights to ".__convert_external_data.bin" in the current directory
+    # while it optimises. Two conversions sharing a working directory overwrite each other's
+    # spill file and produce silently wrong weights (seen here: an int8 encoder at cosine -0.89
+    # against torch while another conversion ran from the same folder). So each run gets a
+    # private working directory, removed afterwards.
+    onnx_abs, mnn_abs = str(Path(onnx_path).resolve()), str(Path(mnn_path).resolve())
+    argv[argv.index("--modelFile") + 1], argv[argv.index("--MNNModel") + 1] = onnx_abs, mnn_abs
+    cwd = os.getcwd()
+    scratch = tempfile.mkdtemp(prefix=".mnnconvert-", dir=Path(mnn_abs).parent)
+    try:
+        os.chdir(scratch)
+        rc, log = _run_quiet(argv)
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(scratch, ignore_errors=True)
     # The core returns True even when it failed, so judge by its log and by the file itself.
     if rc is not True or "Converted Success" not in log or "[ERROR]" in log:
         tail = " | ".join(log.strip().splitlines()[-3:])

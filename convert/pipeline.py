@@ -259,6 +259,11 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
     if tensorrt and tensorrt["files"]["decoder"] != "decoder.onnx":
         files.append(file_record(tmp, tensorrt["files"]["decoder"], role="decoder", format="onnx_lowres",
                                  precision="fp32"))
+    # Every file names the weights it was made from, so a model swapped in from another bundle
+    # (with its manifest record) is refused at load instead of silently pairing wrong halves.
+    source = ckpt.get("sha256") or f"random-init:{opts.model}:{ckpt.get('random_init_seed')}"
+    for f in files:
+        f["source"] = source
     versions = {"edgesam": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
                 "python": platform.python_version()}
     if "mnn" in opts.formats:  # importing MNN prints a CPU banner on stdout: only when it was used
@@ -271,6 +276,7 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         "format": FORMAT, "version": VERSION, "model": opts.model,
         "untrained": untrained,
         "checkpoint": ckpt,
+        "source": source,
         "preprocess": {"image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN), "pixel_std": list(PIXEL_STD),
                        "channel_order": "RGB", "pad": "bottom-right"},
         "decoder": {"variant": opts.decoder, "multimask_outputs": 3, "mask_tokens": 4,

@@ -101,6 +101,12 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
     for key in ("model", "files", "preprocess", "decoder"):
         if key not in manifest:
             raise BundleError(f"{mpath}: manifest lacks {key!r}")
+    source = manifest.get("source")
+    for entry in manifest["files"]:
+        if source is not None and entry.get("source", source) != source:
+            raise BundleError(f"{root / entry['path']}: made from other weights ({str(entry['source'])[:20]}) "
+                              f"than this bundle ({str(source)[:20]}); encoder and decoder must come from "
+                              "one conversion")
     bundle = Bundle(root, manifest)
     if verify:
         for entry in manifest["files"]:

@@ -162,7 +162,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from edgesam.demo import run_demo
 
     report = run_demo(out=Path(a.out), checkpoint=Path(a.checkpoint) if a.checkpoint else None,
-                      seed=a.seed, threads=a.threads)
+                      seed=a.seed, threads=a.threads, untrained=a.untrained)
     write_json(a.json, report)
     return 0 if report["parity_ok"] else 1
 
@@ -268,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build, convert, check and run the built-in default model")
     d.add_argument("--out", default="edgesam-demo")
-    d.add_argument("--checkpoint", help="a vit_t state_dict to use instead of the built-in model")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--checkpoint", help="a vit_t state_dict to use instead of the built-in model "
+                   "(assets/demo_vit_t.pt, trained on synthetic shapes)")
+    d.add_argument("--untrained", action="store_true", help="seeded random weights instead of the built-in model")
+    d.add_argument("--seed", type=int, default=0, help="seed for --untrained")
     d.add_argument("--threads", type=int, default=2)
     d.add_argument("--json", metavar="FILE")
     d.set_defaults(func=cmd_demo)

@@ -1,8 +1,10 @@
 """``edgesam demo``: the main job on the built-in default, end to end.
 
-Builds a seeded MobileSAM (vit_t; untrained unless --checkpoint), converts it
-with the parity gate, then segments the sample images in assets/ with the MNN
-runtime and writes overlays and a report.
+Converts the built-in demo model (assets/demo_vit_t.pt: MobileSAM's architecture
+trained here on synthetic shapes, see assets/demo_vit_t.md) with the parity gate,
+then segments the sample images in assets/ with the MNN runtime and writes
+overlays and a report. ``--checkpoint`` swaps in any vit_t state_dict (for
+example the official mobile_sam.pt); ``--untrained`` uses seeded random weights.
 """
 from __future__ import annotations
 
@@ -13,15 +15,19 @@ from pathlib import Path
 from typing import Optional
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
-SAMPLES = ("landscape.png", "portrait.png", "panorama.png")
+DEMO_CHECKPOINT = ASSETS / "demo_vit_t.pt"
+# One point prompt per sample, on an object (fractions of width and height).
+SAMPLES = {"landscape.png": (0.525, 0.725), "portrait.png": (0.655, 0.2), "panorama.png": (0.325, 0.55)}
 
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, threads: int = 2) -> dict:
+def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, threads: int = 2,
+             untrained: bool = False) -> dict:
     from edgesam.bundle import atomic_write_bytes
+    from edgesam.errors import InputError
     from edgesam.convert.pipeline import ConvertOptions, convert
     from edgesam.runtime.imageio import read_image
     from edgesam.runtime.parity import Cell, format_table
@@ -31,9 +37,17 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bundle = out / "bundle"
+    if untrained and checkpoint is not None:
+        raise InputError("give either --checkpoint or --untrained, not both")
+    if not untrained and checkpoint is None:
+        checkpoint = DEMO_CHECKPOINT
+        if not checkpoint.is_file():
+            raise InputError(f"{checkpoint}: the built-in demo model is missing from this checkout "
+                             "(pass --checkpoint or --untrained)")
+        _log(f"demo model: {checkpoint} (MobileSAM architecture trained on synthetic shapes only)")
     t0 = time.perf_counter()
     manifest = convert(ConvertOptions(model="vit_t", out=bundle, checkpoint=checkpoint,
-                                      random_init=None if checkpoint else seed, force=True, threads=threads),
+                                      random_init=seed if untrained else None, force=True, threads=threads),
                        log=_log)
     t_convert = time.perf_counter() - t0
 
@@ -42,7 +56,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     print(format_table(cells))
     results = []
     predictor = SamPredictor(bundle, threads=threads)  # one model load for every sample
-    for name in SAMPLES:
+    for name, (fx, fy) in SAMPLES.items():
         src = ASSETS / name
         if not src.is_file():
             _log(f"sample {src} missing; skipped")
@@ -50,7 +64,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
         stem = Path(name).stem
         image = read_image(src)
         h, w = image.shape[:2]
-        req = SegmentRequest(bundle=str(bundle), image=str(src), points=[[w * 0.3, h * 0.85, 1]],
+        req = SegmentRequest(bundle=str(bundle), image=str(src), points=[[w * fx, h * fy, 1]],
                              boxes=[], multimask=True, threads=threads,
                              out=str(out / f"{stem}.mask.png"), overlay=str(out / f"{stem}.overlay.png"))
         res = segment(req, predictor=predictor, image=image)
@@ -65,4 +79,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     if untrained:
         print("note: the demo model is UNTRAINED (seeded random weights): every stage runs and parity is "
               "real, but the masks carry no meaning. Pass --checkpoint mobile_sam.pt for real masks.")
+    elif Path(checkpoint).resolve() == DEMO_CHECKPOINT.resolve():
+        print("note: the built-in demo model was trained on synthetic shapes only (assets/demo_vit_t.md); "
+              "it is not for real photos. Pass --checkpoint mobile_sam.pt for the official weights.")
     return report

@@ -62,3 +62,33 @@ def evaluate(predictor, seeds: Iterable[int] = HELDOUT_SEEDS, max_objects: int =
     summary["scenes"] = len(seeds)
     summary["per_object"] = per
     return summary
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every mask in ``a`` (K x H x W bool) with every mask in ``b`` (P x H x W bool)."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float32)
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return inter / np.maximum(union, 1)
+
+
+def amg_recall(generator, seeds: Iterable[int], threshold: float = 0.5) -> dict:
+    """Share of ground-truth objects that some generated mask covers with IoU >= ``threshold``.
+
+    ``generator`` has the ``SamAutomaticMaskGenerator`` API with ``output_mode="binary_mask"``
+    (the official class or edgesam's)."""
+    seeds = tuple(seeds)
+    hits = total = masks_out = 0
+    for seed in seeds:
+        sc = make_scene(seed)
+        records = generator.generate(sc.image)
+        pred = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0,) + sc.masks.shape[1:], bool)
+        m = iou_matrix(sc.masks, pred)
+        hits += int((m.max(1) >= threshold).sum()) if m.size else 0
+        total += len(sc.masks)
+        masks_out += len(records)
+    return {"recall": hits / max(total, 1), "objects": total, "masks": masks_out, "scenes": len(seeds),
+            "iou_threshold": threshold}

@@ -27,23 +27,29 @@ def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:
     return lines[-1]
 
 
+DEMO_CHECKPOINT = REPO / "assets" / "demo_vit_t.pt"
+
+
 @pytest.fixture(scope="session")
 def vit_t_bundle(tmp_path_factory) -> Path:
-    """A vit_t bundle (seed 0, all precisions, lowres decoder), converted once per session."""
+    """The built-in demo model (trained vit_t, assets/demo_vit_t.pt) converted once per session:
+    all precisions, lowres decoder. Trained weights make mask-level checks meaningful (random
+    weights give nearly the same mask for every prompt)."""
     pytest.importorskip("torch")
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     out = tmp_path_factory.mktemp("bundles") / "vit_t"
-    convert(ConvertOptions(model="vit_t", out=out, random_init=0), log=lambda m: None)
+    convert(ConvertOptions(model="vit_t", out=out, checkpoint=DEMO_CHECKPOINT), log=lambda m: None)
     return out
 
 
 @pytest.fixture(scope="session")
 def vit_t_model():
+    """The torch model with the same weights as ``vit_t_bundle``."""
     pytest.importorskip("torch")
-    from edgesam.convert.models import random_model
+    from edgesam.convert.models import model_from_checkpoint
 
-    return random_model("vit_t", 0)
+    return model_from_checkpoint("vit_t", DEMO_CHECKPOINT)
 
 
 def scene(h: int, w: int, seed: int = 0) -> np.ndarray:

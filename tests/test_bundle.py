@@ -77,3 +77,22 @@ def test_atomic_outputs_get_normal_permissions(tmp_path):
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "out" / "x").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_models_from_different_bundles_are_refused(vit_t_bundle, tmp_path):
+    """A decoder swapped in from another conversion, together with its manifest record (so size
+    and hash agree), is still refused: every record names the weights it was made from."""
+    b = _copy(vit_t_bundle, tmp_path)
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["source"] and all(f["source"] == m["source"] for f in m["files"])
+    rec = next(f for f in m["files"] if f["path"] == "decoder.fp32.mnn")
+    rec["source"] = "random-init:vit_t:7"  # what a record copied from `--random-init 7` carries
+    (b / "manifest.json").write_text(json.dumps(m))
+    for cmd in (("info", b), ("segment", b, "assets/landscape.png", "--point", "10,10")):
+        line = one_line_error(run_cli(*cmd, cwd=REPO))
+        assert "made from other weights" in line and "decoder.fp32.mnn" in line
+    from edgesam.errors import BundleError
+    from edgesam.runtime.predictor import SamPredictor
+
+    with pytest.raises(BundleError, match="one conversion"):
+        SamPredictor(b)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,10 +16,11 @@ from conftest import one_line_error, run_cli
 torch = pytest.importorskip("torch")
 
 
-def test_random_init_bundle_manifest(vit_t_bundle):
+def test_bundle_manifest(vit_t_bundle):
     m = json.loads((vit_t_bundle / "manifest.json").read_text())
     assert m["format"] == "edgesam-bundle" and m["version"] == 1 and m["model"] == "vit_t"
-    assert m["untrained"] is True and m["checkpoint"]["random_init_seed"] == 0
+    assert m["untrained"] is False and m["checkpoint"]["file"] == "demo_vit_t.pt"
+    assert m["checkpoint"]["sha256"] == m["source"] and len(m["source"]) == 64
     kinds = {(f["role"], f["format"], f["precision"]) for f in m["files"]}
     for role in ("encoder", "decoder"):
         assert (role, "onnx", "fp32") in kinds
@@ -37,7 +40,7 @@ def test_random_init_bundle_manifest(vit_t_bundle):
 def test_info_verifies_bundle(vit_t_bundle):
     p = run_cli("info", vit_t_bundle)
     assert p.returncode == 0, p.stderr
-    assert "UNTRAINED" in p.stdout and "all 8 files verified" in p.stdout
+    assert "UNTRAINED" not in p.stdout and "all 8 files verified" in p.stdout
 
 
 def test_onnx_provenance_and_checker(vit_t_bundle):
@@ -46,24 +49,33 @@ def test_onnx_provenance_and_checker(vit_t_bundle):
     m = onnx.load(str(vit_t_bundle / "decoder.onnx"))
     onnx.checker.check_model(m)
     meta = {p.key: p.value for p in m.metadata_props}
-    assert meta["model"] == "vit_t" and meta["untrained"] == "True"
+    assert meta["model"] == "vit_t" and meta["untrained"] == "False"
 
 
-def test_checkpoint_round_trip_equals_random_init(tmp_path, vit_t_model, vit_t_bundle):
-    """A saved state_dict converts like an official checkpoint and gives the same numbers."""
-    ck = tmp_path / "mobile_sam.pt"
-    torch.save(vit_t_model.state_dict(), ck)
-    p = run_cli("convert", "--model", "vit_t", "--checkpoint", ck, "--out", tmp_path / "b", "--precision", "fp32")
+def test_random_init_is_marked_untrained_and_matches_torch(tmp_path):
+    """--random-init builds the seeded random model, says UNTRAINED everywhere, and its ONNX
+    encoder computes what torch's random_model does on the same input."""
+    from edgesam.convert.models import random_model
+
+    p = run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", tmp_path / "b", "--precision", "fp32")
     assert p.returncode == 0, p.stderr[-3000:]
+    assert "untrained" in p.stderr.lower()
     m = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert m["checkpoint"]["file"] == "mobile_sam.pt" and len(m["checkpoint"]["sha256"]) == 64
-    assert m["untrained"] is False and "[untrained]" not in p.stderr
+    assert m["untrained"] is True and m["checkpoint"]["random_init_seed"] == 0
+    assert m["source"] == "random-init:vit_t:0"
+    info = run_cli("info", tmp_path / "b")
+    assert info.returncode == 0 and "UNTRAINED" in info.stdout
+    import onnx
+
+    meta = {q.key: q.value for q in onnx.load(str(tmp_path / "b" / "decoder.onnx")).metadata_props}
+    assert meta["untrained"] == "True"
     from edgesam.runtime.backends import ORTBackend
 
     x = np.random.default_rng(0).standard_normal((1, 3, 1024, 1024)).astype(np.float32)
     a = ORTBackend(tmp_path / "b" / "encoder.onnx").run({"image": x})["image_embeddings"]
-    b = ORTBackend(vit_t_bundle / "encoder.onnx").run({"image": x})["image_embeddings"]
-    assert np.abs(a - b).max() < 1e-4
+    with torch.no_grad():
+        b = random_model("vit_t", 0).image_encoder(torch.from_numpy(x)).numpy()
+    assert np.abs(a - b).max() < 1e-3
 
 
 def test_full_decoder_variant_every_aspect_ratio(tmp_path):
@@ -138,22 +150,32 @@ def test_bad_checkpoints_exit_2_and_leave_nothing(tmp_path, vit_t_model, case, m
     assert not [x for x in tmp_path.iterdir() if x.name.startswith(".out.tmp")]
 
 
-def test_failure_mid_convert_leaves_nothing(tmp_path, monkeypatch):
-    """A failure injected in the MNN stage (after ONNX files exist) leaves no bundle or temp folder."""
-    from edgesam.convert import mnn, pipeline
+STAGES = ["build random", "count FLOPs", "export encoder", "export decoder", "finalise encoder onnx",
+          "mnn encoder fp32", "mnn decoder fp32", "parity"]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_failure_in_any_convert_stage_leaves_nothing(tmp_path, monkeypatch, stage):
+    """A failure injected at each stage (the earlier stages run for real) leaves no bundle and
+    no temporary folder, and surfaces as the typed error."""
+    from edgesam.convert import pipeline
     from edgesam.errors import ConversionError
 
-    calls = []
+    seen = []
+    real_stage = pipeline.Progress.stage
 
-    def boom(*a, **k):
-        calls.append(a)
-        raise ConversionError("injected failure")
+    def stage_or_fail(self, name, fn, *args, **kwargs):
+        seen.append(name)
+        if name.startswith(stage):
+            raise ConversionError(f"injected failure in {name}")
+        return real_stage(self, name, fn, *args, **kwargs)
 
-    monkeypatch.setattr(mnn, "onnx_to_mnn", boom)
-    with pytest.raises(ConversionError):
+    monkeypatch.setattr(pipeline.Progress, "stage", stage_or_fail)
+    with pytest.raises(ConversionError, match="injected"):
         pipeline.convert(pipeline.ConvertOptions(model="vit_t", out=tmp_path / "b", random_init=0,
                                                  precisions=("fp32",)), log=lambda s: None)
-    assert calls and list(tmp_path.iterdir()) == []
+    assert any(n.startswith(stage) for n in seen), seen  # the stage exists under that name
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_sigint_mid_convert_leaves_nothing(tmp_path):
@@ -190,3 +212,28 @@ def test_usage_errors(tmp_path):
                                   "--precision", "fp8"))
     assert "fp8" in line
     assert not (tmp_path / "x").exists()
+
+
+def test_mnn_converter_runs_in_a_private_directory(tmp_path, monkeypatch):
+    """MNN's converter spills weights to ./.__convert_external_data.bin; conversions sharing a
+    working directory corrupted each other. Each run now gets its own folder, removed after."""
+    from edgesam.convert import mnn
+
+    seen = {}
+
+    def fake_run(argv):
+        seen["cwd"] = os.getcwd()
+        open(".__convert_external_data.bin", "wb").write(b"spill")
+        out = argv[argv.index("--MNNModel") + 1]
+        open(out, "wb").write(b"model")
+        return True, "Converted Success!"
+
+    monkeypatch.setattr(mnn, "_run_quiet", fake_run)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    mnn.onnx_to_mnn(Path("m.onnx"), Path("out/m.mnn"), "fp32")
+    assert os.getcwd() == str(tmp_path) and seen["cwd"] != str(tmp_path)
+    assert Path(seen["cwd"]).parent == tmp_path / "out"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.mnn"]
+    assert not (tmp_path / ".__convert_external_data.bin").exists()

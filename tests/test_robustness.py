@@ -169,3 +169,63 @@ def test_soak_rss_stays_flat(vit_t_bundle):
     print(f"soak RSS: start {base:.0f} MB, after 2000 predicts {after_decode:.0f} MB, after 50 set_image "
           f"{after_images:.0f} MB")
     assert after_decode - base < 50 and after_images - base < 100
+
+
+# --- the same bad-input corpus through the Python API ------------------------------------------
+
+def _bad_image(kind, tmp_path):
+    src = REPO / "assets" / "landscape.png"
+    if kind == "missing":
+        return tmp_path / "nope.png"
+    p = tmp_path / ("x.jpg" if kind == "text" else "x.png")
+    if kind == "empty":
+        p.write_bytes(b"")
+    elif kind == "text":
+        p.write_text("hello, I am not a picture")
+    elif kind == "truncated":
+        p.write_bytes(src.read_bytes()[:5000])
+    elif kind == "dir":
+        return tmp_path
+    elif kind == "0px":
+        return _png(p, np.zeros((2, 40000, 3), np.uint8))
+    return p
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("missing", "no such file"), ("empty", "0 bytes"), ("text", "not a JPEG, PNG or BMP"),
+    ("truncated", "truncated PNG"), ("dir", "is a directory"), ("0px", "pixel"),
+])
+def test_bad_images_python_api(predictor, tmp_path, kind, match):
+    """set_image_file raises the typed error (no crash, no MNN segfault) and keeps the old image."""
+    from edgesam.errors import EdgesamError
+
+    before = predictor.get_image_embedding().copy()
+    with pytest.raises(EdgesamError, match=match):
+        predictor.set_image_file(_bad_image(kind, tmp_path))
+    assert np.array_equal(predictor.get_image_embedding(), before)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(point_coords=[[np.nan, 3]], point_labels=[1]), "NaN or inf"),
+    (dict(point_coords=[[np.inf, 3]], point_labels=[1]), "NaN or inf"),
+    (dict(point_coords=[[1, 3], [4, 5]], point_labels=[1]), "label"),
+    (dict(point_coords=[[1, 3]], point_labels=[2]), "label"),
+    (dict(point_coords=[[1, 3]]), "point_labels"),
+    (dict(box=[100, 10, 50, 60]), "x1 >= x0"),
+    (dict(box=[10, 10, 10, 60]), "x1 >= x0"),
+    (dict(point_coords=[[1, 3]], point_labels=[1], mask_input=np.zeros((1, 128, 128), np.float32)), "1x256x256"),
+    (dict(point_coords=[[1, 3]], point_labels=[1], mask_input=np.full((1, 256, 256), "a")), "dtype"),
+    (dict(point_coords=[[1, 3]], point_labels=[1], mask_input=np.zeros((1, 256, 256), complex)), "dtype"),
+])
+def test_bad_prompts_python_api(predictor, kwargs, match):
+    kwargs = {k: np.asarray(v) for k, v in kwargs.items()}
+    with pytest.raises(InputError, match=match):
+        predictor.predict(**kwargs)
+
+
+@pytest.mark.parametrize("xy", [(-50.0, -20.0), (1e6, 3e5), (0.0, 0.0), (199.99, 119.99)])
+def test_out_of_image_points_are_valid_as_in_segment_anything(predictor, xy):
+    """The official predictor accepts points outside the image (they are just transformed);
+    so does the runtime: official shapes, finite logits."""
+    masks, scores, low = predictor.predict(np.array([xy]), np.array([1]))
+    assert masks.shape == (3, 120, 200) and np.all(np.isfinite(low)) and np.all(np.isfinite(scores))

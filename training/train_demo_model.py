@@ -56,7 +56,8 @@ def hard_iou(logits, target):
 
 
 class Trainer:
-    def __init__(self, model, rng: np.random.Generator):
+    def __init__(self, model, rng: np.random.Generator, focal_weight: float = 20.0):
+        self.focal_weight = focal_weight
         self.m = model
         self.rng = rng
         self.pe = model.prompt_encoder.get_dense_pe().detach()
@@ -113,7 +114,7 @@ class Trainer:
         pts = np.stack([(cx + 4 * x0) * 4 + 2, (cy + 4 * y0) * 4 + 2], -1)[:, None]
         masks, iou = self.decode(emb, (y0, x0, s), pts, np.ones((n_prompts, 1)))
         t = torch.from_numpy(tgt)[:, None].expand(-1, 4, -1, -1)
-        loss = (20 * focal_loss(masks, t) + dice_loss(masks, t)).mean()
+        loss = (self.focal_weight * focal_loss(masks, t) + dice_loss(masks, t)).mean()
         return loss, F.mse_loss(iou, hard_iou(masks.detach(), t)), float(hard_iou(masks[:, 0], t[:, 0]).mean())
 
     def step(self, item: dict, s: int, n_prompts: int):
@@ -144,7 +145,7 @@ class Trainer:
         point_iou = float("nan")
 
         def mask_terms(logits, target):
-            return 20 * focal_loss(logits, target) + dice_loss(logits, target)
+            return self.focal_weight * focal_loss(logits, target) + dice_loss(logits, target)
 
         # 1. one positive point, multimask (tokens 1-3), loss on the best output
         g = groups[0]
@@ -236,12 +237,13 @@ def save_fp16(model, out: Path) -> str:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--minutes", type=float, default=40.0)
+    ap.add_argument("--minutes", type=float, default=38.0)
     ap.add_argument("--scenes", type=int, default=400, help="training scenes (seeds 0..N-1)")
-    ap.add_argument("--full-frac", type=float, default=0.2, help="share of the budget on the full 64x64 grid")
+    ap.add_argument("--full-frac", type=float, default=0.15, help="share of the budget on the full 64x64 grid")
     ap.add_argument("--crop", type=int, default=24, help="window size in tokens for the crop phase")
-    ap.add_argument("--warmup-disk", type=int, default=150, help="steps of the positional warm-up task")
+    ap.add_argument("--warmup-disk", type=int, default=500, help="steps of the positional warm-up task")
     ap.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off; 1.0 stalled the warm-up)")
+    ap.add_argument("--focal-weight", type=float, default=20.0, help="SAM uses 20 (focal : dice = 20 : 1)")
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
@@ -258,7 +260,7 @@ def main(argv=None):
     opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=0.01)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    tr = Trainer(model, rng)
+    tr = Trainer(model, rng, a.focal_weight)
     items: dict[int, dict] = {}
     budget = a.minutes * 60
     t0 = time.time()
