@@ -148,8 +148,11 @@ CONFIGS = {
 def thresholds(kind: str, trained: bool) -> dict:
     if kind == "defaults":
         return {}
-    # lowered: the trained model's masks near the defaults, or anything at all from random weights
-    return dict(pred_iou_thresh=0.6, stability_score_thresh=0.8) if trained else \
+    # lowered: the demo model's IoU head is weak (its predictions sit near 0.25 and its stability
+    # scores near 0.6 on the sample images), so nothing passes the defaults; switching the IoU
+    # filter off and halving the stability bar leaves dozens of prompt-dependent masks. Random
+    # weights need both filters off to leave anything.
+    return dict(pred_iou_thresh=0.0, stability_score_thresh=0.5) if trained else \
         dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
 
@@ -162,7 +165,15 @@ def run_both(sides, image_name, kw):
     image = images[image_name]
     official = Official(theirs.inner.model, **kw)
     official.predictor = theirs
-    return SamAutomaticMaskGenerator(ours, **kw).generate(image), official.generate(image), image.shape[:2]
+    got = SamAutomaticMaskGenerator(ours, **kw).generate(image)
+    try:
+        want = official.generate(image)
+    except IndexError:
+        # segment-anything 1.0 crashes in box_area when crops are on and no mask survives
+        # anywhere (its empty crop_boxes tensor is 1-D); the runtime returns [] there.
+        assert kw.get("crop_n_layers", 0) > 0 and got == []
+        want = []
+    return got, want, image.shape[:2]
 
 
 @pytest.mark.parametrize("config", list(CONFIGS))
