@@ -87,6 +87,9 @@ def validate_boxes(box) -> Optional[np.ndarray]:
     _finite("box", boxes)
     if np.any(boxes[:, 2] < boxes[:, 0]) or np.any(boxes[:, 3] < boxes[:, 1]):
         raise InputError("box must be XYXY with x1 >= x0 and y1 >= y0")
+    if np.any(boxes[:, 2] == boxes[:, 0]) or np.any(boxes[:, 3] == boxes[:, 1]):
+        # segment-anything would run it, but a box that encloses nothing is a caller's mistake
+        raise InputError("box has zero area (x1 == x0 or y1 == y0); a box must enclose the object")
     return boxes
 
 

@@ -212,7 +212,7 @@ def test_bad_images_python_api(predictor, tmp_path, kind, match):
     (dict(point_coords=[[1, 3]], point_labels=[2]), "label"),
     (dict(point_coords=[[1, 3]]), "point_labels"),
     (dict(box=[100, 10, 50, 60]), "x1 >= x0"),
-    (dict(box=[10, 10, 10, 60]), "x1 >= x0"),
+    (dict(box=[10, 10, 10, 60]), "zero area"),
     (dict(point_coords=[[1, 3]], point_labels=[1], mask_input=np.zeros((1, 128, 128), np.float32)), "1x256x256"),
     (dict(point_coords=[[1, 3]], point_labels=[1], mask_input=np.full((1, 256, 256), "a")), "dtype"),
     (dict(point_coords=[[1, 3]], point_labels=[1], mask_input=np.zeros((1, 256, 256), complex)), "dtype"),
