@@ -44,6 +44,15 @@ def vit_t_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vit_t_random_fp32(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """``edgesam convert --random-init 0 --precision fp32`` run once per session through the CLI:
+    (bundle folder, the finished process)."""
+    pytest.importorskip("torch")
+    out = tmp_path_factory.mktemp("bundles") / "vit_t_random"
+    return out, run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", out, "--precision", "fp32")
+
+
+@pytest.fixture(scope="session")
 def vit_t_model():
     """The torch model with the same weights as ``vit_t_bundle``."""
     pytest.importorskip("torch")

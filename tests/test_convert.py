@@ -52,22 +52,22 @@ def test_onnx_provenance_and_checker(vit_t_bundle):
     assert meta["model"] == "vit_t" and meta["untrained"] == "False"
 
 
-def test_random_init_is_marked_untrained_and_matches_torch(tmp_path):
+def test_random_init_is_marked_untrained_and_matches_torch(vit_t_random_fp32):
     """--random-init builds the seeded random model, says UNTRAINED everywhere, and its ONNX
     encoder computes what torch's random_model does on the same input."""
     from edgesam.convert.models import random_model
 
-    p = run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", tmp_path / "b", "--precision", "fp32")
+    b_dir, p = vit_t_random_fp32
     assert p.returncode == 0, p.stderr[-3000:]
     assert "untrained" in p.stderr.lower()
-    m = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    m = json.loads((b_dir / "manifest.json").read_text())
     assert m["untrained"] is True and m["checkpoint"]["random_init_seed"] == 0
     assert m["source"] == "random-init:vit_t:0"
-    info = run_cli("info", tmp_path / "b")
+    info = run_cli("info", b_dir)
     assert info.returncode == 0 and "UNTRAINED" in info.stdout
     import onnx
 
-    meta = {q.key: q.value for q in onnx.load(str(tmp_path / "b" / "decoder.onnx")).metadata_props}
+    meta = {q.key: q.value for q in onnx.load(str(b_dir / "decoder.onnx")).metadata_props}
     assert meta["untrained"] == "True"
     from edgesam.runtime.backends import ORTBackend
 
@@ -75,7 +75,7 @@ def test_random_init_is_marked_untrained_and_matches_torch(tmp_path):
     from edgesam.runtime.synthetic import scene
 
     x = gate_encoder_input(scene(500, 700, seed=3))  # a normalised, padded image, as the runtime feeds
-    a = ORTBackend(tmp_path / "b" / "encoder.onnx").run({"image": x})["image_embeddings"]
+    a = ORTBackend(b_dir / "encoder.onnx").run({"image": x})["image_embeddings"]
     with torch.no_grad():
         b = random_model("vit_t", 0).image_encoder(torch.from_numpy(x)).numpy()
     # Eager torch in this process and the exported graph in ORT differ by up to ~1.5e-3 of the

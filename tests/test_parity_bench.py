@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import DEMO_CHECKPOINT, REPO, run_cli
 
 
 def test_parity_passes_fp32_and_reports_fp16_int8(vit_t_bundle, tmp_path):
@@ -26,13 +26,17 @@ def test_parity_passes_fp32_and_reports_fp16_int8(vit_t_bundle, tmp_path):
     assert "mnn int8/high" in p.stdout and "top-chg" in p.stdout
 
 
-def test_parity_catches_transformer_fuse(vit_t_bundle, tmp_path):
-    """An encoder converted with --transformerFuse (wrong MobileSAM embeddings) must fail parity, exit 1."""
+def test_parity_catches_transformer_fuse(vit_t_random_fp32, tmp_path):
+    """An encoder converted with --transformerFuse must fail parity, exit 1. The fuse is wrong only
+    for some weights: on the seeded random model it gives embedding cosine ~0.60, while on the
+    trained demo model it happens to match (cosine 1.000000, measured), so this uses the random one."""
     from edgesam.bundle import file_record
     from edgesam.convert.mnn import _run_quiet
 
+    src, made = vit_t_random_fp32
+    assert made.returncode == 0, made.stderr[-2000:]
     b = tmp_path / "b"
-    shutil.copytree(vit_t_bundle, b)
+    shutil.copytree(src, b)
     rc, log = _run_quiet(["mnnconvert", "-f", "ONNX", "--modelFile", str(b / "encoder.onnx"), "--MNNModel",
                           str(b / "encoder.fp32.mnn"), "--bizCode", "broken", "--keepInputFormat", "--transformerFuse"])
     assert "Converted Success" in log
@@ -45,7 +49,7 @@ def test_parity_catches_transformer_fuse(vit_t_bundle, tmp_path):
     assert p.returncode == 1, p.stderr[-2000:]
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("edgesam: error:") and "mnn fp32/high encoder image_embeddings: cosine" in last
-    assert "mnn fp16/high encoder" not in last  # the untouched models still pass
+    assert "decoder" not in last.split("|")[0]  # the first failure named is the encoder itself
 
 
 def test_bench_stages_sane_and_schema(vit_t_bundle, tmp_path):
@@ -77,8 +81,8 @@ def test_bench_stages_sane_and_schema(vit_t_bundle, tmp_path):
 
 def test_parity_against_torch_reference(vit_t_bundle, tmp_path):
     pytest.importorskip("torch")
-    p = run_cli("parity", vit_t_bundle, "--reference", "torch", "--runtime-precision", "high", "--images",
-                REPO / "assets" / "panorama.png", "--json", tmp_path / "p.json")
+    p = run_cli("parity", vit_t_bundle, "--reference", "torch", "--checkpoint", DEMO_CHECKPOINT,
+                "--runtime-precision", "high", "--images", REPO / "assets" / "panorama.png", "--json", tmp_path / "p.json")
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads((tmp_path / "p.json").read_text())
     assert r["reference"] == "torch"
