@@ -89,7 +89,8 @@ def cmd_segment(a: argparse.Namespace) -> int:
     req = SegmentRequest(bundle=a.bundle, image=a.image, points=a.point or [], boxes=a.box or [],
                          mask_input=a.mask_input, multimask=a.multimask, backend=a.backend,
                          precision=a.precision, runtime_precision=a.runtime_precision, threads=a.threads,
-                         out=a.out, overlay=a.overlay, npz=a.npz)
+                         out=a.out, overlay=a.overlay, npz=a.npz,
+                         decoder_runtime_precision=a.decoder_runtime_precision)
     result = segment(req)
     if a.json != "-":
         print(result["summary"])
@@ -113,7 +114,8 @@ def cmd_everything(a: argparse.Namespace) -> int:
                       min_mask_region_area=a.min_mask_region_area, output_mode=a.output_mode)
     req = EverythingRequest(bundle=a.bundle, image=a.image, options=opts, point_grids=a.point_grids,
                             backend=a.backend, precision=a.precision, runtime_precision=a.runtime_precision,
-                            threads=a.threads, out=a.out, overlay=a.overlay, progress=not a.quiet)
+                            threads=a.threads, out=a.out, overlay=a.overlay, progress=not a.quiet,
+                            decoder_runtime_precision=a.decoder_runtime_precision)
     result = everything(req)
     if a.json != "-":
         print(result["summary"])
@@ -205,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
     s.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
     s.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"],
-                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+                   help="the encoder's MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+    s.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
+                   help="the decoder's (default high: MNN's fp16 decoder moved masks on ARM; see README)")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", metavar="MASK.png")
     s.add_argument("--overlay", metavar="OUT.png")
@@ -232,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="records in --out: RLE in a .json file, or binary masks in a .npz")
     e.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
     e.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
-    e.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"])
+    e.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"],
+                   help="the encoder's MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+    e.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
+                   help="the decoder's (default high: MNN's fp16 decoder moved masks on ARM; see README)")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--out", metavar="masks.json", help="the records (official keys), COCO-style JSON")
     e.add_argument("--overlay", metavar="OUT.png", help="every mask tinted over the image")

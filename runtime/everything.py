@@ -25,6 +25,7 @@ class EverythingRequest:
     backend: str = "mnn"
     precision: str = "fp32"
     runtime_precision: str = "high"
+    decoder_runtime_precision: Optional[str] = None  # None: "high" (see SamPredictor)
     threads: int = 2
     out: Optional[str] = None  # .json (coco_rle / uncompressed_rle) or .npz (binary_mask)
     overlay: Optional[str] = None
@@ -114,7 +115,8 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
     pred = SamPredictor(req.bundle, backend=req.backend, precision=req.precision, threads=req.threads,
-                        runtime_precision=req.runtime_precision)
+                        runtime_precision=req.runtime_precision,
+                        decoder_runtime_precision=req.decoder_runtime_precision)
     t_load = time.perf_counter() - t0
     gen = SamAutomaticMaskGenerator(pred, **{k: v for k, v in asdict(opts).items()},
                                     progress=stderr_progress() if req.progress else None)
@@ -142,6 +144,7 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
             "masks": len(records), "areas": [r["area"] for r in records], "bboxes_xywh": [r["bbox"] for r in records],
             "predicted_iou": [r["predicted_iou"] for r in records],
             "stability_score": [r["stability_score"] for r in records], "written": written,
+            "runtime_precision": pred.runtime_precision,
             "counts": {k: int(gen.stats[k]) for k in ("decoded", "iou_kept", "bound_kept", "stable", "kept")},
             "seconds": {"load": t_load, "generate": t_gen, "encoder": gen.stats["t_encoder"],
                         "decoder": gen.stats["t_decoder"], "filters": gen.stats["t_filter"]}}

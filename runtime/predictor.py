@@ -48,15 +48,20 @@ class SamPredictor:
       backend: "mnn" (default), "ort" (ONNX Runtime, fp32 only) or "openvino" (IR fp32 or fp16).
       precision: which model files to use: "fp32", "fp16" or "int8" (MNN).
       threads: CPU threads.
-      runtime_precision: MNN arithmetic: "high" (fp32), "normal", "low" (fp16 on ARMv8.2+); OpenVINO:
-        "high" pins f32, "low" lets the CPU plugin choose (bf16 on AMX CPUs).
+      runtime_precision: the encoder's arithmetic. MNN: "high" (fp32), "normal", "low" (fp16 on
+        ARMv8.2+); OpenVINO: "high" pins f32, "low" lets the CPU plugin choose (bf16 on AMX CPUs).
+      decoder_runtime_precision: the decoder's arithmetic; default "high" whatever the encoder's.
+        MNN's fp16 decoder on aarch64 moved masks well beyond fp16 rounding (the ARM lane measured
+        mask IoU 0.81 against fp32 on the demo model, where torch in fp16 gives 0.995), and the
+        decoder is a small share of the time. Pass "low" to opt in.
       interpolation: preprocessing downscale, "pyramid" (closest to the official PIL resize) or "linear".
     """
 
     mask_threshold = 0.0
 
     def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = "mnn", precision: str = "fp32",
-                 threads: int = 2, runtime_precision: str = "high", interpolation: str = "pyramid") -> None:
+                 threads: int = 2, runtime_precision: str = "high", interpolation: str = "pyramid",
+                 decoder_runtime_precision: Optional[str] = None) -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=True)
         variant = self.bundle.manifest["decoder"].get("variant", "lowres")
         if variant not in ("lowres", "full"):
@@ -65,8 +70,9 @@ class SamPredictor:
             raise InputError("backend 'ort' runs the fp32 ONNX models only; use --precision fp32")
         self.backend_name, self.precision = backend, precision
         self.encoder = open_backend(self.bundle, "encoder", backend, precision, threads, runtime_precision)
-        self.decoder = open_backend(self.bundle, "decoder", backend, precision, threads, runtime_precision,
-                                    full=variant == "full")
+        self.runtime_precision = {"encoder": runtime_precision, "decoder": decoder_runtime_precision or "high"}
+        self.decoder = open_backend(self.bundle, "decoder", backend, precision, threads,
+                                    self.runtime_precision["decoder"], full=variant == "full")
         # A full decoder also has orig_im_size -> masks. The runtime upscales low_res_masks
         # itself (exactly, see postprocess.py): MNN loads only the lowres subgraph, and ORT is
         # asked for the lowres outputs only (it still wants the extra input fed).

@@ -24,6 +24,7 @@ class SegmentRequest:
     backend: str = "mnn"
     precision: str = "fp32"
     runtime_precision: str = "high"
+    decoder_runtime_precision: Optional[str] = None  # None: "high" (see SamPredictor)
     threads: int = 2
     out: Optional[str] = None
     overlay: Optional[str] = None
@@ -74,7 +75,8 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
         image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
     pred = predictor or SamPredictor(req.bundle, backend=req.backend, precision=req.precision,
-                                     threads=req.threads, runtime_precision=req.runtime_precision)
+                                     threads=req.threads, runtime_precision=req.runtime_precision,
+                                     decoder_runtime_precision=req.decoder_runtime_precision)
     t_load = time.perf_counter() - t0
     # Prompts are checked before the encoder runs, so bad input fails fast.
     from edgesam.runtime import prompts as P
@@ -126,4 +128,5 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
     return {"summary": summary, "image": req.image, "size": list(image.shape[:2]), "untrained": untrained,
             "scores": flat_scores, "boxes_xywh": [mask_bbox(m) for m in best],
             "areas": [int(m.sum()) for m in best], "written": written,
+            "runtime_precision": getattr(pred, "runtime_precision", None),
             "seconds": {"load": t_load, "embed": t_embed, "decode_postprocess": t_decode}}

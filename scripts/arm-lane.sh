@@ -5,7 +5,8 @@
 #
 # Builds (once, then cached) an aarch64 sysroot: qemu-user-static and Debian arm64 python3.11 from apt,
 # the aarch64 wheels of edgesam's base install (MNN, numpy, ...) from PyPI, edgesam as a pure-Python
-# wheel. Without BUNDLE it converts the test-only tiny model (needs torch on the host). Then, under
+# wheel. Without BUNDLE it converts the test-only tiny model and, for the fp16 decoder check, the
+# trained demo model (needs torch on the host). Then, under
 # qemu-aarch64-static, with scripts/arm_checks.py:
 #   1. `edgesam segment` on a sample image, MNN fp32, against the same command on x86;
 #   2. decoder and encoder at MNN precision "low" (fp16 arithmetic) against x86 fp32;
@@ -150,17 +151,24 @@ fi
 export PYTHONPATH="$WORK/site-edgesam:$DEPS" PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1
 
 # --- 5. the bundle, and the x86 fp32 reference --------------------------------------------------
+CHECKS="$REPO/scripts/arm_checks.py"
 if [ -z "$BUNDLE" ]; then
     step "converting the tiny test model on the host (random weights, fp32 and fp16)"
     BUNDLE="$WORK/bundle"
-    env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$REPO/scripts/arm_checks.py" convert-tiny "$BUNDLE" \
+    env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$CHECKS" convert-tiny "$BUNDLE" \
         || die "converting the tiny model failed"
+    # The fp16 decoder check needs trained weights (random logits are too flat to say anything).
+    step "converting the trained demo model on the host (fp32) for the fp16 decoder check"
+    DEC_BUNDLE="$WORK/demo"
+    env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$CHECKS" convert-demo "$DEC_BUNDLE" \
+        || die "converting the demo model failed"
+else
+    DEC_BUNDLE="$BUNDLE"
 fi
 step "x86 fp32 reference"
-CHECKS="$REPO/scripts/arm_checks.py"
 mkdir -p "$WORK/x86" "$WORK/arm"
 env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$CHECKS" reference "$BUNDLE" "$IMAGE" "$WORK/x86" \
-    || die "the x86 reference run failed"
+    --decoder-bundle "$DEC_BUNDLE" || die "the x86 reference run failed"
 
 # --- 6. the ARM checks, each in a fresh emulated interpreter -------------------------------------
 # qemu-user cannot exec an aarch64 child from inside the emulator, so each check is its own process.
@@ -171,7 +179,7 @@ arm "$CHECKS" notorch "$WORK/arm" || echo "arm-lane: check notorch FAILED" >&2
 step "ARM: edgesam segment, MNN fp32"
 arm "$CHECKS" segment "$BUNDLE" "$IMAGE" "$WORK/x86" "$WORK/arm" || echo "arm-lane: check segment FAILED" >&2
 step "ARM: decoder and encoder at precision low (fp16 arithmetic)"
-arm "$CHECKS" fp16 "$BUNDLE" "$WORK/x86" "$WORK/arm" || echo "arm-lane: check fp16 FAILED" >&2
+arm "$CHECKS" fp16 "$BUNDLE" "$WORK/x86" "$WORK/arm" --decoder-bundle "$DEC_BUNDLE" || echo "arm-lane: check fp16 FAILED" >&2
 
 # CPU seconds (user + sys) of every process the lane waited for: wall time alone says more about the
 # host's load than about the lane.

@@ -60,11 +60,28 @@ def test_too_elongated_image_is_a_clear_error(vit_t_bundle, tmp_path):
     assert "too elongated" in line
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file; permission errors need a normal user")
+def _without_read_override(path) -> list[str]:
+    """A command prefix under which ``path`` (mode 000) cannot be read. Root reads anything, so as
+    root drop the two capabilities that bypass file permissions (setpriv, util-linux)."""
+    if os.geteuid() != 0:
+        return []
+    exe = shutil.which("setpriv")
+    prefix = [exe, "--bounding-set=-dac_override,-dac_read_search"] if exe else []
+    probe = subprocess.run([*prefix, sys.executable, "-c", "import sys; open(sys.argv[1], 'rb')", str(path)],
+                           capture_output=True)
+    if not prefix or probe.returncode == 0:
+        pytest.skip("cannot drop root's read-anything capability here (no setpriv)")
+    return prefix
+
+
 def test_unreadable_image(vit_t_bundle, tmp_path):
     path = _png(tmp_path / "x.png", np.zeros((8, 8, 3), np.uint8))
     path.chmod(0)
-    assert "permission denied" in one_line_error(run_cli("segment", vit_t_bundle, path, "--point", "1,1"))
+    prefix = _without_read_override(path)
+    proc = subprocess.run([*prefix, sys.executable, "-m", "edgesam.cli", "segment", str(vit_t_bundle), str(path),
+                           "--point", "1,1"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert "permission denied" in one_line_error(proc)
 
 
 # --- prompt transforms -------------------------------------------------------------------------

@@ -25,6 +25,19 @@ def test_segment_writes_outputs(vit_t_bundle, tmp_path):
         assert (tmp_path / f).stat().st_size > 1000
 
 
+@pytest.mark.parametrize("extra,expected", [
+    ((), {"encoder": "high", "decoder": "high"}),
+    (("--runtime-precision", "low"), {"encoder": "low", "decoder": "high"}),
+    (("--runtime-precision", "low", "--decoder-runtime-precision", "low"), {"encoder": "low", "decoder": "low"}),
+])
+def test_runtime_precision_defaults_keep_the_decoder_high(vit_t_bundle, tmp_path, extra, expected):
+    """"low" reaches the encoder only unless the decoder is asked for too (MNN's fp16 decoder moved
+    masks on ARM: see SamPredictor). The JSON says what ran."""
+    p = run_cli("segment", vit_t_bundle, IMG, "--point", "200,350", "--json", tmp_path / "r.json", *extra)
+    assert p.returncode == 0, p.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["runtime_precision"] == expected
+
+
 def test_segment_many_boxes_one_call(vit_t_bundle, tmp_path):
     p = run_cli("segment", vit_t_bundle, IMG, "--box", "10,10,200,200", "--box", "300,200,600,420",
                 "--npz", tmp_path / "r.npz", "--backend", "ort")
