@@ -20,6 +20,7 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m slow
-	EDGESAM_FUZZ_EXAMPLES=2000 $(VENV)/bin/python -m pytest -q tests/test_robustness.py -k "apply_coords or predict_valid"
+	EDGESAM_FUZZ_EXAMPLES=2000 $(VENV)/bin/python -m pytest -q tests/test_robustness.py tests/test_amg.py \
+		-k "apply_coords or predict_valid or rle or regions_match" --hypothesis-show-statistics
 
 .PHONY: setup demo test test-slow

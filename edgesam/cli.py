@@ -207,9 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
     s.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
     s.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"],
-                   help="the encoder's MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
     s.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
-                   help="the decoder's (default high: MNN's fp16 decoder moved masks on ARM; see README)")
+                   help="the decoder's, if different (e.g. low encoder, high decoder)")
     s.add_argument("--threads", type=int, default=2)
     s.add_argument("--out", metavar="MASK.png")
     s.add_argument("--overlay", metavar="OUT.png")
@@ -237,9 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
     e.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
     e.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"],
-                   help="the encoder's MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
     e.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
-                   help="the decoder's (default high: MNN's fp16 decoder moved masks on ARM; see README)")
+                   help="the decoder's, if different (e.g. low encoder, high decoder)")
     e.add_argument("--threads", type=int, default=2)
     e.add_argument("--out", metavar="masks.json", help="the records (official keys), COCO-style JSON")
     e.add_argument("--overlay", metavar="OUT.png", help="every mask tinted over the image")

@@ -25,7 +25,7 @@ class EverythingRequest:
     backend: str = "mnn"
     precision: str = "fp32"
     runtime_precision: str = "high"
-    decoder_runtime_precision: Optional[str] = None  # None: "high" (see SamPredictor)
+    decoder_runtime_precision: Optional[str] = None  # None: as runtime_precision
     threads: int = 2
     out: Optional[str] = None  # .json (coco_rle / uncompressed_rle) or .npz (binary_mask)
     overlay: Optional[str] = None

@@ -24,7 +24,7 @@ class SegmentRequest:
     backend: str = "mnn"
     precision: str = "fp32"
     runtime_precision: str = "high"
-    decoder_runtime_precision: Optional[str] = None  # None: "high" (see SamPredictor)
+    decoder_runtime_precision: Optional[str] = None  # None: as runtime_precision
     threads: int = 2
     out: Optional[str] = None
     overlay: Optional[str] = None

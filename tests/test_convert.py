@@ -52,6 +52,26 @@ def test_onnx_provenance_and_checker(vit_t_bundle):
     assert meta["model"] == "vit_t" and meta["untrained"] == "False"
 
 
+def test_decoder_sums_image_keys_in_chunks(vit_t_bundle, vit_t_model):
+    """The exported decoder adds its token->image attention over the 4096 keys in 64 partial sums
+    (MNN's ARM fp16 kernels accumulate in fp16: one long sum moved masks, see ChunkedKeyAttention).
+    Same function as the official decoder, and the caller's model is not modified."""
+    import collections
+
+    import onnx
+
+    from edgesam.convert.export import DecoderWrapper, dummy_decoder_inputs
+
+    ops = collections.Counter(n.op_type for n in onnx.load(str(vit_t_bundle / "decoder.onnx")).graph.node)
+    assert ops["ReduceSum"] == 3  # two layers' and the final token->image attention
+    feeds = [torch.from_numpy(v) for v in dummy_decoder_inputs(3, 4, 1).values()]
+    with torch.no_grad():
+        chunked, plain = DecoderWrapper(vit_t_model)(*feeds), DecoderWrapper(vit_t_model, av_chunk=0)(*feeds)
+    assert type(vit_t_model.mask_decoder.transformer.layers[0].cross_attn_token_to_image).__name__ == "Attention"
+    for a, b in zip(chunked, plain):
+        assert torch.allclose(a, b, rtol=0, atol=1e-4 * float(b.abs().max()))
+
+
 def test_random_init_is_marked_untrained_and_matches_torch(vit_t_random_fp32):
     """--random-init builds the seeded random model, says UNTRAINED everywhere, and its ONNX
     encoder computes what torch's random_model does on the same input."""

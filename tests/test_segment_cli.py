@@ -27,12 +27,12 @@ def test_segment_writes_outputs(vit_t_bundle, tmp_path):
 
 @pytest.mark.parametrize("extra,expected", [
     ((), {"encoder": "high", "decoder": "high"}),
-    (("--runtime-precision", "low"), {"encoder": "low", "decoder": "high"}),
-    (("--runtime-precision", "low", "--decoder-runtime-precision", "low"), {"encoder": "low", "decoder": "low"}),
+    (("--runtime-precision", "low"), {"encoder": "low", "decoder": "low"}),
+    (("--runtime-precision", "low", "--decoder-runtime-precision", "high"), {"encoder": "low", "decoder": "high"}),
 ])
-def test_runtime_precision_defaults_keep_the_decoder_high(vit_t_bundle, tmp_path, extra, expected):
-    """"low" reaches the encoder only unless the decoder is asked for too (MNN's fp16 decoder moved
-    masks on ARM: see SamPredictor). The JSON says what ran."""
+def test_decoder_runtime_precision_follows_unless_given(vit_t_bundle, tmp_path, extra, expected):
+    """The decoder runs at the encoder's arithmetic precision unless told otherwise; the JSON says
+    what ran."""
     p = run_cli("segment", vit_t_bundle, IMG, "--point", "200,350", "--json", tmp_path / "r.json", *extra)
     assert p.returncode == 0, p.stderr
     assert json.loads((tmp_path / "r.json").read_text())["runtime_precision"] == expected
