@@ -183,5 +183,6 @@ arm "$CHECKS" fp16 "$BUNDLE" "$WORK/x86" "$WORK/arm" --decoder-bundle "$DEC_BUND
 
 # CPU seconds (user + sys) of every process the lane waited for: wall time alone says more about the
 # host's load than about the lane.
-CPU=$(times | tail -1 | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60 + u[2] + s[1]*60 + s[2] }')
+times > "$WORK/times.txt"  # in this shell: inside $( ) `times` would see a subshell with no children
+CPU=$(tail -1 "$WORK/times.txt" | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60 + u[2] + s[1]*60 + s[2] }')
 "$HOST_PY" "$CHECKS" report "$WORK/arm" --seconds $((SECONDS - T0)) --cpu "$CPU"
