@@ -3,7 +3,8 @@
   torch-official  mobile_sam.SamPredictor (PIL resize, torch encoder/decoder/postprocess)
   ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks)
   mnn-sample      MNN.cv resize with mean/norm folded in, MNN modules, *full* decoder (orig_im_size -> masks)
-  edgesam         edgesam.runtime.SamPredictor on MNN (lowres decoder + composed numpy upscale)
+                  (both on the reference decoder graph, as samexporter-style exports have it)
+  edgesam         edgesam.runtime.SamPredictor on MNN (lowres folded decoder + composed numpy upscale)
   edgesam-ort     the same predictor on its ONNX Runtime backend
 
 Every pipeline embeds the image from its file, then decodes one foreground point with
@@ -24,14 +25,19 @@ import numpy as np
 
 
 def build(work: Path) -> tuple[Path, Path]:
+    """edgesam's lowres bundle (the folded decoder graph) and the baselines' full bundle. The baselines get
+    the reference decoder graph, the one samexporter-style exports produce: folding is edgesam's own work."""
+    import json
+
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     bundles = []
-    for variant in ("lowres", "full"):
-        out = work / f"vit_t-{variant}"
-        if not (out / "manifest.json").exists():
+    for variant, graph in (("lowres", "folded"), ("full", "reference")):
+        out = work / f"vit_t-{variant}-{graph}"
+        manifest = out / "manifest.json"
+        if not manifest.exists() or json.loads(manifest.read_text())["decoder"].get("graph") != graph:
             convert(ConvertOptions(model="vit_t", out=out, random_init=0, precisions=("fp32",), decoder=variant,
-                                   force=True), log=lambda m: None)
+                                   decoder_graph=graph, force=True), log=lambda m: None)
         bundles.append(out)
     return bundles[0], bundles[1]
 
