@@ -10,7 +10,7 @@ manifest x prompts / numpy's measured float32 matmul peak on the same threads), 
 the masks match the official ones (count, masks matched at IoU >= 0.9). Needs the convert
 extra (torch, mobile_sam, onnxruntime). Usage:
 
-  .venv/bin/python benchmarks/amg.py [--checkpoint assets/demo_vit_t.pt] [--backends ort,mnn]
+  .venv/bin/python benchmarks/amg.py [--checkpoint assets/demo_vit_t.pt] [--backends ort,mnn] [--decoder-graph folded]
                                      [--points-per-batch 64,128] [--skip-official] [--json out.json]
 
 The official generator takes minutes; --skip-official reuses nothing and just omits it.
@@ -28,13 +28,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def bundle_for(work: Path, checkpoint: str | None) -> Path:
+def bundle_for(work: Path, checkpoint: str | None, graph: str = "reference") -> Path:
     from edgesam.convert.pipeline import ConvertOptions, convert
 
-    out = work / ("vit_t-" + (Path(checkpoint).stem if checkpoint else "random0"))
+    out = work / ("vit_t-" + (Path(checkpoint).stem if checkpoint else "random0") + f"-{graph}")
     if not (out / "manifest.json").exists():
         convert(ConvertOptions(model="vit_t", out=out, random_init=None if checkpoint else 0,
                                checkpoint=Path(checkpoint) if checkpoint else None, precisions=("fp32",),
+                               decoder_graph=graph,
                                force=True), log=lambda m: None)
     return out
 
@@ -101,6 +102,8 @@ def main() -> None:
     ap.add_argument("--backends", default="ort,mnn")
     ap.add_argument("--points-per-batch", default="64")
     ap.add_argument("--skip-official", action="store_true")
+    ap.add_argument("--decoder-graph", default="reference", choices=["reference", "folded"],
+                    help="edgesam's decoder graph (convert --decoder-graph)")
     ap.add_argument("--work", default="/tmp/edgesam-bench")
     ap.add_argument("--json")
     a = ap.parse_args()
@@ -109,7 +112,7 @@ def main() -> None:
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    bundle = bundle_for(work, a.checkpoint)
+    bundle = bundle_for(work, a.checkpoint, a.decoder_graph)
     image = bench_image(a.image)
     kw = dict(points_per_side=a.points_per_side)
     n_prompts = a.points_per_side ** 2

@@ -3,8 +3,11 @@
   torch-official  mobile_sam.SamPredictor (PIL resize, torch encoder/decoder/postprocess)
   ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks)
   mnn-sample      MNN.cv resize with mean/norm folded in, MNN modules, *full* decoder (orig_im_size -> masks)
+                  (both on the reference decoder graph, as samexporter-style exports have it)
   edgesam         edgesam.runtime.SamPredictor on MNN (lowres decoder + composed numpy upscale)
   edgesam-ort     the same predictor on its ONNX Runtime backend
+  edgesam-folded  edgesam on MNN with the opt-in folded decoder graph (--decoder-graph folded)
+  edgesam-folded-ort  the same on ONNX Runtime
 
 Every pipeline embeds the image from its file, then decodes one foreground point with
 multimask output and thresholds at the original size. Runs are interleaved (rep by rep,
@@ -23,17 +26,22 @@ from pathlib import Path
 import numpy as np
 
 
-def build(work: Path) -> tuple[Path, Path]:
+def build(work: Path) -> tuple[Path, Path, Path]:
+    """edgesam's lowres bundles (reference and folded decoder graph) and the baselines' full bundle. The
+    baselines get the reference graph, the one samexporter-style exports produce."""
+    import json
+
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     bundles = []
-    for variant in ("lowres", "full"):
-        out = work / f"vit_t-{variant}"
-        if not (out / "manifest.json").exists():
+    for variant, graph in (("lowres", "reference"), ("lowres", "folded"), ("full", "reference")):
+        out = work / f"vit_t-{variant}-{graph}"
+        manifest = out / "manifest.json"
+        if not manifest.exists() or json.loads(manifest.read_text())["decoder"].get("graph") != graph:
             convert(ConvertOptions(model="vit_t", out=out, random_init=0, precisions=("fp32",), decoder=variant,
-                                   force=True), log=lambda m: None)
+                                   decoder_graph=graph, force=True), log=lambda m: None)
         bundles.append(out)
-    return bundles[0], bundles[1]
+    return bundles[0], bundles[1], bundles[2]
 
 
 def make_images(work: Path) -> dict[str, Path]:
@@ -150,10 +158,10 @@ class MnnSample:
 class Edgesam:
     name = "edgesam"
 
-    def __init__(self, lowres: Path, threads: int, backend: str = "mnn"):
+    def __init__(self, lowres: Path, threads: int, backend: str = "mnn", tag: str = ""):
         from edgesam.runtime import SamPredictor
 
-        self.name = "edgesam" if backend == "mnn" else f"edgesam-{backend}"
+        self.name = "edgesam" + tag + ("" if backend == "mnn" else f"-{backend}")
         self.p = SamPredictor(lowres, backend=backend, precision="fp32", threads=threads)
 
     def embed(self, path: Path):
@@ -173,10 +181,11 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    lowres, full = build(work)
+    lowres, folded, full = build(work)
     images = make_images(work)
     pipes = [TorchOfficial(a.threads), OrtSamexporter(full, a.threads), MnnSample(full, a.threads),
-             Edgesam(lowres, a.threads, "ort"), Edgesam(lowres, a.threads)]
+             Edgesam(lowres, a.threads, "ort"), Edgesam(folded, a.threads, "ort", "-folded"),
+             Edgesam(folded, a.threads, "mnn", "-folded"), Edgesam(lowres, a.threads)]
     times = {(p.name, img, stage): [] for p in pipes for img in images for stage in ("first", "decode")}
     for rep in range(a.runs + 1):  # rep 0 is warm-up
         for img, path in images.items():
@@ -195,14 +204,14 @@ def main() -> None:
                     times[(p.name, img, "decode")].append(t3 - t2)
         print(f"rep {rep}/{a.runs} done", flush=True)
     print(f"\nmedian of {a.runs} interleaved runs, {a.threads} threads, vit_t fp32 (ratios: pipeline / edgesam)")
-    print(f"{'image':<8} {'pipeline':<16} {'image->1st mask':>16} {'ratio':>6} {'decode+post':>12} {'ratio':>6}")
+    print(f"{'image':<8} {'pipeline':<20} {'image->1st mask':>16} {'ratio':>6} {'decode+post':>12} {'ratio':>6}")
     for img in images:
         ref_first = statistics.median(times[("edgesam", img, "first")])
         ref_dec = statistics.median(times[("edgesam", img, "decode")])
         for p in pipes:
             f = statistics.median(times[(p.name, img, "first")])
             d = statistics.median(times[(p.name, img, "decode")])
-            print(f"{img:<8} {p.name:<16} {f * 1e3:13.0f} ms {f / ref_first:6.2f} {d * 1e3:9.0f} ms {d / ref_dec:6.2f}")
+            print(f"{img:<8} {p.name:<20} {f * 1e3:13.0f} ms {f / ref_first:6.2f} {d * 1e3:9.0f} ms {d / ref_dec:6.2f}")
 
 
 if __name__ == "__main__":

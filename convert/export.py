@@ -167,11 +167,27 @@ def export_encoder(sam: nn.Module, path: Path, opset: int) -> ExportResult:
     return ExportResult(path, ENCODER_INPUTS, ENCODER_OUTPUTS)
 
 
-def export_decoder(sam: nn.Module, path: Path, opset: int) -> ExportResult:
+DECODER_GRAPHS = ("folded", "reference")
+
+
+def decoder_wrapper(sam: nn.Module, graph: str = "reference") -> nn.Module:
+    """The module exported as the decoder: ``reference`` (the default, ``DecoderWrapper``: the official
+    computation step by step) or ``folded`` (``folded_decoder.py``: the same function with the big
+    projections folded onto the prompt tokens; opt-in until it has been through the ARM lane)."""
+    if graph == "folded":
+        from edgesam.convert.folded_decoder import FoldedDecoderWrapper
+
+        return FoldedDecoderWrapper(sam).eval()
+    if graph == "reference":
+        return DecoderWrapper(sam).eval()
+    raise ValueError(f"decoder graph must be one of {DECODER_GRAPHS}, not {graph!r}")
+
+
+def export_decoder(sam: nn.Module, path: Path, opset: int, graph: str = "reference") -> ExportResult:
     feeds = dummy_decoder_inputs()
     args = tuple(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS)
     dyn = {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"},
            "mask_input": {0: "M"}, "has_mask_input": {0: "M"},
            "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
-    _export(DecoderWrapper(sam).eval(), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
+    _export(decoder_wrapper(sam, graph), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
     return ExportResult(path, DECODER_INPUTS, DECODER_OUTPUTS)

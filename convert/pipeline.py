@@ -17,6 +17,7 @@ from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, get_spec
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
 DECODER_VARIANTS = ("lowres", "full")
+DECODER_GRAPHS = ("folded", "reference")  # = export.DECODER_GRAPHS (export imports torch; this module must not)
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
 
 
@@ -28,6 +29,7 @@ class ConvertOptions:
     random_init: Optional[int] = None
     precisions: tuple[str, ...] = PRECISIONS
     decoder: str = "lowres"
+    decoder_graph: str = "reference"  # or "folded" (opt-in): fewer FLOPs, same function (folded_decoder.py)
     opset: int = 17
     simplify: bool = True
     force: bool = False
@@ -47,6 +49,8 @@ class ConvertOptions:
             raise InputError(f"--precision takes a comma list of {','.join(PRECISIONS)}, got {','.join(self.precisions)}")
         if self.decoder not in DECODER_VARIANTS:
             raise InputError(f"--decoder must be lowres or full, not {self.decoder!r}")
+        if self.decoder_graph not in DECODER_GRAPHS:
+            raise InputError(f"--decoder-graph must be {' or '.join(DECODER_GRAPHS)}, not {self.decoder_graph!r}")
         if not 13 <= self.opset <= 20:
             raise InputError(f"--opset {self.opset} is outside the tested range 13..20")
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -99,11 +103,11 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                          announce=False)
         ckpt = {"file": Path(opts.checkpoint).name, "sha256": sha256_file(Path(opts.checkpoint))}
     log(f"model {opts.model}" + (" (UNTRAINED: random weights, masks are meaningless)" if untrained else ""))
-    flops = prog.stage("count FLOPs", count_flops, sam)
+    flops = prog.stage("count FLOPs", count_flops, sam, opts.decoder_graph)
     with atomic_dir(opts.out, force=opts.force) as tmp:
         enc_onnx, dec_onnx = tmp / "encoder.onnx", tmp / "decoder.onnx"
         prog.stage("export encoder", export.export_encoder, sam, enc_onnx, opts.opset)
-        prog.stage("export decoder", export.export_decoder, sam, dec_onnx, opts.opset)
+        prog.stage("export decoder", export.export_decoder, sam, dec_onnx, opts.opset, opts.decoder_graph)
         meta = {"edgesam_version": __version__, "model": opts.model, "untrained": str(untrained),
                 "checkpoint": json.dumps(ckpt)}
         notes = {}
@@ -154,12 +158,12 @@ def _tensorrt(sam, tmp: Path, enc_onnx: Path, dec_onnx: Path, opts: ConvertOptio
                             opts.threads, log)
 
 
-def count_flops(sam) -> dict:
-    """FLOPs (2 x multiply-adds) of the encoder and of the decoder for one prompt (a box)."""
+def count_flops(sam, decoder_graph: str = "reference") -> dict:
+    """FLOPs (2 x multiply-adds) of the encoder and of the exported decoder graph for one prompt (a box)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from edgesam.convert.export import DecoderWrapper, EncoderWrapper, dummy_decoder_inputs
+    from edgesam.convert.export import EncoderWrapper, decoder_wrapper, dummy_decoder_inputs
     from edgesam.specs import DECODER_INPUTS
 
     with torch.no_grad():
@@ -168,7 +172,7 @@ def count_flops(sam) -> dict:
         enc = fc.get_total_flops()
         feeds = dummy_decoder_inputs(b=1, n=2)
         with FlopCounterMode(display=False) as fc:
-            DecoderWrapper(sam)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
+            decoder_wrapper(sam, decoder_graph)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
         dec = fc.get_total_flops()
     return {"encoder": int(enc), "decoder_per_prompt": int(dec)}
 
@@ -279,7 +283,7 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         "source": source,
         "preprocess": {"image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN), "pixel_std": list(PIXEL_STD),
                        "channel_order": "RGB", "pad": "bottom-right"},
-        "decoder": {"variant": opts.decoder, "multimask_outputs": 3, "mask_tokens": 4,
+        "decoder": {"variant": opts.decoder, "graph": opts.decoder_graph, "multimask_outputs": 3, "mask_tokens": 4,
                     "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0},
         "files": files,
         "flops": flops,

@@ -66,6 +66,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
     opts = ConvertOptions(model=a.model, out=Path(a.out),
                           checkpoint=Path(a.checkpoint) if a.checkpoint else None,
                           random_init=a.random_init, precisions=tuple(a.precision), decoder=a.decoder,
+                          decoder_graph=a.decoder_graph,
                           opset=a.opset, simplify=not a.no_simplify, force=a.force, threads=a.threads,
                           formats=tuple(a.format))
     manifest = convert(opts)
@@ -185,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma list: onnx,mnn,openvino,tensorrt (tensorrt = checked ONNX, profile and trtexec "
                         "lines; engines are built on the device)")
     c.add_argument("--decoder", default="lowres", choices=["lowres", "full"])
+    c.add_argument("--decoder-graph", default="reference", choices=["reference", "folded"],
+                   help="reference: the official step-by-step graph; folded (opt-in): the same function with "
+                        "its projections folded onto the prompt tokens (fewer FLOPs)")
     c.add_argument("--opset", type=int, default=17)
     c.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     c.add_argument("--force", action="store_true", help="replace an existing --out")

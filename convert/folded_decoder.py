@@ -1,0 +1,246 @@
+"""The decoder graph with its large projections folded onto the few prompt tokens.
+
+Computes the same function as ``DecoderWrapper`` (prompt encoder + mask decoder,
+all four mask tokens) with far fewer multiply-adds on the 64x64 = 4096 image
+tokens. With T prompt tokens (5 output tokens + points), H = 8 heads of width
+d = 16 and C = 256 channels, every cross attention of the two-way transformer
+normally projects all 4096 image tokens from 256 to 128 channels twice
+(2 x 4096 x 256 x 128 multiply-adds). Here those projections move to the token
+side, which is exact algebra:
+
+token -> image (queries: tokens; keys/values: image X, keys carry the PE P)
+  scores_h = q_h (W_k,h (X+P)^T + b_k,h)   = (q_h W_k,h) (X+P)^T + q_h.b_k,h
+    The last term is constant along the softmax axis, so it cancels exactly.
+  out_h    = A_h (X W_v,h^T + b_v,h)      = (A_h X) W_v,h^T + b_v,h
+    because every row of the softmax A_h sums to one.
+
+image -> token (queries: image Y = X+P; keys/values: the T tokens)
+  scores_h = (Y W_q,h^T + b_q,h) k_h^T     = Y (W_q,h^T k_h^T) + b_q,h k_h^T
+  out      = sum_h A_h (v_h W_out,h^T) + b_out
+
+Each costs 2 x 4096 x 256 x (H*T) multiply-adds instead of 2 x 4096 x 256 x 128,
+a saving while H*T < 128, i.e. T < 16 tokens (one point: 7, a box: 7, a box and
+a point: 8; 11 or more points lose). The output upscaling runs channels-last:
+each stride-2, kernel-2 ConvTranspose2d is a per-pixel matmul, LayerNorm2d is a
+plain LayerNormalization over the last axis, and the hypernetwork product
+rearranges the 4x4 sub-pixels into 256x256 at the end. The four hypernetwork
+MLPs run as one batched matmul each layer. No mask input costs a 16-channel
+product (the downscaled mask is multiplied by has_mask_input before its last
+1x1 convolution, which is exact for has_mask_input in {0, 1}).
+
+Weights are only reshaped and permuted here, never multiplied together, so the
+folded graph's parameters are the checkpoint's own float32 values.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from edgesam.specs import IMAGE_SIZE
+
+AV_CHUNK = 64  # = export.AV_CHUNK (export imports this module lazily)
+
+
+def _per_batch(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A constant (H, ...) operand expanded to ``like``'s batch, (B, H, ...), before a batched MatMul.
+    MNN 3.6 returns garbage (NaN) from a MatMul that broadcasts a constant 3-D operand over a 4-D one
+    once the batch is above 1; with both operands 4-D and the same batch it is right."""
+    return w.unsqueeze(0).expand(like.shape[0], *w.shape)
+
+
+def _sum_over_keys(attn: torch.Tensor, values: torch.Tensor, chunk: int = AV_CHUNK) -> torch.Tensor:
+    """attn^T @ values for attn (B, N, K) and values (B, N, C), summed over N in chunks of ``chunk``
+    keys (see export.ChunkedKeyAttention: MNN's ARM fp16 MatMul accumulates in fp16)."""
+    b, n, k = attn.shape
+    if n <= chunk or n % chunk:
+        return attn.transpose(1, 2) @ values
+    c = n // chunk
+    parts = attn.reshape(b, c, chunk, k).transpose(2, 3) @ values.reshape(b, c, chunk, values.shape[-1])
+    return parts.sum(1)  # (B, K, C)
+
+
+def _heads(w: torch.Tensor, h: int) -> torch.Tensor:
+    """Linear weight (D, C) -> (H, D/H, C): the rows of each head."""
+    return w.detach().reshape(h, w.shape[0] // h, w.shape[1]).clone()
+
+
+class _TokenToImage(nn.Module):
+    """Attention with T token queries over N image keys, projections folded onto the queries."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        h = attn.num_heads
+        self.h, self.d = h, attn.internal_dim // h
+        self.q_proj = attn.q_proj
+        self.out_proj = attn.out_proj
+        self.scale = 1.0 / math.sqrt(self.d)
+        self.register_buffer("wk", _heads(attn.k_proj.weight, h), persistent=False)  # (H, d, C)
+        self.register_buffer("wv_t", _heads(attn.v_proj.weight, h).transpose(1, 2).contiguous(),
+                             persistent=False)  # (H, C, d)
+        self.register_buffer("bv", attn.v_proj.bias.detach().clone(), persistent=False)
+
+    def forward(self, q_in: torch.Tensor, keys_pe: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        b, t, _ = q_in.shape
+        q = self.q_proj(q_in).reshape(b, t, self.h, self.d).transpose(1, 2)  # (B, H, T, d)
+        g_t = (q * self.scale) @ _per_batch(self.wk, q)  # (B, H, T, C); b_k cancels in the softmax
+        g_t = g_t.reshape(b, self.h * t, -1).transpose(1, 2)  # (B, C, H*T), small
+        # Scores image-major (B, N, H*T): the big operand is never transposed; softmax over N.
+        attn = torch.softmax(keys_pe @ g_t, dim=1)
+        ax = _sum_over_keys(attn, values).reshape(b, self.h, t, -1)  # (B, H, T, C)
+        out = (ax @ _per_batch(self.wv_t, ax)).transpose(1, 2).reshape(b, t, self.h * self.d) + self.bv  # rows of A sum to 1
+        return self.out_proj(out)
+
+
+class _ImageToToken(nn.Module):
+    """Attention with N image queries over T token keys, projections folded onto the keys and values."""
+
+    def __init__(self, attn: nn.Module) -> None:
+        super().__init__()
+        h = attn.num_heads
+        self.h, self.d = h, attn.internal_dim // h
+        self.k_proj = attn.k_proj
+        self.v_proj = attn.v_proj
+        self.scale = 1.0 / math.sqrt(self.d)
+        self.register_buffer("wq_t", _heads(attn.q_proj.weight, h).transpose(1, 2).contiguous(),
+                             persistent=False)  # (H, C, d)
+        self.register_buffer("bq", attn.q_proj.bias.detach().reshape(h, 1, self.d).clone(), persistent=False)
+        wo = attn.out_proj.weight.detach()  # (C, D): columns per head
+        self.register_buffer("wo_t", wo.reshape(wo.shape[0], h, self.d).permute(1, 2, 0).contiguous(),
+                             persistent=False)  # (H, d, C)
+        self.register_buffer("bo_h", attn.out_proj.bias.detach() / h, persistent=False)
+
+    def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
+        b, t, _ = k_in.shape
+        k_t = self.k_proj(k_in).reshape(b, t, self.h, self.d).permute(0, 2, 3, 1) * self.scale  # (B, H, d, T)
+        m = (_per_batch(self.wq_t, k_t) @ k_t).permute(0, 2, 1, 3).reshape(b, -1, self.h * t)  # (B, C, H*T)
+        c = (_per_batch(self.bq, k_t) @ k_t).reshape(b, 1, self.h * t)  # (B, 1, H*T)
+        s = (q_in @ m + c).reshape(b, -1, self.h, t)
+        attn = torch.softmax(s, dim=-1).reshape(b, -1, self.h * t)  # (B, N, H*T)
+        v = self.v_proj(v_in).reshape(b, t, self.h, self.d).transpose(1, 2)  # (B, H, T, d)
+        # Each image row of attn sums to H (one softmax per head), so b_out / H on every row of u adds b_out.
+        u = (v @ _per_batch(self.wo_t, v) + self.bo_h).reshape(b, self.h * t, -1)  # (B, H*T, C)
+        return attn @ u
+
+
+class FoldedDecoderWrapper(nn.Module):
+    """Same inputs and outputs as ``DecoderWrapper``; the same function, restructured (module docstring)."""
+
+    def __init__(self, sam: nn.Module) -> None:
+        super().__init__()
+        pe = sam.prompt_encoder
+        md = sam.mask_decoder
+        tr = md.transformer
+        self.pe_layer = pe.pe_layer
+        self.point_embeddings = pe.point_embeddings
+        self.not_a_point = pe.not_a_point_embed
+        self.img_size = float(IMAGE_SIZE)
+        # mask_downscaling = conv, LN2d, act, conv, LN2d, act, 1x1 conv: keep all but the last conv.
+        self.mask_head = nn.Sequential(*list(pe.mask_downscaling)[:-1])
+        last = pe.mask_downscaling[-1]
+        self.register_buffer("mask_w", last.weight.detach()[:, :, 0, 0].t().contiguous(), persistent=False)
+        self.register_buffer("mask_b", last.bias.detach().clone(), persistent=False)
+        self.register_buffer("no_mask", pe.no_mask_embed.weight.detach().clone(), persistent=False)  # (1, C)
+        dense_pe = pe.get_dense_pe().detach()  # (1, C, h, w), depends on weights only
+        # A parameter, not a buffer: the exporter then writes it once, not once per use.
+        self.image_pe = nn.Parameter(dense_pe.flatten(2).transpose(1, 2).contiguous(), requires_grad=False)
+        self.register_buffer("tokens", torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0).detach().clone(),
+                             persistent=False)
+        self.layers = nn.ModuleList()
+        for layer in tr.layers:
+            self.layers.append(nn.ModuleDict({
+                "self_attn": layer.self_attn, "norm1": layer.norm1,
+                "t2i": _TokenToImage(layer.cross_attn_token_to_image), "norm2": layer.norm2,
+                "mlp": layer.mlp, "norm3": layer.norm3,
+                "i2t": _ImageToToken(layer.cross_attn_image_to_token), "norm4": layer.norm4,
+            }))
+        self.skip_first_layer_pe = [bool(layer.skip_first_layer_pe) for layer in tr.layers]
+        self.final_t2i = _TokenToImage(tr.final_attn_token_to_image)
+        self.norm_final = tr.norm_final_attn
+        self.num_mask_tokens = md.num_mask_tokens
+        up = md.output_upscaling  # ConvT(C, C/4, 2, 2), LayerNorm2d, act, ConvT(C/4, C/8, 2, 2), act
+        ct1, ln, self.act1, ct2, self.act2 = up
+        # ConvT with kernel 2, stride 2: out[o, 2i+a, 2j+b] = sum_c x[c, i, j] w[c, o, a, b] + bias[o]
+        self.register_buffer("up1_w", ct1.weight.detach().permute(0, 2, 3, 1).reshape(ct1.in_channels, -1).clone(),
+                             persistent=False)  # (C, 4*C/4), columns (a, b, o)
+        self.register_buffer("up1_b", ct1.bias.detach().repeat(4), persistent=False)
+        self.ln_w, self.ln_b, self.ln_eps = ln.weight, ln.bias, float(ln.eps)
+        self.register_buffer("up2_w", ct2.weight.detach().permute(0, 2, 3, 1).reshape(ct2.in_channels, -1).clone(),
+                             persistent=False)
+        self.register_buffer("up2_b", ct2.bias.detach().repeat(4), persistent=False)
+        self.c1, self.c2 = ct1.out_channels, ct2.out_channels
+        # The four hypernetwork MLPs as one batched MLP: layer weights stacked (K, in, out).
+        mlps = md.output_hypernetworks_mlps
+        self.hyper_relu = [not getattr(m, "sigmoid_output", False) for m in mlps]
+        n_layers = mlps[0].num_layers
+        for i in range(n_layers):
+            self.register_buffer(f"hyper_w{i}", torch.stack([m.layers[i].weight.detach().t() for m in mlps]),
+                                 persistent=False)
+            self.register_buffer(f"hyper_b{i}", torch.stack([m.layers[i].bias.detach() for m in mlps]).unsqueeze(1),
+                                 persistent=False)
+        self.hyper_layers = n_layers
+        assert not any(getattr(m, "sigmoid_output", False) for m in mlps)
+        self.iou_head = md.iou_prediction_head
+
+    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        emb = self.pe_layer._pe_encoding((coords + 0.5) / self.img_size)
+        lab = labels.unsqueeze(-1)
+        emb = emb * (lab != -1).to(emb.dtype) + self.not_a_point.weight * (lab == -1).to(emb.dtype)
+        for i, table in enumerate(self.point_embeddings):
+            emb = emb + table.weight * (lab == i).to(emb.dtype)
+        return emb
+
+    def dense_keys(self, image_embeddings: torch.Tensor, mask_input: torch.Tensor,
+                   has_mask_input: torch.Tensor) -> torch.Tensor:
+        """image + dense prompt, channels-last (M, N, C). has * (z W + b) + (1 - has) * no_mask, with has
+        applied to the 16-channel z before the last 1x1 conv: exact for has in {0, 1}."""
+        has = has_mask_input.reshape(-1, 1, 1)
+        z = self.mask_head(mask_input).flatten(2).transpose(1, 2)  # (M, N, 16)
+        bias = has * self.mask_b + (1 - has) * self.no_mask  # (M, 1, C)
+        src = image_embeddings.flatten(2).transpose(1, 2)  # (1, N, C)
+        return src + ((z * has) @ self.mask_w + bias)
+
+    def hyper(self, mask_tokens: torch.Tensor) -> torch.Tensor:
+        x = mask_tokens.transpose(0, 1)  # (K, B, C)
+        for i in range(self.hyper_layers):
+            x = x @ getattr(self, f"hyper_w{i}") + getattr(self, f"hyper_b{i}")
+            if i < self.hyper_layers - 1:
+                x = F.relu(x)
+        return x.transpose(0, 1)  # (B, K, C/8)
+
+    def forward(self, image_embeddings, point_coords, point_labels, mask_input, has_mask_input):
+        sparse = self.embed_points(point_coords, point_labels)
+        b = sparse.shape[0]
+        point_embedding = torch.cat([self.tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)  # (B, T, C)
+        # (B, N, C). Expanded here, not broadcast in the matmuls: MNN 3.6's batched MatMul returns
+        # non-finite values when one operand has batch 1 and the other batch B > 1.
+        keys = self.dense_keys(image_embeddings, mask_input, has_mask_input).expand(b, -1, -1)
+        queries = point_embedding
+        pe = self.image_pe
+        for layer, skip in zip(self.layers, self.skip_first_layer_pe):
+            if skip:
+                queries = layer["self_attn"](q=queries, k=queries, v=queries)
+            else:
+                q = queries + point_embedding
+                queries = queries + layer["self_attn"](q=q, k=q, v=queries)
+            queries = layer["norm1"](queries)
+            keys_pe = keys + pe  # shared by both cross attentions of the block
+            queries = layer["norm2"](queries + layer["t2i"](queries + point_embedding, keys_pe, keys))
+            queries = layer["norm3"](queries + layer["mlp"](queries))
+            q = queries + point_embedding
+            keys = layer["norm4"](keys + layer["i2t"](keys_pe, q, queries))
+        queries = self.norm_final(queries + self.final_t2i(queries + point_embedding, keys + pe, keys))
+        iou_token = queries[:, 0, :]
+        hyper = self.hyper(queries[:, 1:1 + self.num_mask_tokens, :])  # (B, K, C/8)
+        n = keys.shape[1]
+        side = int(round(math.sqrt(n)))
+        y = torch.addmm(self.up1_b, keys.reshape(-1, keys.shape[2]), self.up1_w).reshape(-1, self.c1)
+        y = self.act1(F.layer_norm(y, (self.c1,), self.ln_w, self.ln_b, self.ln_eps))
+        y = self.act2(torch.addmm(self.up2_b, y, self.up2_w)).reshape(b, n * 16, self.c2)  # (B, N*16, C/8)
+        m = (y @ hyper.transpose(1, 2))  # (B, N*16, K), rows (i, j, a1, b1, a2, b2)
+        k = self.num_mask_tokens
+        m = m.reshape(b, side, side, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        masks = m.reshape(b, k, side * 4, side * 4)
+        return self.iou_head(iou_token), masks
