@@ -63,6 +63,7 @@ def _cases(seed: int = 1) -> dict:
         "point and mask_input": (pts(1), t([[1.0]]), None, logits(1)),
         "three boxes, three masks": (None, None, box(3), logits(3)),
         "twenty points (T > 16: folding no longer saves work, still exact)": (pts(20), lab(20), None, None),
+        "64 single points (an AMG batch)": (pts(1, 64), t(np.ones((64, 1))), None, None),
     }
 
 
@@ -144,7 +145,7 @@ def test_folded_mnn_matches_official_on_prompt_batches(vit_t_model, tmp_path):
     onnx_to_mnn(tmp_path / "decoder.onnx", tmp_path / "decoder.mnn", "fp32")
     mnn = MNNBackend(tmp_path / "decoder.mnn", list(DECODER_INPUTS), list(DECODER_OUTPUTS), "high", 2)
     cases = _cases(seed=3)
-    for what in ("five boxes", "three boxes, three masks", "one point"):
+    for what in ("five boxes", "three boxes, three masks", "one point", "64 single points (an AMG batch)"):
         out = mnn.run(_feeds(emb, *cases[what]))
         want = _official(sam, *cases[what], emb)
         got = (out["iou_predictions"], out["low_res_masks"])
