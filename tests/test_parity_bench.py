@@ -52,6 +52,7 @@ def test_parity_catches_transformer_fuse(vit_t_random_fp32, tmp_path):
     assert "decoder" not in last.split("|")[0]  # the first failure named is the encoder itself
 
 
+@pytest.mark.slow  # 90 s; the default tier runs the bench CLI and its schema in test_openvino's sweep
 def test_bench_stages_sane_and_schema(vit_t_bundle, tmp_path):
     jsonschema = pytest.importorskip("jsonschema")
     p = run_cli("bench", vit_t_bundle, "--runs", "2", "--warmup", "1", "--batch", "4", "--backend", "mnn,ort",
