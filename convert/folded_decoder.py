@@ -39,9 +39,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgesam.convert.export import AV_CHUNK, DecoderWrapper
 from edgesam.specs import IMAGE_SIZE
-
-AV_CHUNK = 64  # = export.AV_CHUNK (export imports this module lazily)
 
 
 def _per_batch(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -184,13 +183,8 @@ class FoldedDecoderWrapper(nn.Module):
         assert not any(getattr(m, "sigmoid_output", False) for m in mlps)
         self.iou_head = md.iou_prediction_head
 
-    def embed_points(self, coords: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        emb = self.pe_layer._pe_encoding((coords + 0.5) / self.img_size)
-        lab = labels.unsqueeze(-1)
-        emb = emb * (lab != -1).to(emb.dtype) + self.not_a_point.weight * (lab == -1).to(emb.dtype)
-        for i, table in enumerate(self.point_embeddings):
-            emb = emb + table.weight * (lab == i).to(emb.dtype)
-        return emb
+    # The same sparse prompt embedding as the reference graph (it reads the same attributes).
+    embed_points = DecoderWrapper.embed_points
 
     def dense_keys(self, image_embeddings: torch.Tensor, mask_input: torch.Tensor,
                    has_mask_input: torch.Tensor) -> torch.Tensor:

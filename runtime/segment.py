@@ -128,5 +128,5 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
     return {"summary": summary, "image": req.image, "size": list(image.shape[:2]), "untrained": untrained,
             "scores": flat_scores, "boxes_xywh": [mask_bbox(m) for m in best],
             "areas": [int(m.sum()) for m in best], "written": written,
-            "runtime_precision": getattr(pred, "runtime_precision", None),
+            "runtime_precision": pred.runtime_precision,
             "seconds": {"load": t_load, "embed": t_embed, "decode_postprocess": t_decode}}
