@@ -24,3 +24,31 @@ def test_matches_official_two_step_resize(hw):
     assert np.abs(got - ref).max() < 1e-3 * np.abs(ref).max()
     m = postprocess_masks(low, (ih, iw), hw)
     assert m.dtype == bool and np.mean(m != (ref > 0)) < 1e-4
+
+
+def _blobs(rng, n):
+    """Logits shaped like real masks: a few discs with noise, so most blocks are uniform."""
+    yy, xx = np.mgrid[0:256, 0:256]
+    out = []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(40, 200, 3)
+        out.append((r / 3 - np.hypot(yy - cy, xx - cx)) / 4 + rng.normal(0, 0.3, (256, 256)))
+    return np.array(out, np.float32)
+
+
+@pytest.mark.parametrize("hw", [(400, 600), (3000, 4000), (100, 1200), (1023, 1025), (129, 130), (37, 50), (1, 1)])
+@pytest.mark.parametrize("kind", ["blobs", "noise"])
+def test_blocked_threshold_equals_full_upscale(hw, kind):
+    """threshold_masks skips blocks whose taps are all above (or all below) the threshold;
+    that must give exactly what thresholding the full upscale gives, including on noise where
+    nearly every block straddles it, and at thresholds other than 0."""
+    from edgesam.runtime.postprocess import threshold_masks
+
+    rng = np.random.default_rng(1)
+    low = _blobs(rng, 3)[None] if kind == "blobs" else rng.normal(0, 3, (1, 3, 256, 256)).astype(np.float32)
+    ih, iw = preprocess_shape(*hw)
+    logits = upscale_logits(low, (ih, iw), hw)
+    for thr in (0.0, 1.5):
+        got = threshold_masks(low, (ih, iw), hw, thr)
+        assert got.shape == (1, 3, *hw) and got.dtype == bool
+        assert np.array_equal(got, logits > thr), (hw, kind, thr, int((got != (logits > thr)).sum()))
