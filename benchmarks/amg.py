@@ -28,10 +28,15 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def bundle_for(work: Path, checkpoint: str | None, graph: str = "reference") -> Path:
+def bundle_for(work: Path, checkpoint: str | None, graph: str = "folded") -> Path:
     from edgesam.convert.pipeline import ConvertOptions, convert
 
-    out = work / ("vit_t-" + (Path(checkpoint).stem if checkpoint else "random0") + f"-{graph}")
+    import hashlib
+
+    weights = "random0"
+    if checkpoint:  # the file's hash, so that a retrained checkpoint never reuses a stale bundle
+        weights = f"{Path(checkpoint).stem}-{hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:8]}"
+    out = work / f"vit_t-{weights}-{graph}"
     if not (out / "manifest.json").exists():
         convert(ConvertOptions(model="vit_t", out=out, random_init=None if checkpoint else 0,
                                checkpoint=Path(checkpoint) if checkpoint else None, precisions=("fp32",),
@@ -102,7 +107,7 @@ def main() -> None:
     ap.add_argument("--backends", default="ort,mnn")
     ap.add_argument("--points-per-batch", default="64")
     ap.add_argument("--skip-official", action="store_true")
-    ap.add_argument("--decoder-graph", default="reference", choices=["reference", "folded"],
+    ap.add_argument("--decoder-graph", default="folded", choices=["folded", "reference"],
                     help="edgesam's decoder graph (convert --decoder-graph)")
     ap.add_argument("--work", default="/tmp/edgesam-bench")
     ap.add_argument("--json")

@@ -4,17 +4,21 @@
   ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks)
   mnn-sample      MNN.cv resize with mean/norm folded in, MNN modules, *full* decoder (orig_im_size -> masks)
                   (both on the reference decoder graph, as samexporter-style exports have it)
-  edgesam         edgesam.runtime.SamPredictor on MNN (lowres decoder + composed numpy upscale)
-  edgesam-ort     the same predictor on its ONNX Runtime backend
-  edgesam-folded  edgesam on MNN with the opt-in folded decoder graph (--decoder-graph folded)
-  edgesam-folded-ort  the same on ONNX Runtime
-
+  edgesam         edgesam.runtime.SamPredictor on MNN, default bundle (folded decoder graph, lowres
+                  decoder + the runtime's exact upscale)
+  edgesam-ort     the same bundle on ONNX Runtime
+  edgesam-openvino  the same on OpenVINO (fp32 IR; x86 hosts; only if openvino is installed)
+  edgesam-reference, edgesam-reference-ort  a bundle with the official step-by-step decoder graph
+                  (--decoder-graph reference)
 Every pipeline embeds the image from its file, then decodes one foreground point with
 multimask output and thresholds at the original size. Runs are interleaved (rep by rep,
 pipeline by pipeline) so machine drift hits all alike; medians are reported with ratios
-against edgesam. Needs the convert extra (torch, onnxruntime). Usage:
+against the ONNX Runtime pipeline written as samexporter's is (issue 3's baseline). The weights are the trained demo model by default, so that masks have the
+shape of real ones (the thresholded upscale's cost depends on the mask's boundary). Needs the
+convert extra (torch, onnxruntime; openvino for its row). Usage:
 
   .venv/bin/python benchmarks/pipelines.py [--runs 5] [--threads 2] [--work /tmp/edgesam-bench]
+                                           [--checkpoint assets/demo_vit_t.pt | --random]
 """
 from __future__ import annotations
 
@@ -26,20 +30,28 @@ from pathlib import Path
 import numpy as np
 
 
-def build(work: Path) -> tuple[Path, Path, Path]:
+def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path]:
     """edgesam's lowres bundles (reference and folded decoder graph) and the baselines' full bundle. The
     baselines get the reference graph, the one samexporter-style exports produce."""
+    import importlib.util
     import json
 
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     bundles = []
+    import hashlib
+
+    weights = f"{checkpoint.stem}-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:8]}" if checkpoint else "random0"
     for variant, graph in (("lowres", "reference"), ("lowres", "folded"), ("full", "reference")):
-        out = work / f"vit_t-{variant}-{graph}"
+        out = work / f"vit_t-{weights}-{variant}-{graph}"
         manifest = out / "manifest.json"
+        formats = ("onnx", "mnn")
+        if graph == "folded" and importlib.util.find_spec("openvino"):
+            formats += ("openvino",)
         if not manifest.exists() or json.loads(manifest.read_text())["decoder"].get("graph") != graph:
-            convert(ConvertOptions(model="vit_t", out=out, random_init=0, precisions=("fp32",), decoder=variant,
-                                   decoder_graph=graph, force=True), log=lambda m: None)
+            convert(ConvertOptions(model="vit_t", out=out, random_init=None if checkpoint else 0,
+                                   checkpoint=checkpoint, precisions=("fp32",), decoder=variant,
+                                   decoder_graph=graph, formats=formats, force=True), log=lambda m: None)
         bundles.append(out)
     return bundles[0], bundles[1], bundles[2]
 
@@ -63,14 +75,14 @@ def make_images(work: Path) -> dict[str, Path]:
 class TorchOfficial:
     name = "torch-official"
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, checkpoint: Path | None):
         import torch
         from mobile_sam import SamPredictor
 
-        from edgesam.convert.models import random_model
+        from edgesam.convert.models import model_from_checkpoint, random_model
 
         torch.set_num_threads(threads)
-        self.p = SamPredictor(random_model("vit_t", 0))
+        self.p = SamPredictor(model_from_checkpoint("vit_t", checkpoint) if checkpoint else random_model("vit_t", 0))
 
     def embed(self, path: Path):
         from PIL import Image
@@ -163,6 +175,8 @@ class Edgesam:
 
         self.name = "edgesam" + tag + ("" if backend == "mnn" else f"-{backend}")
         self.p = SamPredictor(lowres, backend=backend, precision="fp32", threads=threads)
+        if self.p.bundle.manifest.get("untrained"):
+            print(f"{self.name}: UNTRAINED (random) weights")
 
     def embed(self, path: Path):
         self.p.set_image_file(path)
@@ -178,14 +192,19 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/edgesam-bench")
+    ap.add_argument("--checkpoint", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo_vit_t.pt")
+    ap.add_argument("--random", action="store_true", help="seeded random weights instead of --checkpoint")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    lowres, folded, full = build(work)
+    checkpoint = None if a.random else a.checkpoint
+    lowres, folded, full = build(work, checkpoint)
     images = make_images(work)
-    pipes = [TorchOfficial(a.threads), OrtSamexporter(full, a.threads), MnnSample(full, a.threads),
-             Edgesam(lowres, a.threads, "ort"), Edgesam(folded, a.threads, "ort", "-folded"),
-             Edgesam(folded, a.threads, "mnn", "-folded"), Edgesam(lowres, a.threads)]
+    pipes = [TorchOfficial(a.threads, checkpoint), OrtSamexporter(full, a.threads), MnnSample(full, a.threads),
+             Edgesam(folded, a.threads, "ort"), Edgesam(folded, a.threads, "mnn"),
+             Edgesam(lowres, a.threads, "ort", "-reference"), Edgesam(lowres, a.threads, "mnn", "-reference")]
+    if any(p.name.endswith(".xml") for p in folded.iterdir()):
+        pipes.insert(5, Edgesam(folded, a.threads, "openvino"))
     times = {(p.name, img, stage): [] for p in pipes for img in images for stage in ("first", "decode")}
     for rep in range(a.runs + 1):  # rep 0 is warm-up
         for img, path in images.items():
@@ -203,11 +222,11 @@ def main() -> None:
                     times[(p.name, img, "first")].append(t1 - t0)
                     times[(p.name, img, "decode")].append(t3 - t2)
         print(f"rep {rep}/{a.runs} done", flush=True)
-    print(f"\nmedian of {a.runs} interleaved runs, {a.threads} threads, vit_t fp32 (ratios: pipeline / edgesam)")
+    print(f"\nmedian of {a.runs} interleaved runs, {a.threads} threads, vit_t fp32 (ratios: pipeline / ort-samexporter)")
     print(f"{'image':<8} {'pipeline':<20} {'image->1st mask':>16} {'ratio':>6} {'decode+post':>12} {'ratio':>6}")
     for img in images:
-        ref_first = statistics.median(times[("edgesam", img, "first")])
-        ref_dec = statistics.median(times[("edgesam", img, "decode")])
+        ref_first = statistics.median(times[("ort-samexporter", img, "first")])
+        ref_dec = statistics.median(times[("ort-samexporter", img, "decode")])
         for p in pipes:
             f = statistics.median(times[(p.name, img, "first")])
             d = statistics.median(times[(p.name, img, "decode")])

@@ -171,9 +171,9 @@ DECODER_GRAPHS = ("folded", "reference")
 
 
 def decoder_wrapper(sam: nn.Module, graph: str = "reference") -> nn.Module:
-    """The module exported as the decoder: ``reference`` (the default, ``DecoderWrapper``: the official
-    computation step by step) or ``folded`` (``folded_decoder.py``: the same function with the big
-    projections folded onto the prompt tokens; opt-in until it has been through the ARM lane)."""
+    """The module exported as the decoder: ``reference`` (``DecoderWrapper``: the official computation
+    step by step) or ``folded`` (``folded_decoder.py``: the same function with the big projections
+    folded onto the prompt tokens; what ``edgesam convert`` exports by default)."""
     if graph == "folded":
         from edgesam.convert.folded_decoder import FoldedDecoderWrapper
 

@@ -225,6 +225,10 @@ class FoldedDecoderWrapper(nn.Module):
             queries = layer["norm3"](queries + layer["mlp"](queries))
             q = queries + point_embedding
             keys = layer["norm4"](keys + layer["i2t"](keys_pe, q, queries))
+        # Only the IoU and mask tokens are read after the final attention, and each query attends
+        # on its own, so the point tokens are dropped before it (5 of 7 tokens for one point).
+        n_out = 1 + self.num_mask_tokens
+        queries, point_embedding = queries[:, :n_out], point_embedding[:, :n_out]
         queries = self.norm_final(queries + self.final_t2i(queries + point_embedding, keys + pe, keys))
         iou_token = queries[:, 0, :]
         hyper = self.hyper(queries[:, 1:1 + self.num_mask_tokens, :])  # (B, K, C/8)

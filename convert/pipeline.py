@@ -29,7 +29,7 @@ class ConvertOptions:
     random_init: Optional[int] = None
     precisions: tuple[str, ...] = PRECISIONS
     decoder: str = "lowres"
-    decoder_graph: str = "reference"  # or "folded" (opt-in): fewer FLOPs, same function (folded_decoder.py)
+    decoder_graph: str = "folded"  # or "reference" (the official steps); same function (folded_decoder.py)
     opset: int = 17
     simplify: bool = True
     force: bool = False
