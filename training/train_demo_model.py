@@ -1,8 +1,10 @@
 """Train the built-in demo model: MobileSAM's architecture (vit_t) on synthetic scenes, on a CPU.
 
-What is trained and what is not:
-- The TinyViT trunk of the image encoder is frozen at torch's default init under a fixed seed
-  (training it is out of a 2-core budget). Its 320 x 64 x 64 outputs are cached per scene.
+What is trained:
+- Without --train-trunk, the TinyViT trunk of the image encoder is frozen at torch's default init
+  under a fixed seed and its 320 x 64 x 64 outputs are cached per scene. With --train-trunk
+  (resuming from such a run) the trunk is trained too, on 448-px window-aligned crops (CropTrunk),
+  and the last part of the budget freezes it again and trains the rest on the full grid.
 - The encoder's neck (1x1 + 3x3 convs with LayerNorms), the prompt encoder and the mask decoder
   are trained, SAM-style: focal (x20) + dice on the low-res masks, MSE on the predicted IoU.
 - Prompts: one positive point (multimask, loss on the best of the three outputs: the ambiguity
@@ -12,8 +14,10 @@ What is trained and what is not:
   decoder is attention + transposed convs, so it runs on any grid; the positional encoding is the
   matching crop of the full grid), then the last part of the budget runs on the full grid.
 
-Run (about 45 minutes on 2 cores; the time budget is a flag):
-    .venv/bin/python training/train_demo_model.py --minutes 40 --out assets/demo_vit_t.pt
+Run (the time budget is a flag; assets/demo_vit_t.md has the two commands behind the demo model):
+    .venv/bin/python training/train_demo_model.py --minutes 24 --focal-weight 2 --out first.pt
+    .venv/bin/python training/train_demo_model.py --train-trunk --resume first.pt --minutes 55 \
+        --full-frac 0.12 --scenes 2000 --focal-weight 2 --lr 3e-4 --out assets/demo_vit_t.pt
 """
 from __future__ import annotations
 
