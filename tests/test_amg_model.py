@@ -148,10 +148,10 @@ CONFIGS = {
 def thresholds(kind: str, trained: bool) -> dict:
     if kind == "defaults":
         return {}
-    # lowered: the demo model's IoU head is weak (its predictions sit near 0.25 and its stability
-    # scores near 0.6 on the sample images), so nothing passes the defaults; switching the IoU
-    # filter off and halving the stability bar leaves dozens of prompt-dependent masks. Random
-    # weights need both filters off to leave anything.
+    # lowered: the demo model's IoU head is weak (its predictions span about 0.19-0.35, see
+    # assets/demo_vit_t.md), so nothing passes the defaults; switching the IoU filter off and
+    # halving the stability bar leaves dozens of prompt-dependent masks. Random weights need both
+    # filters off to leave anything.
     return dict(pred_iou_thresh=0.0, stability_score_thresh=0.5) if trained else \
         dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
