@@ -22,13 +22,8 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {
     # Same fp32 math, only reassociation and fused kernels differ.
     "fp32": Tolerance(cosine=0.9999, rel_max=5e-3, mask_iou=0.99, score_abs=5e-3),
-    # Half-precision weights (11-bit mantissa); fp16 arithmetic (runtime "low") on ARM too. rel_max
-    # is a worst-element bound, and a trained encoder has a few positions where the neck's
-    # LayerNorm divides by a small channel spread and magnifies the weights' rounding: the demo
-    # model's fp16 embedding is 0.20 off there (end to end 0.07) at cosine 0.99996 and mask IoU
-    # 0.994. Cosine and mask IoU stay strict; rel_max still catches a broken layer (transformerFuse
-    # gave cosine 0.60).
-    "fp16": Tolerance(cosine=0.999, rel_max=2.5e-1, mask_iou=0.97, score_abs=2e-2),
+    # Half-precision weights (11-bit mantissa); fp16 arithmetic (runtime "low") on ARM too.
+    "fp16": Tolerance(cosine=0.999, rel_max=5e-2, mask_iou=0.97, score_abs=2e-2),
     # 8-bit per-channel weight quantisation: errors of a few percent per layer compound.
     "int8": Tolerance(cosine=0.98, rel_max=2.5e-1, mask_iou=0.85, score_abs=8e-2),
 }

@@ -119,22 +119,33 @@ def check_parity(ours, ref, size):
       max(1, 10%), and at least 85% of the official masks must find a partner.
     * A matched partner is the same mask up to edge pixels: IoU >= 0.9, area within 5%
       (+20 px for small masks), box corners within 2% of the image side (+3 px), predicted IoU
-      within 0.02 and stability within 0.03 (stability is a ratio of two pixel counts at
-      +-1, the most noise-sensitive number in the record).
+      within 0.02 and stability within 0.03 (stability is a ratio of two pixel counts at +-1,
+      the most noise-sensitive number in the record).
+
+    Every violation is listed in the assertion message, not just the first.
     """
     n, m = len(ours), len(ref)
-    assert abs(n - m) <= max(1, 0.1 * m), (n, m)
+    bad = []
+    if abs(n - m) > max(1, 0.1 * m):
+        bad.append(f"count {n} vs {m}")
     pairs = [p for p in _match(ours, ref) if p[2] >= 0.9]
-    assert len(pairs) >= 0.85 * m, (len(pairs), m, [round(p[2], 3) for p in _match(ours, ref)])
+    if len(pairs) < 0.85 * m:
+        bad.append(f"{len(pairs)} of {m} matched: {[round(p[2], 3) for p in _match(ours, ref)]}")
     h, w = size
+    tol = np.array([w, h, w, h]) * 0.02 + 3
     for i, j, _ in pairs:
         a, b = ours[i], ref[j]
-        assert abs(a["area"] - b["area"]) <= 0.05 * b["area"] + 20
-        tol = np.array([w, h, w, h]) * 0.02 + 3
-        assert np.all(np.abs(np.subtract(a["bbox"], b["bbox"])) <= tol), (a["bbox"], b["bbox"])
-        assert abs(a["predicted_iou"] - b["predicted_iou"]) <= 0.02
-        assert abs(a["stability_score"] - b["stability_score"]) <= 0.03
-        assert a["crop_box"] in [r["crop_box"] for r in ref]
+        if abs(a["area"] - b["area"]) > 0.05 * b["area"] + 20:
+            bad.append(f"area {a['area']} vs {b['area']}")
+        if np.any(np.abs(np.subtract(a["bbox"], b["bbox"])) > tol):
+            bad.append(f"bbox {a['bbox']} vs {b['bbox']}")
+        if abs(a["predicted_iou"] - b["predicted_iou"]) > 0.02:
+            bad.append(f"predicted_iou {a['predicted_iou']:.4f} vs {b['predicted_iou']:.4f}")
+        if abs(a["stability_score"] - b["stability_score"]) > 0.03:
+            bad.append(f"stability {a['stability_score']:.4f} vs {b['stability_score']:.4f}")
+        if a["crop_box"] not in [r["crop_box"] for r in ref]:
+            bad.append(f"crop_box {a['crop_box']}")
+    assert not bad, f"{size}: {len(bad)} violations: {bad}"
     return len(pairs)
 
 
@@ -148,10 +159,10 @@ CONFIGS = {
 def thresholds(kind: str, trained: bool) -> dict:
     if kind == "defaults":
         return {}
-    # lowered: the demo model's IoU head is weak (its predictions span about 0.19-0.35, see
-    # assets/demo_vit_t.md), so nothing passes the defaults; switching the IoU filter off and
-    # halving the stability bar leaves dozens of prompt-dependent masks. Random weights need both
-    # filters off to leave anything.
+    # lowered: the demo model's IoU head is weak (its predictions sit near 0.25 and its stability
+    # scores near 0.6 on the sample images), so nothing passes the defaults; switching the IoU
+    # filter off and halving the stability bar leaves dozens of prompt-dependent masks. Random
+    # weights need both filters off to leave anything.
     return dict(pred_iou_thresh=0.0, stability_score_thresh=0.5) if trained else \
         dict(pred_iou_thresh=0.0, stability_score_thresh=0.0)
 
