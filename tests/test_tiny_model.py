@@ -31,7 +31,8 @@ def test_tiny_bundle_end_to_end(tiny_bundle):
     assert {(f["role"], f["format"], f["precision"]) for f in m["files"]} >= {
         ("encoder", "mnn", "fp32"), ("decoder", "mnn", "fp16"), ("encoder", "onnx", "fp32")}
     # Same decoder FLOPs as vit_t (~3.6 GFLOP), an encoder an order of magnitude cheaper.
-    assert 3.0e9 < m["flops"]["decoder_per_prompt"] < 4.2e9 and m["flops"]["encoder"] < 10e9
+    # the default folded decoder graph: 2.0 GFLOP a prompt (3.7 in the reference graph)
+    assert 1.7e9 < m["flops"]["decoder_per_prompt"] < 2.3e9 and m["flops"]["encoder"] < 10e9
     from edgesam.runtime import SamPredictor
 
     p = SamPredictor(tiny_bundle, precision="fp16")
