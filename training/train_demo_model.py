@@ -389,6 +389,7 @@ def main(argv=None):
         if a.train_trunk:
             seed = int(rng.integers(0, a.scenes))
             item = images.get(seed)
+            items[seed] = None  # only counted: SceneImages keeps the scenes
             if full:  # the trunk is frozen from here: eval-mode BatchNorm, full grid, as at inference
                 enc = model.image_encoder
                 for p in body:
@@ -400,40 +401,23 @@ def main(argv=None):
                     for layer in enc.layers:
                         y = layer(y)
                     feat = y.view(1, 64, 64, -1).permute(0, 3, 1, 2)
-                out = tr.step(item, 64, 8, feat=feat)
+                out, grid = tr.step(item, 64, 8, feat=feat), "64 trunk frozen"
             else:
                 ty, tx = crop.origin(rng, item)
                 feat = crop.features(item["x"], ty, tx)
                 out = tr.step(item, crop.tokens - 2, 16, feat=feat, win=(ty + 1, tx + 1))
-            items[seed] = None
-            if out is None:
-                continue
-            mask_loss, iou_loss, point_iou = out
-            loss = mask_loss + iou_loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            cur = np.array([mask_loss.item(), iou_loss.item(), point_iou])
-            if ema is not None:
-                cur = np.where(np.isnan(cur), ema, cur)  # point-IoU is NaN when no point group ran
-            ema = cur if ema is None else 0.95 * ema + 0.05 * cur
-            if step % 25 == 0:
-                print(f"step {step} {el / 60:.1f} min lr {lr:.2e} mask {ema[0]:.4f} iou {ema[1]:.4f} "
-                      f"point-IoU {ema[2]:.3f} grid {64 if full else crop.tokens - 2} trunk {'frozen' if full else 'trained'} "
-                      f"scenes {len(items)}", flush=True)
-            if step % 100 == 0:
-                save_fp16(model, a.out)
-            continue
-        if step % 50 == 0 or not ready:  # the cache may still be filling (training/cache_features.py)
-            ready = [s for s in range(a.scenes) if (CACHE / f"scene{s}.npz").exists()] or [0]
-        seed = int(rng.choice(ready))
-        if seed not in items:
-            items[seed] = cached_scene(model, seed)
-        if step < a.warmup_disk:
-            out = tr.disk_step(items[seed], a.crop, 16)
+                grid = f"{crop.tokens - 2} trunk trained"
         else:
-            out = tr.step(items[seed], 64 if full else a.crop, 8 if full else 16)
+            if step % 50 == 0 or not ready:  # the cache may still be filling (training/cache_features.py)
+                ready = [s for s in range(a.scenes) if (CACHE / f"scene{s}.npz").exists()] or [0]
+            seed = int(rng.choice(ready))
+            if seed not in items:
+                items[seed] = cached_scene(model, seed)
+            if step < a.warmup_disk:
+                out = tr.disk_step(items[seed], a.crop, 16)
+            else:
+                out = tr.step(items[seed], 64 if full else a.crop, 8 if full else 16)
+            grid = str(64 if full else a.crop)
         if out is None:
             continue
         mask_loss, iou_loss, point_iou = out
@@ -445,10 +429,12 @@ def main(argv=None):
         opt.step()
         step += 1
         cur = np.array([mask_loss.item(), iou_loss.item(), point_iou])
+        if ema is not None:
+            cur = np.where(np.isnan(cur), ema, cur)  # point-IoU is NaN when no point group ran
         ema = cur if ema is None else 0.95 * ema + 0.05 * cur
         if step % 25 == 0:
             print(f"step {step} {el / 60:.1f} min lr {lr:.2e} mask {ema[0]:.4f} iou {ema[1]:.4f} point-IoU {ema[2]:.3f} "
-                  f"grid {64 if full else a.crop} scenes {len(items)}", flush=True)
+                  f"grid {grid} scenes {len(items)}", flush=True)
         if step % 100 == 0:
             save_fp16(model, a.out)
     model.eval()
