@@ -12,6 +12,11 @@ extra (torch, mobile_sam, onnxruntime). Usage:
 
   .venv/bin/python benchmarks/amg.py [--checkpoint assets/demo_vit_t.pt] [--backends ort,mnn] [--decoder-graph folded]
                                      [--points-per-batch 64,128] [--skip-official] [--json out.json]
+                                     [--pred-iou-thresh 0 --stability-score-thresh 0.5]
+
+The thresholds default to the official ones. The demo model's IoU head predicts about 0.25, so at
+the defaults both generators keep no mask; lowered thresholds time the survivors' path too
+(upscale, NMS, RLE) on dozens of masks.
 
 The official generator takes minutes; --skip-official reuses nothing and just omits it.
 """
@@ -29,14 +34,15 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def bundle_for(work: Path, checkpoint: str | None, graph: str = "folded") -> Path:
-    from edgesam.convert.pipeline import ConvertOptions, convert
-
     import hashlib
+
+    from edgesam.convert import code_fingerprint
+    from edgesam.convert.pipeline import ConvertOptions, convert
 
     weights = "random0"
     if checkpoint:  # the file's hash, so that a retrained checkpoint never reuses a stale bundle
         weights = f"{Path(checkpoint).stem}-{hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:8]}"
-    out = work / f"vit_t-{weights}-{graph}"
+    out = work / f"vit_t-{weights}-{graph}-{code_fingerprint()}"
     if not (out / "manifest.json").exists():
         convert(ConvertOptions(model="vit_t", out=out, random_init=None if checkpoint else 0,
                                checkpoint=Path(checkpoint) if checkpoint else None, precisions=("fp32",),
@@ -106,6 +112,10 @@ def main() -> None:
     ap.add_argument("--points-per-side", type=int, default=32)
     ap.add_argument("--backends", default="ort,mnn")
     ap.add_argument("--points-per-batch", default="64")
+    ap.add_argument("--pred-iou-thresh", type=float, default=None,
+                    help="passed to both generators (default: the official 0.88)")
+    ap.add_argument("--stability-score-thresh", type=float, default=None,
+                    help="passed to both generators (default: the official 0.95)")
     ap.add_argument("--skip-official", action="store_true")
     ap.add_argument("--decoder-graph", default="folded", choices=["folded", "reference"],
                     help="edgesam's decoder graph (convert --decoder-graph)")
@@ -120,18 +130,21 @@ def main() -> None:
     bundle = bundle_for(work, a.checkpoint, a.decoder_graph)
     image = bench_image(a.image)
     kw = dict(points_per_side=a.points_per_side)
+    for name in ("pred_iou_thresh", "stability_score_thresh"):
+        if getattr(a, name) is not None:
+            kw[name] = getattr(a, name)
     n_prompts = a.points_per_side ** 2
     gflop = load_bundle(bundle).manifest["flops"]["decoder_per_prompt"] / 1e9
     peak = matmul_peak(a.threads)
     floor_s = gflop * n_prompts / peak
     load = os.getloadavg()
-    print(f"image {image.shape[1]}x{image.shape[0]}, {n_prompts} prompts, {a.threads} threads, weights: "
+    print(f"image {image.shape[1]}x{image.shape[0]}, {n_prompts} prompts, {a.threads} threads, generator {kw}, weights: "
           f"{a.checkpoint or 'random (seed 0): masks collapse, few survive the filters'}")
     print(f"decoder {gflop:.2f} GFLOP/prompt, matmul peak {peak:.0f} GFLOP/s -> FLOP floor {floor_s:.1f} s; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     result = {"image": list(image.shape[:2]), "prompts": n_prompts, "threads": a.threads, "checkpoint": a.checkpoint,
               "decoder_gflop_per_prompt": gflop, "matmul_peak_gflops": peak, "flop_floor_s": floor_s,
-              "load_before": load, "runs": []}
+              "load_before": load, "generator": kw, "runs": []}
     ref = None
     if not a.skip_official:
         t_off, ref = run_official(a.checkpoint, image, a.threads, kw)

@@ -36,6 +36,7 @@ def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path]:
     import importlib.util
     import json
 
+    from edgesam.convert import code_fingerprint
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     bundles = []
@@ -43,7 +44,7 @@ def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path]:
 
     weights = f"{checkpoint.stem}-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:8]}" if checkpoint else "random0"
     for variant, graph in (("lowres", "reference"), ("lowres", "folded"), ("full", "reference")):
-        out = work / f"vit_t-{weights}-{variant}-{graph}"
+        out = work / f"vit_t-{weights}-{variant}-{graph}-{code_fingerprint()}"
         manifest = out / "manifest.json"
         formats = ("onnx", "mnn")
         if graph == "folded" and importlib.util.find_spec("openvino"):

@@ -11,7 +11,6 @@ in chunks (``ChunkedKeyAttention``), so MNN's fp16 kernels on ARM stay accurate.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import warnings
 from dataclasses import dataclass, field
@@ -153,39 +152,12 @@ class ExportResult:
     outputs: dict = field(default_factory=dict)
 
 
-class ErfGelu(nn.Module):
-    """Exact (erf) GELU written as 0.5 * x * (1 + erf(x * 1/sqrt(2))).
-
-    torch exports ``nn.GELU()`` as x / sqrt(2) -> Erf -> + 1 -> * x -> * 0.5, and MNN's converter
-    fuses that pattern into its own GELU kernel, which approximates: max abs error 4.7e-4 (at
-    x = -2.69) where MNN's Erf alone is exact to 6e-8. Random weights never reach that error; the
-    trained demo encoder did, and its LayerNorm'd neck turned it into a 5 % embedding error at a
-    few flat-feature positions. Multiplying by 1/sqrt(2) instead of dividing by sqrt(2) is not
-    matched by the fusion, so MNN computes the exact function (max abs 1e-6)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return 0.5 * x * (1.0 + torch.erf(x * 0.7071067811865476))
-
-
-@contextlib.contextmanager
-def exact_gelu(module: nn.Module):
-    """Within the block, every exact ``nn.GELU`` under ``module`` is an ``ErfGelu`` (restored after)."""
-    swapped = []
-    for parent in list(module.modules()):
-        for name, child in list(parent._modules.items()):
-            if isinstance(child, nn.GELU) and child.approximate == "none":
-                parent._modules[name] = ErfGelu()
-                swapped.append((parent, name, child))
-    try:
-        yield
-    finally:
-        for parent, name, child in swapped:
-            parent._modules[name] = child
-
-
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
             opset: int) -> None:
-    with warnings.catch_warnings(), torch.no_grad(), exact_gelu(module):
+    # GELUs are exported as torch writes them (ONNX Runtime and OpenVINO fuse that into one exact
+    # kernel); the MNN conversion rewrites them so MNN's approximate fusion is not used
+    # (mnn.unfused_gelu).
+    with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic are expected here
         torch.onnx.export(module, args, str(path), input_names=list(input_names),
                           output_names=list(output_names), dynamic_axes=dynamic_axes,

@@ -225,7 +225,17 @@ def test_sigint_mid_convert_leaves_nothing(tmp_path):
     deadline = time.time() + 120
     while "[export encoder] done" not in seen and time.time() < deadline:
         seen += proc.stderr.readline()
-    proc.send_signal(signal.SIGINT)
+    # One SIGINT, sent right after the encoder export, was once lost under heavy load: the child
+    # finished the conversion and exited 0 (our code catches no KeyboardInterrupt; the likely
+    # place is torch's exporter, running the decoder's export at that moment). A user presses
+    # Ctrl-C again; so does this test, 5 s apart, at most 5 times.
+    for _ in range(5):
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
     proc.wait(timeout=120)
     assert proc.returncode == 130
     assert list(tmp_path.iterdir()) == []
@@ -275,20 +285,50 @@ def test_mnn_converter_runs_in_a_private_directory(tmp_path, monkeypatch):
     assert not (tmp_path / ".__convert_external_data.bin").exists()
 
 
-def test_exported_gelu_stays_exact_in_mnn(tmp_path):
+def test_gelu_is_exact_in_mnn_and_fused_in_ort(tmp_path):
     """MNN's converter fuses torch's exported erf-GELU pattern into an approximate kernel (max abs
     error 4.7e-4 near x = -2.7 on MNN 3.6.1; the trained demo encoder's MNN embedding was 5 % off at
-    a few positions because of it). The export writes GELU in a form MNN keeps exact, and gives
-    the caller's modules back unchanged."""
-    from edgesam.convert.export import ErfGelu, _export
-    from edgesam.convert.mnn import onnx_to_mnn
+    a few positions because of it). ``onnx_to_mnn`` converts a rewritten copy that MNN keeps exact;
+    the ONNX file itself keeps torch's pattern, which ONNX Runtime fuses into one exact Gelu node."""
+    import onnx
+    import onnxruntime as ort
+
+    from edgesam.convert.export import _export
+    from edgesam.convert.mnn import onnx_to_mnn, unfused_gelu
     from edgesam.runtime.backends import MNNBackend
 
     model = torch.nn.Sequential(torch.nn.GELU(), torch.nn.Sequential(torch.nn.GELU()))
     x = torch.linspace(-8, 8, 4096).reshape(1, 4096)
-    _export(model, (x,), tmp_path / "g.onnx", ["x"], ["y"], None, 17)
-    assert all(type(m) is not ErfGelu for m in model.modules())  # restored
-    onnx_to_mnn(tmp_path / "g.onnx", tmp_path / "g.mnn", "fp32")
-    got = MNNBackend(tmp_path / "g.mnn", ["x"], ["y"], "high", 1).run({"x": x.numpy()})["y"]
     want = torch.nn.functional.gelu(torch.nn.functional.gelu(x)).numpy()
+    _export(model, (x,), tmp_path / "g.onnx", ["x"], ["y"], None, 17)
+    before = (tmp_path / "g.onnx").read_bytes()
+    assert unfused_gelu(tmp_path / "g.onnx", tmp_path / "copy.onnx") == 2
+    onnx_to_mnn(tmp_path / "g.onnx", tmp_path / "g.mnn", "fp32")
+    assert (tmp_path / "g.onnx").read_bytes() == before  # the bundle's ONNX is left as exported
+    got = MNNBackend(tmp_path / "g.mnn", ["x"], ["y"], "high", 1).run({"x": x.numpy()})["y"]
     assert np.abs(got - want).max() < 1e-5
+    # Without the rewrite MNN would approximate: the check above can fail.
+    import shutil
+
+    from edgesam.convert import mnn as mnn_mod
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(tmp_path / "g.onnx", raw / "g.onnx")
+    argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(raw / "g.onnx"), "--MNNModel", str(raw / "g.mnn"),
+            "--bizCode", "t", "--keepInputFormat"]
+    cwd = os.getcwd()
+    os.chdir(raw)
+    try:
+        mnn_mod._run_quiet(argv)
+    finally:
+        os.chdir(cwd)
+    approx = MNNBackend(raw / "g.mnn", ["x"], ["y"], "high", 1).run({"x": x.numpy()})["y"]
+    assert np.abs(approx - want).max() > 1e-4
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(tmp_path / "g.onnx"), so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    assert "Erf" not in ops and ops.count("Gelu") == 2, ops
+    assert np.abs(sess.run(None, {"x": x.numpy()})[0] - want).max() < 1e-5

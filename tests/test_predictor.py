@@ -81,7 +81,7 @@ def test_matches_official_predictor(official, runtime, name, request):
     if precision == "int8" and name == "panorama":
         # Known defect, found when the fixtures moved to the trained demo model: int8 weights
         # drift the trained decoder's masks. Portrait and square pass since the export keeps GELU
-        # exact in MNN (export.ErfGelu: MNN's fused GELU approximated, and int8 amplified it);
+        # exact in MNN (mnn.unfused_gelu: MNN's fused GELU approximated, and int8 amplified it);
         # the panorama still drifts. Strict, so a fix shows up as XPASS.
         request.applymarker(pytest.mark.xfail(strict=True, reason="int8 masks drift on trained weights (issue 8 note)"))
     bar = 0.98 if precision == "fp32" else TOLERANCES[precision].mask_iou
