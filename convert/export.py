@@ -154,9 +154,8 @@ class ExportResult:
 
 def _export(module: nn.Module, args: tuple, path: Path, input_names, output_names, dynamic_axes,
             opset: int) -> None:
-    # GELUs are exported as torch writes them (ONNX Runtime and OpenVINO fuse that into one exact
-    # kernel); the MNN conversion rewrites them so MNN's approximate fusion is not used
-    # (mnn.unfused_gelu).
+    # GELUs are exported as torch writes them (ONNX Runtime fuses that into one exact kernel);
+    # the MNN conversion rewrites them so MNN's approximate fusion is not used (mnn.unfused_gelu).
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings on shape arithmetic are expected here
         torch.onnx.export(module, args, str(path), input_names=list(input_names),

@@ -71,7 +71,7 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
     Here each one is rewritten as (x * 0.5) * (erf(x * 1/sqrt(2)) + 1), the same function, which
     the fusion does not match (measured: a Mul by 1/sqrt(2) alone is still fused; the reordered
     products are not), so MNN computes it exactly. The bundle's ONNX keeps torch's pattern:
-    ONNX Runtime and OpenVINO fuse it into their exact GELU kernels, one pass instead of five.
+    ONNX Runtime fuses it into its exact Gelu kernel, one pass instead of five.
     Returns the number of GELUs rewritten (0: nothing written)."""
     import numpy as np
     import onnx
