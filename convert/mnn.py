@@ -77,7 +77,12 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_path))
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    external = any(uses_external_data(t) for t in model.graph.initializer)  # vit_h: over 2 GiB
+    if external:
+        load_external_data_for_model(model, str(Path(onnx_path).parent))
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     consts = {n.output[0]: n.attribute[0].t for n in g.node
@@ -98,7 +103,8 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
     inv, half = "edgesam_gelu_inv_sqrt2", "edgesam_gelu_half"
     count = 0
     for div in list(g.node):
-        if div.op_type != "Div" or const(div.input[1]) is None or abs(const(div.input[1]) - SQRT2) > 1e-6:
+        c = const(div.input[1]) if div.op_type == "Div" else None
+        if c is None or abs(c - SQRT2) > 1e-6:
             continue
         x = div.input[0]
         erf = only_user(div.output[0], "Erf")
@@ -120,7 +126,11 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
     if count:
         g.initializer.append(numpy_helper.from_array(np.array(1.0 / SQRT2, np.float32), inv))
         g.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), half))
-        onnx.save(model, str(out_path))
+        if external:  # a single protobuf cannot hold it: weights beside the copy, as in the bundle
+            onnx.save(model, str(out_path), save_as_external_data=True, all_tensors_to_one_file=True,
+                      location=Path(out_path).name + ".data")
+        else:
+            onnx.save(model, str(out_path))
     return count
 
 
@@ -143,11 +153,11 @@ def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str =
     scratch = tempfile.mkdtemp(prefix=".mnnconvert-", dir=Path(mnn_abs).parent)
     try:
         exact = Path(scratch) / "exact_gelu.onnx"
+        from google.protobuf.message import DecodeError
+
         try:
             rewritten = unfused_gelu(Path(onnx_abs), exact)
-        except ImportError:
-            raise
-        except Exception:  # not a readable ONNX file: the converter reports that itself, below
+        except DecodeError:  # not an ONNX file: the converter reports that itself, below
             rewritten = 0
         if rewritten:
             argv[argv.index("--modelFile") + 1] = str(exact)

@@ -338,3 +338,31 @@ def test_gelu_is_exact_in_mnn_and_fused_in_ort(tmp_path):
     ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
     assert "Erf" not in ops and ops.count("Gelu") == 2, ops
     assert np.abs(sess.run(None, {"x": x.numpy()})[0] - want).max() < 1e-5
+
+
+def test_gelu_rewrite_keeps_external_data(tmp_path):
+    """vit_h's encoder ONNX is over 2 GiB, so its weights sit in a .data file beside it; the GELU
+    rewrite must read them and write its copy the same way (one protobuf cannot hold them)."""
+    import onnx
+
+    from edgesam.convert.export import _export
+    from edgesam.convert.mnn import onnx_to_mnn, unfused_gelu
+    from edgesam.runtime.backends import MNNBackend
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.GELU())
+    x = torch.linspace(-4, 4, 64 * 8).reshape(8, 64)
+    _export(model, (x,), tmp_path / "s.onnx", ["x"], ["y"], None, 17)
+    m = onnx.load(str(tmp_path / "s.onnx"))
+    onnx.save(m, str(tmp_path / "g.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="g.onnx.data", size_threshold=0)
+    assert (tmp_path / "g.onnx.data").exists()
+    out = tmp_path / "copy" / "c.onnx"
+    out.parent.mkdir()
+    assert unfused_gelu(tmp_path / "g.onnx", out) == 1
+    assert (out.parent / "c.onnx.data").exists()
+    onnx_to_mnn(tmp_path / "g.onnx", tmp_path / "g.mnn", "fp32")
+    got = MNNBackend(tmp_path / "g.mnn", ["x"], ["y"], "high", 1).run({"x": x.numpy()})["y"]
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert np.abs(got - want).max() < 1e-5
