@@ -6,12 +6,14 @@ either: success means the output file exists and loads.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from edgesam.errors import ConversionError
 
@@ -72,7 +74,9 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
     the fusion does not match (measured: a Mul by 1/sqrt(2) alone is still fused; the reordered
     products are not), so MNN computes it exactly. The bundle's ONNX keeps torch's pattern:
     ONNX Runtime fuses it into its exact Gelu kernel, one pass instead of five.
-    Returns the number of GELUs rewritten (0: nothing written)."""
+    Returns the number of GELUs rewritten (0: nothing written). Raises ConversionError when an Erf
+    is left outside that pattern: a future exporter's GELU in another form could then reach MNN's
+    approximate fusion unnoticed (random-weight parity would not show it)."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
@@ -123,6 +127,10 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
         mul1.input[0], mul1.input[1] = x, half          # x * 0.5
         mul2.input[0], mul2.input[1] = mul1.output[0], add.output[0]  # (x * 0.5) * (erf + 1)
         count += 1
+    erfs = sum(n.op_type == "Erf" for n in g.node)
+    if erfs != count:
+        raise ConversionError(f"{Path(onnx_path).name}: {erfs - count} of {erfs} Erf nodes are not in torch's "
+                              "exact-GELU pattern; MNN could convert them with its approximate GELU fusion")
     if count:
         g.initializer.append(numpy_helper.from_array(np.array(1.0 / SQRT2, np.float32), inv))
         g.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), half))
@@ -134,10 +142,31 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
     return count
 
 
-def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str = "edgesam") -> str:
+@contextlib.contextmanager
+def exact_gelu_source(onnx_path: Path) -> Iterator[Path]:
+    """The ONNX file to give ``onnx_to_mnn(..., rewrite_gelu=False)``: a copy with ``unfused_gelu``
+    applied, in a scratch folder beside it that is removed on exit (``onnx_path`` itself when the
+    graph has no GELU). One copy serves every precision of a role: for vit_h that copy is 2.5 GB."""
+    scratch = Path(tempfile.mkdtemp(prefix=".exact-gelu-", dir=Path(onnx_path).resolve().parent))
+    try:
+        from google.protobuf.message import DecodeError
+
+        exact = scratch / Path(onnx_path).name
+        try:
+            rewritten = unfused_gelu(Path(onnx_path), exact)
+        except DecodeError:  # not an ONNX file: the converter reports that itself
+            rewritten = 0
+        yield exact if rewritten else Path(onnx_path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str = "edgesam",
+                rewrite_gelu: bool = True) -> str:
     """Convert one ONNX file; returns the converter's log. Raises ConversionError on any failure.
 
-    GELUs are converted exactly (``unfused_gelu``), through a rewritten copy in a scratch folder."""
+    GELUs are converted exactly (``unfused_gelu``), through a rewritten copy in a scratch folder;
+    ``rewrite_gelu=False`` when ``onnx_path`` is such a copy already (``exact_gelu_source``)."""
     if precision not in PRECISION_FLAGS:
         raise ConversionError(f"unknown MNN precision {precision!r}")
     argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
@@ -156,7 +185,7 @@ def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str =
         from google.protobuf.message import DecodeError
 
         try:
-            rewritten = unfused_gelu(Path(onnx_abs), exact)
+            rewritten = unfused_gelu(Path(onnx_abs), exact) if rewrite_gelu else 0
         except DecodeError:  # not an ONNX file: the converter reports that itself, below
             rewritten = 0
         if rewritten:

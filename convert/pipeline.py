@@ -89,7 +89,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     import torch
 
     from edgesam.convert import export, gate, models
-    from edgesam.convert.mnn import onnx_to_mnn
+    from edgesam.convert.mnn import exact_gelu_source, onnx_to_mnn
     from edgesam.runtime.parity import format_table
 
     torch.set_num_threads(opts.threads)
@@ -115,10 +115,13 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             notes[role] = prog.stage(f"finalise {role} onnx", finalise_onnx, path, meta, opts.simplify,
                                      opts.decoder == "full" and role == "decoder")
         mnn_files, ov_files = {}, {}
-        for prec in (opts.precisions if "mnn" in opts.formats else ()):
-            for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
-                out = tmp / f"{role}.{prec}.mnn"
-                prog.stage(f"mnn {role} {prec}", onnx_to_mnn, path, out, prec, f"edgesam:{opts.model}:{prec}")
+        mnn_precisions = opts.precisions if "mnn" in opts.formats else ()
+        for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")) if mnn_precisions else ():
+            with exact_gelu_source(path) as src:  # rewritten once, converted per precision
+                for prec in mnn_precisions:
+                    prog.stage(f"mnn {role} {prec}", onnx_to_mnn, src, tmp / f"{role}.{prec}.mnn", prec,
+                               f"edgesam:{opts.model}:{prec}", rewrite_gelu=False)
+        for prec in mnn_precisions:
             mnn_files[prec] = (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn")
         if "openvino" in opts.formats:
             from edgesam.convert.openvino import onnx_to_openvino

@@ -366,3 +366,33 @@ def test_gelu_rewrite_keeps_external_data(tmp_path):
     with torch.no_grad():
         want = model(x).numpy()
     assert np.abs(got - want).max() < 1e-5
+
+
+def test_gelu_rewrite_once_per_role_and_stray_erf_refused(tmp_path):
+    """The pipeline rewrites each role's ONNX once (exact_gelu_source) and converts that copy for every
+    precision; the scratch copy is gone afterwards. An Erf outside torch's GELU pattern is refused
+    rather than left to MNN's fusion."""
+    from edgesam.convert.export import _export
+    from edgesam.convert.mnn import exact_gelu_source, onnx_to_mnn, unfused_gelu
+    from edgesam.errors import ConversionError
+    from edgesam.runtime.backends import MNNBackend
+
+    x = torch.linspace(-8, 8, 1024).reshape(1, 1024)
+    _export(torch.nn.GELU(), (x,), tmp_path / "g.onnx", ["x"], ["y"], None, 17)
+    with exact_gelu_source(tmp_path / "g.onnx") as src:
+        assert src != tmp_path / "g.onnx" and src.exists()
+        for prec in ("fp32", "fp16"):
+            onnx_to_mnn(src, tmp_path / f"g.{prec}.mnn", prec, rewrite_gelu=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.fp16.mnn", "g.fp32.mnn", "g.onnx"]
+    want = torch.nn.functional.gelu(x).numpy()
+    got = MNNBackend(tmp_path / "g.fp32.mnn", ["x"], ["y"], "high", 1).run({"x": x.numpy()})["y"]
+    assert np.abs(got - want).max() < 1e-5
+
+    class ErfGelu(torch.nn.Module):  # the same function in a form the rewrite does not recognise
+        def forward(self, t):
+            return t * 0.5 * (1.0 + torch.erf(t * 0.7071067811865476))
+
+    _export(ErfGelu(), (x,), tmp_path / "e.onnx", ["x"], ["y"], None, 17)
+    with pytest.raises(ConversionError, match="1 of 1 Erf nodes are not in torch's exact-GELU pattern"):
+        unfused_gelu(tmp_path / "e.onnx", tmp_path / "e2.onnx")
+    assert not (tmp_path / "e2.onnx").exists()
