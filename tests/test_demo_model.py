@@ -83,3 +83,29 @@ def test_one_point_miou_holds_on_mnn(vit_t_bundle):
     assert res["miou_box"] >= ci["miou_box"] - 0.03, res["miou_box"]
     # and far above what seeded random weights reach on the same objects
     assert res["miou_point"] > CARD["random_model"]["miou_point"] + 0.2
+
+
+def test_trunk_is_the_seeded_default_init():
+    """The frozen TinyViT trunk in the checkpoint is the one training/common.py builds
+    (base_model("default"): torch's default init under ENCODER_SEED), fp16-rounded, so the card's
+    training command starts from exactly this encoder."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(REPO))
+    from training.common import base_model
+
+    sd = torch.load(CKPT, weights_only=True)
+    built = base_model("default").state_dict()
+    trunk = [k for k in sd if k.startswith(("image_encoder.patch_embed.", "image_encoder.layers."))]
+    assert len(trunk) > 200
+    for k in trunk:
+        if sd[k].is_floating_point():
+            assert torch.equal(sd[k], built[k].half()), k
+        else:
+            assert torch.equal(sd[k], built[k]), k
+    # and the damped init (training/common.py: damp_trunk) really differs from it
+    damped = base_model("damped").state_dict()
+    assert not torch.equal(damped["image_encoder.layers.1.blocks.0.local_conv.c.weight"],
+                           built["image_encoder.layers.1.blocks.0.local_conv.c.weight"])

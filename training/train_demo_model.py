@@ -2,7 +2,8 @@
 
 What is trained:
 - Without --train-trunk, the TinyViT trunk of the image encoder is frozen at torch's default init
-  under a fixed seed and its 320 x 64 x 64 outputs are cached per scene. With --train-trunk
+  under a fixed seed (with --trunk-init damped, conditioned by training/common.py: damp_trunk), and
+  its 320 x 64 x 64 outputs are cached per scene. With --train-trunk
   (resuming from such a run) the trunk is trained too, on 448-px window-aligned crops (CropTrunk),
   and the last part of the budget freezes it again and trains the rest on the full grid.
 - The encoder's neck (1x1 + 3x3 convs with LayerNorms), the prompt encoder and the mask decoder
@@ -14,10 +15,15 @@ What is trained:
   decoder is attention + transposed convs, so it runs on any grid; the positional encoding is the
   matching crop of the full grid), then the last part of the budget runs on the full grid.
 
-Run (the time budget is a flag; assets/demo_vit_t.md has the two commands behind the demo model):
-    .venv/bin/python training/train_demo_model.py --minutes 24 --focal-weight 2 --out first.pt
-    .venv/bin/python training/train_demo_model.py --train-trunk --resume first.pt --minutes 55 \
-        --full-frac 0.12 --scenes 2000 --focal-weight 2 --lr 3e-4 --out assets/demo_vit_t.pt
+Run (the time budget is a flag; assets/demo_vit_t.md has the command behind the demo model):
+    .venv/bin/python training/train_demo_model.py --minutes 24 --focal-weight 2 --out assets/demo_vit_t.pt
+Tried and not shipped (see the model card): --train-trunk (resuming from such a run), and
+--trunk-init damped (a frozen trunk conditioned to keep the image), e.g.
+    .venv/bin/python training/train_demo_model.py --trunk-init damped --scenes 400 --cache-only
+    .venv/bin/python training/train_demo_model.py --trunk-init damped --scenes 400 --minutes 40 \
+        --focal-weight 2 --out damped.pt
+--cache-only fills the trunk-feature cache first (about 14 min for 400 scenes on 2 cores);
+without it training fills the cache as it goes.
 """
 from __future__ import annotations
 
@@ -33,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.common import CACHE, base_model, cached_scene  # noqa: E402
+from training.common import TRUNK_INITS, base_model, cache_dir, cached_scene  # noqa: E402
 
 
 def focal_loss(logits, target, alpha=0.25, gamma=2.0):
@@ -349,11 +355,25 @@ def main(argv=None):
     ap.add_argument("--crop-px", type=int, default=448, help="trunk crop size in px (multiple of 224)")
     ap.add_argument("--trunk-lr-mult", type=float, default=1.0)
     ap.add_argument("--trunk-warmup", type=int, default=200, help="steps over which the trunk's lr ramps up")
+    ap.add_argument("--trunk-init", choices=TRUNK_INITS, default="default",
+                    help="the frozen trunk: torch's seeded default init (the shipped model), or that init "
+                         "damped (training/common.py: damp_trunk; tried, not shipped: see the model card)")
+    ap.add_argument("--cache-only", action="store_true", help="fill the trunk-feature cache for --scenes, then stop")
     ap.add_argument("--out", type=Path, default=Path("assets/demo_vit_t.pt"))
     ap.add_argument("--resume", type=Path, default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    model = base_model()
+    model = base_model(a.trunk_init)
+    cache = cache_dir(a.trunk_init)
+    if a.cache_only:
+        t0 = time.time()
+        with torch.no_grad():
+            for s in range(a.scenes):
+                cached_scene(model.eval(), s, cache)
+                if s % 25 == 0:
+                    print(f"cached {s + 1}/{a.scenes} scenes in {(time.time() - t0) / 60:.1f} min", flush=True)
+        print(f"cache {cache}: {a.scenes} scenes ready in {(time.time() - t0) / 60:.1f} min")
+        return
     if a.resume:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
                                for k, v in torch.load(a.resume, weights_only=True).items()})
@@ -408,11 +428,11 @@ def main(argv=None):
                 out = tr.step(item, crop.tokens - 2, 16, feat=feat, win=(ty + 1, tx + 1))
                 grid = f"{crop.tokens - 2} trunk trained"
         else:
-            if step % 50 == 0 or not ready:  # the cache may still be filling (training/cache_features.py)
-                ready = [s for s in range(a.scenes) if (CACHE / f"scene{s}.npz").exists()] or [0]
+            if step % 50 == 0 or not ready:  # the cache may still be filling (a --cache-only run)
+                ready = [s for s in range(a.scenes) if (cache / f"scene{s}.npz").exists()] or [0]
             seed = int(rng.choice(ready))
             if seed not in items:
-                items[seed] = cached_scene(model, seed)
+                items[seed] = cached_scene(model, seed, cache)
             if step < a.warmup_disk:
                 out = tr.disk_step(items[seed], a.crop, 16)
             else:
