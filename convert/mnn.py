@@ -143,11 +143,13 @@ def unfused_gelu(onnx_path: Path, out_path: Path) -> int:
 
 
 @contextlib.contextmanager
-def exact_gelu_source(onnx_path: Path) -> Iterator[Path]:
+def exact_gelu_source(onnx_path: Path, scratch_parent: Path | None = None) -> Iterator[Path]:
     """The ONNX file to give ``onnx_to_mnn(..., rewrite_gelu=False)``: a copy with ``unfused_gelu``
-    applied, in a scratch folder beside it that is removed on exit (``onnx_path`` itself when the
-    graph has no GELU). One copy serves every precision of a role: for vit_h that copy is 2.5 GB."""
-    scratch = Path(tempfile.mkdtemp(prefix=".exact-gelu-", dir=Path(onnx_path).resolve().parent))
+    applied, in a scratch folder (in ``scratch_parent``, by default beside ``onnx_path``) that is
+    removed on exit; ``onnx_path`` itself when the graph has no GELU or is not ONNX. One copy can
+    serve every precision of a role: for vit_h that copy is 2.5 GB."""
+    parent = scratch_parent if scratch_parent is not None else Path(onnx_path).resolve().parent
+    scratch = Path(tempfile.mkdtemp(prefix=".exact-gelu-", dir=parent))
     try:
         from google.protobuf.message import DecodeError
 
@@ -169,6 +171,9 @@ def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str =
     ``rewrite_gelu=False`` when ``onnx_path`` is such a copy already (``exact_gelu_source``)."""
     if precision not in PRECISION_FLAGS:
         raise ConversionError(f"unknown MNN precision {precision!r}")
+    if rewrite_gelu:
+        with exact_gelu_source(onnx_path, Path(mnn_path).resolve().parent) as src:
+            return onnx_to_mnn(src, mnn_path, precision, biz_code, rewrite_gelu=False)
     argv = ["mnnconvert", "-f", "ONNX", "--modelFile", str(onnx_path), "--MNNModel", str(mnn_path),
             "--bizCode", biz_code, "--keepInputFormat", *PRECISION_FLAGS[precision]]
     # The converter spills weights to ".__convert_external_data.bin" in the current directory
@@ -181,15 +186,6 @@ def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str =
     cwd = os.getcwd()
     scratch = tempfile.mkdtemp(prefix=".mnnconvert-", dir=Path(mnn_abs).parent)
     try:
-        exact = Path(scratch) / "exact_gelu.onnx"
-        from google.protobuf.message import DecodeError
-
-        try:
-            rewritten = unfused_gelu(Path(onnx_abs), exact) if rewrite_gelu else 0
-        except DecodeError:  # not an ONNX file: the converter reports that itself, below
-            rewritten = 0
-        if rewritten:
-            argv[argv.index("--modelFile") + 1] = str(exact)
         os.chdir(scratch)
         rc, log = _run_quiet(argv)
     finally:

@@ -114,15 +114,15 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
             notes[role] = prog.stage(f"finalise {role} onnx", finalise_onnx, path, meta, opts.simplify,
                                      opts.decoder == "full" and role == "decoder")
-        mnn_files, ov_files = {}, {}
         mnn_precisions = opts.precisions if "mnn" in opts.formats else ()
-        for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")) if mnn_precisions else ():
-            with exact_gelu_source(path) as src:  # rewritten once, converted per precision
-                for prec in mnn_precisions:
-                    prog.stage(f"mnn {role} {prec}", onnx_to_mnn, src, tmp / f"{role}.{prec}.mnn", prec,
-                               f"edgesam:{opts.model}:{prec}", rewrite_gelu=False)
-        for prec in mnn_precisions:
-            mnn_files[prec] = (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn")
+        mnn_files = {prec: (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn") for prec in mnn_precisions}
+        ov_files = {}
+        if mnn_precisions:
+            for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
+                with exact_gelu_source(path) as src:  # rewritten once, converted per precision
+                    for prec in mnn_precisions:
+                        prog.stage(f"mnn {role} {prec}", onnx_to_mnn, src, tmp / f"{role}.{prec}.mnn", prec,
+                                   f"edgesam:{opts.model}:{prec}", rewrite_gelu=False)
         if "openvino" in opts.formats:
             from edgesam.convert.openvino import onnx_to_openvino
 

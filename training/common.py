@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from pathlib import Path
 
@@ -56,7 +57,6 @@ def damp_trunk(model) -> None:
     - rescales each PatchMerging's last BatchNorm so the stream leaving it has std DAMP_STREAM on the
       calibration scene.
     The architecture and the state_dict's keys are unchanged: a checkpoint holds the result."""
-    from edgesam.runtime.scenes import make_scene
     enc = model.image_encoder
     was_training = enc.training
     enc.eval()
@@ -97,11 +97,13 @@ def trunk_features(model, image: np.ndarray) -> torch.Tensor:
     modes = enc.patch_embed.training, enc.layers.training
     enc.patch_embed.eval()  # the frozen trunk's BatchNorms use their running statistics, as at inference
     enc.layers.eval()
-    x = enc.patch_embed(input_tensor(model, image))
-    for layer in enc.layers:
-        x = layer(x)
-    enc.patch_embed.train(modes[0])
-    enc.layers.train(modes[1])
+    try:
+        x = enc.patch_embed(input_tensor(model, image))
+        for layer in enc.layers:
+            x = layer(x)
+    finally:
+        enc.patch_embed.train(modes[0])
+        enc.layers.train(modes[1])
     return x.view(1, 64, 64, -1).permute(0, 3, 1, 2).contiguous()
 
 
@@ -135,3 +137,13 @@ def cached_scene(model, seed: int, cache: Path = CACHE) -> dict:
     np.savez(tmp, **item)
     os.replace(tmp, path)
     return item
+
+
+def fill_cache(model, scenes: int, cache: Path) -> None:
+    """Cache the trunk features and targets of scenes 0..scenes-1 (what ``--cache-only`` runs)."""
+    t0 = time.time()
+    for s in range(scenes):
+        cached_scene(model, s, cache)
+        if s % 25 == 0:
+            print(f"cached {s + 1}/{scenes} scenes in {(time.time() - t0) / 60:.1f} min", flush=True)
+    print(f"cache {cache}: {scenes} scenes ready in {(time.time() - t0) / 60:.1f} min")

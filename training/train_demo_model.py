@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.common import TRUNK_INITS, base_model, cache_dir, cached_scene  # noqa: E402
+from training.common import TRUNK_INITS, base_model, cache_dir, cached_scene, fill_cache  # noqa: E402
 
 
 def focal_loss(logits, target, alpha=0.25, gamma=2.0):
@@ -366,13 +366,7 @@ def main(argv=None):
     model = base_model(a.trunk_init)
     cache = cache_dir(a.trunk_init)
     if a.cache_only:
-        t0 = time.time()
-        with torch.no_grad():
-            for s in range(a.scenes):
-                cached_scene(model.eval(), s, cache)
-                if s % 25 == 0:
-                    print(f"cached {s + 1}/{a.scenes} scenes in {(time.time() - t0) / 60:.1f} min", flush=True)
-        print(f"cache {cache}: {a.scenes} scenes ready in {(time.time() - t0) / 60:.1f} min")
+        fill_cache(model, a.scenes, cache)
         return
     if a.resume:
         model.load_state_dict({k: v.float() if v.is_floating_point() else v
