@@ -44,19 +44,32 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid") -> np.nda
         # e.g. 2x40000: the official transform would ask PIL for a 0-pixel side and crash
         raise ImageError(f"image {w}x{h} is too elongated: its short side would resize to 0 pixels "
                          f"(aspect ratio above {2 * 1024}:1)")
+    mean = [float(v) for v in PIXEL_MEAN]
+    norm = [1.0 / float(v) for v in PIXEL_STD]
     if interpolation == "pyramid" and h * w > new_h * new_w:
         # Approximate PIL's antialiased bilinear with box filters: halve while the image is still
         # twice the target (each bilinear halving is a 2x2 mean), then bilinear to twice the
         # target, and let the normalising resize below do the last halving.
+        # These steps run on 4 channels: MNN.cv's vectorised bilinear sampler takes 1 or 4 channels,
+        # 3 channels fall back to a scalar loop (measured on a 12 MP photo: 4000x3000 -> 2048x1366 in
+        # 43 ms on BGRA against 129 ms on BGR; adding the alpha costs 54 ms). That sampler truncates
+        # instead of rounding, so each step lowers the pixels by half a level on average; the mean
+        # of the final normalisation takes that back.
+        var = cv.cvtColor(var, cv.COLOR_BGR2BGRA if bgr else cv.COLOR_RGB2RGBA)
+        steps = 1  # the normalising resize
         while h >= 4 * new_h and w >= 4 * new_w:
             h, w = h // 2, w // 2
             var = cv.resize(var, (w, h), 0.0, 0.0, cv.INTER_LINEAR)
+            steps += 1
         if (h, w) != (2 * new_h, 2 * new_w):  # same-size cv.resize returns garbage: skip it
             h, w = 2 * new_h, 2 * new_w
             var = cv.resize(var, (w, h), 0.0, 0.0, cv.INTER_LINEAR)
-    mean = [float(v) for v in PIXEL_MEAN]
-    norm = [1.0 / float(v) for v in PIXEL_STD]
-    code = cv.COLOR_BGR2RGB if bgr else -1
+            steps += 1
+        mean = [m - 0.5 * steps for m in mean]
+        code = cv.COLOR_BGRA2RGB if bgr else cv.COLOR_RGBA2RGB
+    else:
+        # Upscaling (or plain bilinear): one resize on 3 channels, which rounds as PIL does.
+        code = cv.COLOR_BGR2RGB if bgr else -1
     out = cv.resize(var, (new_w, new_h), 0.0, 0.0, cv.INTER_LINEAR, code, mean, norm)
     return np.array(out.read(), copy=True).reshape(new_h, new_w, 3)
 
