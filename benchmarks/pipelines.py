@@ -11,8 +11,9 @@
   edgesam-reference, edgesam-reference-ort  a bundle with the official step-by-step decoder graph
                   (--decoder-graph reference)
 Every pipeline embeds the image from its file, then decodes one foreground point with
-multimask output and thresholds at the original size. Runs are interleaved (rep by rep,
-pipeline by pipeline) so machine drift hits all alike; medians are reported with ratios
+multimask output and thresholds at the original size. Each pipeline lives in its own process,
+and only one works at a time. Runs are interleaved (rep by rep, pipeline by pipeline, in a new
+random order each turn) so machine drift hits all alike; medians are reported with ratios
 against the ONNX Runtime pipeline written as samexporter's is (issue 3's baseline). The weights are the trained demo model by default, so that masks have the
 shape of real ones (the thresholded upscale's cost depends on the mask's boundary). Needs the
 convert extra (torch, onnxruntime; openvino for its row). Usage:
@@ -23,6 +24,7 @@ convert extra (torch, onnxruntime; openvino for its row). Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -34,7 +36,6 @@ def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path]:
     """edgesam's lowres bundles (reference and folded decoder graph) and the baselines' full bundle. The
     baselines get the reference graph, the one samexporter-style exports produce."""
     import importlib.util
-    import json
 
     from edgesam.convert import code_fingerprint
     from edgesam.convert.pipeline import ConvertOptions, convert
@@ -176,8 +177,6 @@ class Edgesam:
 
         self.name = "edgesam" + tag + ("" if backend == "mnn" else f"-{backend}")
         self.p = SamPredictor(lowres, backend=backend, precision="fp32", threads=threads)
-        if self.p.bundle.manifest.get("untrained"):
-            print(f"{self.name}: UNTRAINED (random) weights")
 
     def embed(self, path: Path):
         self.p.set_image_file(path)
@@ -188,50 +187,90 @@ class Edgesam:
         return m
 
 
+def _time_once(p, path: Path) -> tuple[float, float]:
+    """Image -> first mask, then one more prompt's decode + postprocess (seconds)."""
+    t0 = time.perf_counter()
+    h, w = p.embed(path)
+    masks = p.decode([w * 0.3, h * 0.6])
+    t1 = time.perf_counter()
+    assert masks.shape == (3, h, w), (p.name, masks.shape)
+    t2 = time.perf_counter()
+    p.decode([w * 0.6, h * 0.3])
+    t3 = time.perf_counter()
+    return t1 - t0, t3 - t2
+
+
+def _serve(conn, cls_name: str, args: tuple) -> None:
+    """Worker process: build one pipeline, then time it on each image path the parent sends."""
+    pipe = globals()[cls_name](*args)
+    conn.send(pipe.name)
+    for path in iter(conn.recv, None):
+        conn.send(_time_once(pipe, path))
+
+
 def main() -> None:
+    import multiprocessing as mp
+    import random
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", default="/tmp/edgesam-bench")
     ap.add_argument("--checkpoint", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo_vit_t.pt")
     ap.add_argument("--random", action="store_true", help="seeded random weights instead of --checkpoint")
+    ap.add_argument("--settle", type=float, default=0.3,
+                    help="seconds of idle between two pipelines' turns (lets spinning thread pools park)")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = None if a.random else a.checkpoint
     lowres, folded, full = build(work, checkpoint)
     images = make_images(work)
-    pipes = [TorchOfficial(a.threads, checkpoint), OrtSamexporter(full, a.threads), MnnSample(full, a.threads),
-             Edgesam(folded, a.threads, "ort"), Edgesam(folded, a.threads, "mnn"),
-             Edgesam(lowres, a.threads, "ort", "-reference"), Edgesam(lowres, a.threads, "mnn", "-reference")]
+    specs = [("TorchOfficial", (a.threads, checkpoint)), ("OrtSamexporter", (full, a.threads)),
+             ("MnnSample", (full, a.threads)), ("Edgesam", (folded, a.threads, "ort")),
+             ("Edgesam", (folded, a.threads, "mnn")), ("Edgesam", (lowres, a.threads, "ort", "-reference")),
+             ("Edgesam", (lowres, a.threads, "mnn", "-reference"))]
     if any(p.name.endswith(".xml") for p in folded.iterdir()):
-        pipes.insert(5, Edgesam(folded, a.threads, "openvino"))
-    times = {(p.name, img, stage): [] for p in pipes for img in images for stage in ("first", "decode")}
+        specs.insert(5, ("Edgesam", (folded, a.threads, "openvino")))
+    # One process per pipeline, and only one works at a time after a short idle: no framework's
+    # thread pool or allocator state can carry over into another pipeline's turn (torch's OpenMP
+    # threads keep spinning for a few ms after each call).
+    ctx = mp.get_context("spawn")
+    workers = []
+    for cls_name, args in specs:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(child, cls_name, args), daemon=True)
+        proc.start()
+        workers.append((parent.recv(), parent, proc))
+    for name, _, _ in workers:
+        if name.startswith("edgesam") and json.loads((folded / "manifest.json").read_text()).get("untrained"):
+            print(f"{name}: UNTRAINED (random) weights")
+            break
+    order = random.Random(0)
+    times = {(name, img, stage): [] for name, _, _ in workers for img in images for stage in ("first", "decode")}
     for rep in range(a.runs + 1):  # rep 0 is warm-up
         for img, path in images.items():
-            for p in pipes:
-                t0 = time.perf_counter()
-                h, w = p.embed(path)
-                pt = [w * 0.3, h * 0.6]
-                masks = p.decode(pt)
-                t1 = time.perf_counter()
-                assert masks.shape == (3, h, w), (p.name, masks.shape)
-                t2 = time.perf_counter()
-                p.decode([w * 0.6, h * 0.3])
-                t3 = time.perf_counter()
+            for name, conn, _ in order.sample(workers, len(workers)):  # a new order each turn
+                time.sleep(a.settle)
+                conn.send(path)
+                first, dec = conn.recv()
                 if rep:
-                    times[(p.name, img, "first")].append(t1 - t0)
-                    times[(p.name, img, "decode")].append(t3 - t2)
+                    times[(name, img, "first")].append(first)
+                    times[(name, img, "decode")].append(dec)
         print(f"rep {rep}/{a.runs} done", flush=True)
-    print(f"\nmedian of {a.runs} interleaved runs, {a.threads} threads, vit_t fp32 (ratios: pipeline / ort-samexporter)")
+    for _, conn, proc in workers:
+        conn.send(None)
+        proc.join()
+    print(f"\nmedian of {a.runs} interleaved runs, {a.threads} threads, vit_t fp32, one process per pipeline "
+          "(ratios: pipeline / ort-samexporter)")
     print(f"{'image':<8} {'pipeline':<20} {'image->1st mask':>16} {'ratio':>6} {'decode+post':>12} {'ratio':>6}")
     for img in images:
         ref_first = statistics.median(times[("ort-samexporter", img, "first")])
         ref_dec = statistics.median(times[("ort-samexporter", img, "decode")])
-        for p in pipes:
-            f = statistics.median(times[(p.name, img, "first")])
-            d = statistics.median(times[(p.name, img, "decode")])
-            print(f"{img:<8} {p.name:<20} {f * 1e3:13.0f} ms {f / ref_first:6.2f} {d * 1e3:9.0f} ms {d / ref_dec:6.2f}")
+        for name, _, _ in workers:
+            f = statistics.median(times[(name, img, "first")])
+            d = statistics.median(times[(name, img, "decode")])
+            print(f"{img:<8} {name:<20} {f * 1e3:13.0f} ms {f / ref_first:6.2f} {d * 1e3:9.0f} ms {d / ref_dec:6.2f}")
 
 
 if __name__ == "__main__":

@@ -14,19 +14,23 @@ from edgesam.runtime.scenes import make_scene
 ENCODER_SEED = 0          # the frozen TinyViT trunk is torch's default init under this seed
 TRAIN_SEEDS = range(0, 100_000)
 HELDOUT_SEEDS = range(100_000, 100_040)   # never used for training
-TRUNK_INITS = ("default", "damped")
+TRUNK_INITS = ("default", "damped", "conditioned")
 CACHE = Path(os.environ.get("EDGESAM_TRAIN_CACHE", Path.home() / ".cache" / "edgesam-train"))
 
 # The damped trunk init (see damp_trunk): taps of the near-identity local convs, the scale of every
 # residual branch, and the stream's std after each PatchMerging.
 DAMP_TAP, DAMP_BRANCH, DAMP_STREAM = 0.05, 0.1, 0.5
+# The conditioned trunk init: identity local convs, branches as initialised, unit-std stream, and
+# seeded biases of this std on the patch embedding's BatchNorms (see bias_patch_embed).
+CONDITION_TAP, CONDITION_BRANCH, CONDITION_STREAM, PATCH_BIAS = 0.0, 1.0, 1.0, 0.1
 CALIBRATION_SCENE = 7
 
 
 def base_model(trunk_init: str = "default"):
     """vit_t with a seeded init: the trunk stays frozen, the rest is trained.
 
-    "default" is torch's default init under ENCODER_SEED. "damped" then applies damp_trunk."""
+    "default" is torch's default init under ENCODER_SEED. "damped" then applies damp_trunk;
+    "conditioned" applies damp_trunk with the CONDITION_* settings and bias_patch_embed."""
     from edgesam.convert.models import build_model
     if trunk_init not in TRUNK_INITS:
         raise ValueError(f"trunk_init must be one of {TRUNK_INITS}, not {trunk_init!r}")
@@ -36,7 +40,24 @@ def base_model(trunk_init: str = "default"):
         model = build_model("vit_t")
     if trunk_init == "damped":
         damp_trunk(model)
+    elif trunk_init == "conditioned":
+        bias_patch_embed(model, PATCH_BIAS)
+        damp_trunk(model, CONDITION_TAP, CONDITION_BRANCH, CONDITION_STREAM)
     return model
+
+
+@torch.no_grad()
+def bias_patch_embed(model, std: float) -> None:
+    """Seeded random biases on the patch embedding's BatchNorms (in place).
+
+    At torch's default init every BatchNorm bias is zero, so the padding's tokens are exactly zero all
+    the way through the trunk, and the LayerNorms that meet the padding's edge divide rounding noise by
+    a near-zero spread: MNN and torch then disagree there (assets/demo_vit_t.md). With nonzero biases
+    the padding is a constant nonzero vector, as with trained weights."""
+    g = torch.Generator().manual_seed(ENCODER_SEED + 2)
+    for mod in model.image_encoder.patch_embed.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.bias.copy_(torch.randn(mod.bias.shape, generator=g) * std)
 
 
 def cache_dir(trunk_init: str) -> Path:
@@ -45,16 +66,16 @@ def cache_dir(trunk_init: str) -> Path:
 
 
 @torch.no_grad()
-def damp_trunk(model) -> None:
+def damp_trunk(model, tap: float = DAMP_TAP, branch: float = DAMP_BRANCH, stream: float = DAMP_STREAM) -> None:
     """Make the frozen random TinyViT trunk keep the image (deterministic, in place).
 
     At torch's default init the trunk loses most of the image: a linear probe from its output to each
     patch's mean colour reaches R^2 0.24 (assets/demo_vit_t.md). Two causes: every block filters the
     residual stream with a random depthwise 3x3 (local_conv), and each PatchMerging shrinks the stream
     about 300x, after which the random attention and MLP branches swamp it. This init
-    - sets every local_conv to the identity plus small random taps (std DAMP_TAP),
-    - scales every attention and MLP output projection by DAMP_BRANCH (near-identity blocks),
-    - rescales each PatchMerging's last BatchNorm so the stream leaving it has std DAMP_STREAM on the
+    - sets every local_conv to the identity plus small random taps (std `tap`),
+    - scales every attention and MLP output projection by `branch` (near-identity blocks when small),
+    - rescales each PatchMerging's last BatchNorm so the stream leaving it has std `stream` on the
       calibration scene.
     The architecture and the state_dict's keys are unchanged: a checkpoint holds the result."""
     enc = model.image_encoder
@@ -64,17 +85,17 @@ def damp_trunk(model) -> None:
     for layer in enc.layers[1:]:
         for blk in layer.blocks:
             w = blk.local_conv.c.weight  # C x 1 x 3 x 3, depthwise
-            w.copy_(torch.randn(w.shape, generator=g) * DAMP_TAP)
+            w.copy_(torch.randn(w.shape, generator=g) * tap)
             w[:, 0, 1, 1] += 1.0
             for lin in (blk.attn.proj, blk.mlp.fc2):
-                lin.weight.mul_(DAMP_BRANCH)
-                lin.bias.mul_(DAMP_BRANCH)
+                lin.weight.mul_(branch)
+                lin.bias.mul_(branch)
     x = enc.patch_embed(input_tensor(model, make_scene(CALIBRATION_SCENE).image))
     for layer in enc.layers:
         for blk in layer.blocks:
             x = blk(x)
         if layer.downsample is not None:
-            scale = DAMP_STREAM / float(layer.downsample(x).std())
+            scale = stream / float(layer.downsample(x).std())
             bn = layer.downsample.conv3.bn
             bn.weight.mul_(scale)
             bn.bias.mul_(scale)

@@ -66,8 +66,9 @@ def hard_iou(logits, target):
 
 
 class Trainer:
-    def __init__(self, model, rng: np.random.Generator, focal_weight: float = 20.0):
+    def __init__(self, model, rng: np.random.Generator, focal_weight: float = 20.0, feature_noise: float = 0.0):
         self.focal_weight = focal_weight
+        self.feature_noise = feature_noise
         self.m = model
         self.rng = rng
         self.pe = model.prompt_encoder.get_dense_pe().detach()
@@ -146,7 +147,12 @@ class Trainer:
             x0 = int(rng.integers(0, max(0, tw - s) + 1)) if s < 64 else 0
         # neck on the window plus a one-token margin, so its 3x3 conv sees real neighbours
         ya, xa = max(0, y0 - 1), max(0, x0 - 1)
-        emb = m.image_encoder.neck(feat[..., ya:y0 + s + 1, xa:x0 + s + 1])
+        feat = feat[..., ya:y0 + s + 1, xa:x0 + s + 1]
+        if self.feature_noise:
+            # Gaussian noise at this fraction of each channel's spread: the neck and decoder learn not
+            # to lean on differences as small as what int8 weights change in the trunk (about 1.5 %).
+            feat = feat + torch.randn_like(feat) * (self.feature_noise * feat.std(dim=(2, 3), keepdim=True))
+        emb = m.image_encoder.neck(feat)
         emb = emb[..., y0 - ya:y0 - ya + s, x0 - xa:x0 - xa + s]
         tgt = targets[:, 4 * y0:4 * (y0 + s), 4 * x0:4 * (x0 + s)]
         oy, ox = 4 * y0, 4 * x0  # the window's origin in the 256 x 256 low-res frame
@@ -356,8 +362,10 @@ def main(argv=None):
     ap.add_argument("--trunk-lr-mult", type=float, default=1.0)
     ap.add_argument("--trunk-warmup", type=int, default=200, help="steps over which the trunk's lr ramps up")
     ap.add_argument("--trunk-init", choices=TRUNK_INITS, default="default",
-                    help="the frozen trunk: torch's seeded default init (the shipped model), or that init "
-                         "damped (training/common.py: damp_trunk; tried, not shipped: see the model card)")
+                    help="the frozen trunk: torch's seeded default init, that init damped, or conditioned "
+                         "(training/common.py: base_model; the model card says which one is shipped)")
+    ap.add_argument("--feature-noise", type=float, default=0.0,
+                    help="Gaussian noise on the trunk features, as a fraction of each channel's std")
     ap.add_argument("--cache-only", action="store_true", help="fill the trunk-feature cache for --scenes, then stop")
     ap.add_argument("--out", type=Path, default=Path("assets/demo_vit_t.pt"))
     ap.add_argument("--resume", type=Path, default=None)
@@ -378,7 +386,7 @@ def main(argv=None):
     opt = torch.optim.AdamW(groups, lr=a.lr, weight_decay=0.01)
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
-    tr = Trainer(model, rng, a.focal_weight)
+    tr = Trainer(model, rng, a.focal_weight, a.feature_noise)
     if a.train_trunk:
         if a.warmup_disk and not a.resume:
             ap.error("--train-trunk starts from a trained decoder: pass --resume (or --warmup-disk 0)")
