@@ -85,19 +85,20 @@ def test_one_point_miou_holds_on_mnn(vit_t_bundle):
     assert res["miou_point"] > CARD["random_model"]["miou_point"] + 0.2
 
 
-def test_trunk_is_the_seeded_default_init():
-    """The frozen TinyViT trunk in the checkpoint is the one training/common.py builds
-    (base_model("default"): torch's default init under ENCODER_SEED), fp16-rounded, so the card's
-    training command starts from exactly this encoder."""
+def test_trunk_is_the_recorded_seeded_init():
+    """The frozen TinyViT trunk in the checkpoint is the one training/common.py builds for the
+    card's trunk_init (base_model: torch's default init under ENCODER_SEED, then that init's
+    conditioning), fp16-rounded, so the card's training command starts from exactly this encoder."""
     import sys
 
     import torch
 
     sys.path.insert(0, str(REPO))
-    from training.common import base_model
+    from training.common import TRUNK_INITS, base_model
 
     sd = torch.load(CKPT, weights_only=True)
-    built = base_model("default").state_dict()
+    assert CARD["trunk_init"] in TRUNK_INITS
+    built = base_model(CARD["trunk_init"]).state_dict()
     trunk = [k for k in sd if k.startswith(("image_encoder.patch_embed.", "image_encoder.layers."))]
     assert len(trunk) > 200
     for k in trunk:
@@ -105,7 +106,9 @@ def test_trunk_is_the_seeded_default_init():
             assert torch.equal(sd[k], built[k].half()), k
         else:
             assert torch.equal(sd[k], built[k]), k
-    # and the damped init (training/common.py: damp_trunk) really differs from it
-    damped = base_model("damped").state_dict()
-    assert not torch.equal(damped["image_encoder.layers.1.blocks.0.local_conv.c.weight"],
-                           built["image_encoder.layers.1.blocks.0.local_conv.c.weight"])
+    # and the other inits really differ from it (in the local convs or the patch embedding's biases)
+    for other in TRUNK_INITS:
+        if other != CARD["trunk_init"]:
+            o = base_model(other).state_dict()
+            assert any(not torch.equal(o[k], built[k]) for k in (
+                "image_encoder.layers.1.blocks.0.local_conv.c.weight", "image_encoder.patch_embed.seq.0.bn.bias")), other
