@@ -2,7 +2,7 @@
 
 What is trained:
 - Without --train-trunk, the TinyViT trunk of the image encoder is frozen at torch's default init
-  under a fixed seed (with --trunk-init damped, conditioned by training/common.py: damp_trunk), and
+  under a fixed seed (with --trunk-init damped or conditioned, changed by training/common.py: base_model), and
   its 320 x 64 x 64 outputs are cached per scene. With --train-trunk
   (resuming from such a run) the trunk is trained too, on 448-px window-aligned crops (CropTrunk),
   and the last part of the budget freezes it again and trains the rest on the full grid.
@@ -17,8 +17,9 @@ What is trained:
 
 Run (the time budget is a flag; assets/demo_vit_t.md has the command behind the demo model):
     .venv/bin/python training/train_demo_model.py --minutes 24 --focal-weight 2 --out assets/demo_vit_t.pt
-Tried and not shipped (see the model card): --train-trunk (resuming from such a run), and
---trunk-init damped (a frozen trunk conditioned to keep the image), e.g.
+Tried and not shipped (see the model card): --train-trunk (resuming from such a run), and the
+frozen trunks conditioned to keep the image: --trunk-init damped, and --trunk-init conditioned
+(with --feature-noise 0.03), e.g.
     .venv/bin/python training/train_demo_model.py --trunk-init damped --scenes 400 --cache-only
     .venv/bin/python training/train_demo_model.py --trunk-init damped --scenes 400 --minutes 40 \
         --focal-weight 2 --out damped.pt
