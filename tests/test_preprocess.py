@@ -4,6 +4,7 @@ Measured on this machine (mean abs error in 0..255 pixel units over the resized 
   12 MP 3000x4000:  pyramid 2.5,  plain bilinear 6.2
   2000x1500:        pyramid 1.3,  plain bilinear 4.4
   400x600 (upscale): both 0.19 (max 1: uint8 rounding)
+Mean signed error of pyramid: +0.12 at 12 MP, 2000x1500 and 1100x800, 0.00 for the upscale.
 "pyramid" is the default because it keeps the embedding closest to the official one.
 """
 from __future__ import annotations
@@ -39,12 +40,16 @@ def _noisy(h, w, seed):
 def test_close_to_official(hw, limit_pyr, limit_lin):
     img = _noisy(*hw, seed=1)
     ref, shape = official_input(img)
-    errs = {}
+    errs, bias = {}, {}
     for interp in ("pyramid", "linear"):
         got, in_size = preprocess(img, interpolation=interp)
         assert in_size == shape and got.shape == ref.shape and got.dtype == np.float32
         assert np.all(got[0, :, shape[0]:, :] == 0) and np.all(got[0, :, :, shape[1]:] == 0)
         errs[interp] = float(np.abs(got - ref).mean() * 58 * 1024 * 1024 / (shape[0] * shape[1]))
+        bias[interp] = float((got - ref).mean() * 58 * 1024 * 1024 / (shape[0] * shape[1]))
+    # No systematic shift: the 4-channel steps' truncation is taken back (measured: +0.12 at 12 MP;
+    # without the correction -0.9, corrected twice +1.1)
+    assert abs(bias["pyramid"]) < 0.3, bias
     assert errs["pyramid"] < limit_pyr, errs
     assert errs["linear"] < limit_lin, errs
     assert errs["pyramid"] <= errs["linear"] + 1e-6, errs
