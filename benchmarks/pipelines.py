@@ -242,10 +242,8 @@ def main() -> None:
         proc = ctx.Process(target=_serve, args=(child, cls_name, args), daemon=True)
         proc.start()
         workers.append((parent.recv(), parent, proc))
-    for name, _, _ in workers:
-        if name.startswith("edgesam") and json.loads((folded / "manifest.json").read_text()).get("untrained"):
-            print(f"{name}: UNTRAINED (random) weights")
-            break
+    if json.loads((folded / "manifest.json").read_text()).get("untrained"):
+        print("edgesam bundles: UNTRAINED (random) weights")
     order = random.Random(0)
     times = {(name, img, stage): [] for name, _, _ in workers for img in images for stage in ("first", "decode")}
     for rep in range(a.runs + 1):  # rep 0 is warm-up

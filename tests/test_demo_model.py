@@ -107,8 +107,8 @@ def test_trunk_is_the_recorded_seeded_init():
         else:
             assert torch.equal(sd[k], built[k]), k
     # and the other inits really differ from it (in the local convs or the patch embedding's biases)
+    telling = ("image_encoder.layers.1.blocks.0.local_conv.c.weight", "image_encoder.patch_embed.seq.0.bn.bias")
     for other in TRUNK_INITS:
         if other != CARD["trunk_init"]:
             o = base_model(other).state_dict()
-            assert any(not torch.equal(o[k], built[k]) for k in (
-                "image_encoder.layers.1.blocks.0.local_conv.c.weight", "image_encoder.patch_embed.seq.0.bn.bias")), other
+            assert any(not torch.equal(o[k], built[k]) for k in telling), other

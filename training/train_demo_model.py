@@ -2,8 +2,8 @@
 
 What is trained:
 - Without --train-trunk, the TinyViT trunk of the image encoder is frozen at torch's default init
-  under a fixed seed (with --trunk-init damped or conditioned, changed by training/common.py: base_model), and
-  its 320 x 64 x 64 outputs are cached per scene. With --train-trunk
+  under a fixed seed (--trunk-init damped or conditioned change it: training/common.py: base_model),
+  and its 320 x 64 x 64 outputs are cached per scene. With --train-trunk
   (resuming from such a run) the trunk is trained too, on 448-px window-aligned crops (CropTrunk),
   and the last part of the budget freezes it again and trains the rest on the full grid.
 - The encoder's neck (1x1 + 3x3 convs with LayerNorms), the prompt encoder and the mask decoder
