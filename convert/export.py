@@ -6,8 +6,9 @@ points-count heuristic the official predictor does not use, (b) repeats the
 embedding per prompt with ``repeat_interleave`` and (c) computes the resize
 shape in float32. This one returns all four mask tokens (the runtime slices
 ``[1:]`` or ``[0:1]`` exactly as ``MaskDecoder.forward`` does) and broadcasts
-one embedding over a dynamic prompt batch. Its token->image attentions sum over the image keys
-in chunks (``ChunkedKeyAttention``), so MNN's fp16 kernels on ARM stay accurate.
+one embedding over a dynamic prompt batch. In the graph the MNN files are converted from, its
+token->image attentions sum over the image keys in chunks (``ChunkedKeyAttention``), so MNN's fp16
+kernels on ARM stay accurate; decoder.onnx, which other runtimes run, sums them in one product.
 """
 from __future__ import annotations
 
@@ -172,24 +173,26 @@ def export_encoder(sam: nn.Module, path: Path, opset: int) -> ExportResult:
 DECODER_GRAPHS = ("folded", "reference")
 
 
-def decoder_wrapper(sam: nn.Module, graph: str = "reference") -> nn.Module:
+def decoder_wrapper(sam: nn.Module, graph: str = "reference", mnn: bool = False) -> nn.Module:
     """The module exported as the decoder: ``reference`` (``DecoderWrapper``: the official computation
     step by step) or ``folded`` (``folded_decoder.py``: the same function with the big projections
-    folded onto the prompt tokens; what ``edgesam convert`` exports by default)."""
+    folded onto the prompt tokens; what ``edgesam convert`` exports by default). ``mnn``: the graph
+    the MNN files are converted from, with MNN's workarounds (key sums in chunks; in the folded
+    graph also the image keys expanded to the prompt batch); without, the graph of decoder.onnx."""
     if graph == "folded":
         from edgesam.convert.folded_decoder import FoldedDecoderWrapper
 
-        return FoldedDecoderWrapper(sam).eval()
+        return FoldedDecoderWrapper(sam, mnn=mnn).eval()
     if graph == "reference":
-        return DecoderWrapper(sam).eval()
+        return DecoderWrapper(sam, av_chunk=AV_CHUNK if mnn else 0).eval()
     raise ValueError(f"decoder graph must be one of {DECODER_GRAPHS}, not {graph!r}")
 
 
-def export_decoder(sam: nn.Module, path: Path, opset: int, graph: str = "reference") -> ExportResult:
+def export_decoder(sam: nn.Module, path: Path, opset: int, graph: str = "reference", mnn: bool = False) -> ExportResult:
     feeds = dummy_decoder_inputs()
     args = tuple(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS)
     dyn = {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"},
            "mask_input": {0: "M"}, "has_mask_input": {0: "M"},
            "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
-    _export(decoder_wrapper(sam, graph), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
+    _export(decoder_wrapper(sam, graph, mnn), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
     return ExportResult(path, DECODER_INPUTS, DECODER_OUTPUTS)

@@ -50,11 +50,12 @@ def _per_batch(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return w.unsqueeze(0).expand(like.shape[0], *w.shape)
 
 
-def _sum_over_keys(attn: torch.Tensor, values: torch.Tensor, chunk: int = AV_CHUNK) -> torch.Tensor:
-    """attn^T @ values for attn (B, N, K) and values (B, N, C), summed over N in chunks of ``chunk``
-    keys (see export.ChunkedKeyAttention: MNN's ARM fp16 MatMul accumulates in fp16)."""
+def _sum_over_keys(attn: torch.Tensor, values: torch.Tensor, chunk: int) -> torch.Tensor:
+    """attn^T @ values for attn (B, N, K) and values (B or 1, N, C). With ``chunk`` > 0 the sum over N
+    runs in chunks of ``chunk`` keys (export.ChunkedKeyAttention: MNN's ARM fp16 MatMul accumulates in
+    fp16); then values must have the batch B."""
     b, n, k = attn.shape
-    if n <= chunk or n % chunk:
+    if not chunk or n <= chunk or n % chunk:
         return attn.transpose(1, 2) @ values
     c = n // chunk
     parts = attn.reshape(b, c, chunk, k).transpose(2, 3) @ values.reshape(b, c, chunk, values.shape[-1])
@@ -69,10 +70,10 @@ def _heads(w: torch.Tensor, h: int) -> torch.Tensor:
 class _TokenToImage(nn.Module):
     """Attention with T token queries over N image keys, projections folded onto the queries."""
 
-    def __init__(self, attn: nn.Module) -> None:
+    def __init__(self, attn: nn.Module, chunk: int) -> None:
         super().__init__()
         h = attn.num_heads
-        self.h, self.d = h, attn.internal_dim // h
+        self.h, self.d, self.chunk = h, attn.internal_dim // h, chunk
         self.q_proj = attn.q_proj
         self.out_proj = attn.out_proj
         self.scale = 1.0 / math.sqrt(self.d)
@@ -88,7 +89,7 @@ class _TokenToImage(nn.Module):
         g_t = g_t.reshape(b, self.h * t, -1).transpose(1, 2)  # (B, C, H*T), small
         # Scores image-major (B, N, H*T): the big operand is never transposed; softmax over N.
         attn = torch.softmax(keys_pe @ g_t, dim=1)
-        ax = _sum_over_keys(attn, values).reshape(b, self.h, t, -1)  # (B, H, T, C)
+        ax = _sum_over_keys(attn, values, self.chunk).reshape(b, self.h, t, -1)  # (B, H, T, C)
         out = (ax @ _per_batch(self.wv_t, ax)).transpose(1, 2).reshape(b, t, self.h * self.d) + self.bv  # rows of A sum to 1
         return self.out_proj(out)
 
@@ -125,10 +126,18 @@ class _ImageToToken(nn.Module):
 
 
 class FoldedDecoderWrapper(nn.Module):
-    """Same inputs and outputs as ``DecoderWrapper``; the same function, restructured (module docstring)."""
+    """Same inputs and outputs as ``DecoderWrapper``; the same function, restructured (module docstring).
 
-    def __init__(self, sam: nn.Module) -> None:
+    ``mnn=True`` adds two workarounds for MNN, at a cost elsewhere (about 2 ms a prompt in ONNX
+    Runtime): the token->image sums over the image keys run in chunks of ``AV_CHUNK``, and the image
+    keys are expanded to the prompt batch before the first attention. The MNN files are converted
+    from that graph; decoder.onnx (ONNX Runtime, OpenVINO, TensorRT) is the plain one.
+    """
+
+    def __init__(self, sam: nn.Module, mnn: bool = False) -> None:
         super().__init__()
+        self.mnn = mnn
+        chunk = AV_CHUNK if mnn else 0
         pe = sam.prompt_encoder
         md = sam.mask_decoder
         tr = md.transformer
@@ -151,12 +160,12 @@ class FoldedDecoderWrapper(nn.Module):
         for layer in tr.layers:
             self.layers.append(nn.ModuleDict({
                 "self_attn": layer.self_attn, "norm1": layer.norm1,
-                "t2i": _TokenToImage(layer.cross_attn_token_to_image), "norm2": layer.norm2,
+                "t2i": _TokenToImage(layer.cross_attn_token_to_image, chunk), "norm2": layer.norm2,
                 "mlp": layer.mlp, "norm3": layer.norm3,
                 "i2t": _ImageToToken(layer.cross_attn_image_to_token), "norm4": layer.norm4,
             }))
         self.skip_first_layer_pe = [bool(layer.skip_first_layer_pe) for layer in tr.layers]
-        self.final_t2i = _TokenToImage(tr.final_attn_token_to_image)
+        self.final_t2i = _TokenToImage(tr.final_attn_token_to_image, chunk)
         self.norm_final = tr.norm_final_attn
         self.num_mask_tokens = md.num_mask_tokens
         up = md.output_upscaling  # ConvT(C, C/4, 2, 2), LayerNorm2d, act, ConvT(C/4, C/8, 2, 2), act
@@ -208,9 +217,9 @@ class FoldedDecoderWrapper(nn.Module):
         sparse = self.embed_points(point_coords, point_labels)
         b = sparse.shape[0]
         point_embedding = torch.cat([self.tokens.unsqueeze(0).expand(b, -1, -1), sparse], dim=1)  # (B, T, C)
-        # (B, N, C). Expanded here, not broadcast in the matmuls: MNN 3.6's batched MatMul returns
-        # non-finite values when one operand has batch 1 and the other batch B > 1.
-        keys = self.dense_keys(image_embeddings, mask_input, has_mask_input).expand(b, -1, -1)
+        keys = self.dense_keys(image_embeddings, mask_input, has_mask_input)  # (M, N, C), M = 1 or B
+        if self.mnn:  # MNN 3.6's batched MatMul returns non-finite values when one operand has batch 1
+            keys = keys.expand(b, -1, -1)  # and the other B > 1; elsewhere the matmuls broadcast
         queries = point_embedding
         pe = self.image_pe
         for layer, skip in zip(self.layers, self.skip_first_layer_pe):
@@ -237,8 +246,12 @@ class FoldedDecoderWrapper(nn.Module):
         y = torch.addmm(self.up1_b, keys.reshape(-1, keys.shape[2]), self.up1_w).reshape(-1, self.c1)
         y = self.act1(F.layer_norm(y, (self.c1,), self.ln_w, self.ln_b, self.ln_eps))
         y = self.act2(torch.addmm(self.up2_b, y, self.up2_w)).reshape(b, n * 16, self.c2)  # (B, N*16, C/8)
-        m = (y @ hyper.transpose(1, 2))  # (B, N*16, K), rows (i, j, a1, b1, a2, b2)
         k = self.num_mask_tokens
-        m = m.reshape(b, side, side, 2, 2, 2, 2, k).permute(0, 7, 1, 3, 5, 2, 4, 6)
+        m = (y @ hyper.transpose(1, 2)).transpose(1, 2)  # (B, K, N*16), columns (i, j, a1, b1, a2, b2)
+        # Sub-pixels into raster order one upscaling level at a time. Row 4i + 2a1 + a2, column
+        # 4j + 2b1 + b2. Each step is a low-rank transpose moving runs of 4 and then 2 values; ONNX
+        # Runtime ran that 2-3x faster than the equivalent single 8-D permute.
+        m = m.reshape(b * k * side, side, 2, 2 * 2 * 2).transpose(1, 2)  # (.., i, a1, j, b1, a2, b2)
+        m = m.reshape(b * k * side * 2, side * 2, 2, 2).transpose(1, 2)  # (.., i, a1, a2, j, b1, b2)
         masks = m.reshape(b, k, side * 4, side * 4)
         return self.iou_head(iou_token), masks

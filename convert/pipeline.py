@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
 DECODER_VARIANTS = ("lowres", "full")
 DECODER_GRAPHS = ("folded", "reference")  # = export.DECODER_GRAPHS (export imports torch; this module must not)
+# How the MNN files' decoder graph differs from decoder.onnx's (the same function; export.decoder_wrapper).
+MNN_GRAPH_NOTE = ("decoder.onnx's graph with MNN workarounds: token->image key sums in chunks of 64 "
+                  "(ARM fp16 accumulation); folded graph: image keys expanded to the prompt batch")
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
 
 
@@ -118,11 +122,18 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         mnn_files = {prec: (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn") for prec in mnn_precisions}
         ov_files = {}
         if mnn_precisions:
-            for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
-                with exact_gelu_source(path) as src:  # rewritten once, converted per precision
-                    for prec in mnn_precisions:
-                        prog.stage(f"mnn {role} {prec}", onnx_to_mnn, src, tmp / f"{role}.{prec}.mnn", prec,
-                                   f"edgesam:{opts.model}:{prec}", rewrite_gelu=False)
+            with tempfile.TemporaryDirectory(prefix="edgesam-mnn-src-") as work:
+                # MNN's decoder comes from the same graph with its workarounds (export.decoder_wrapper).
+                mnn_dec = Path(work) / "decoder.onnx"
+                prog.stage("export decoder for mnn", export.export_decoder, sam, mnn_dec, opts.opset,
+                           opts.decoder_graph, mnn=True)
+                prog.stage("finalise mnn decoder onnx", finalise_onnx, mnn_dec, meta, opts.simplify,
+                           opts.decoder == "full")
+                for path, role in ((enc_onnx, "encoder"), (mnn_dec, "decoder")):
+                    with exact_gelu_source(path) as src:  # rewritten once, converted per precision
+                        for prec in mnn_precisions:
+                            prog.stage(f"mnn {role} {prec}", onnx_to_mnn, src, tmp / f"{role}.{prec}.mnn", prec,
+                                       f"edgesam:{opts.model}:{prec}", rewrite_gelu=False)
         if "openvino" in opts.formats:
             from edgesam.convert.openvino import onnx_to_openvino
 
@@ -287,7 +298,8 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         "preprocess": {"image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN), "pixel_std": list(PIXEL_STD),
                        "channel_order": "RGB", "pad": "bottom-right"},
         "decoder": {"variant": opts.decoder, "graph": opts.decoder_graph, "multimask_outputs": 3, "mask_tokens": 4,
-                    "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0},
+                    "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0,
+                    **({"mnn_graph": MNN_GRAPH_NOTE} if "mnn" in opts.formats else {})},
         "files": files,
         "flops": flops,
         "parity": {"reference": "torch", "ok": all(c.ok for c in cells),
