@@ -188,6 +188,7 @@ class SamAutomaticMaskGenerator:
         check_image_array(image)
         self.stats = {k: 0.0 for k in ("decoded", "iou_kept", "bound_kept", "stable", "kept",
                                        "t_encoder", "t_decoder", "t_filter")}
+        self.stats["max_predicted_iou"] = float("nan")  # over every decoded candidate (nan: none decoded)
         data = self._generate_masks(np.ascontiguousarray(image))
         o = self.options
         if o.min_mask_region_area > 0:
@@ -257,6 +258,8 @@ class SamAutomaticMaskGenerator:
         iou = iou.reshape(-1).astype(np.float32)
         pts = np.repeat(points, n_masks, axis=0)
         st["decoded"] += len(iou)
+        if len(iou):
+            st["max_predicted_iou"] = float(np.fmax(st["max_predicted_iou"], iou.max()))
         keep = np.arange(len(iou))
         if o.pred_iou_thresh > 0.0:  # float32 comparison, as torch compares a float32 tensor
             keep = keep[iou[keep] > np.float32(o.pred_iou_thresh)]

@@ -138,6 +138,8 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
                f"in {t_gen:.1f} s (encoder {gen.stats['t_encoder']:.1f} s, decoder {gen.stats['t_decoder']:.1f} s, "
                f"filters {gen.stats['t_filter']:.1f} s; {req.backend} {req.precision})"
                + ("  [untrained model: masks are meaningless]" if untrained else ""))
+    if not records and gen.stats["decoded"]:
+        summary += "\n" + _why_no_masks(gen.stats, opts)
     if written:
         summary += "\nwrote " + ", ".join(written)
     return {"summary": summary, "image": req.image, "size": list(image.shape[:2]), "untrained": untrained,
@@ -146,5 +148,18 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
             "stability_score": [r["stability_score"] for r in records], "written": written,
             "runtime_precision": pred.runtime_precision,
             "counts": {k: int(gen.stats[k]) for k in ("decoded", "iou_kept", "bound_kept", "stable", "kept")},
+            "max_predicted_iou": None if np.isnan(gen.stats["max_predicted_iou"]) else gen.stats["max_predicted_iou"],
             "seconds": {"load": t_load, "generate": t_gen, "encoder": gen.stats["t_encoder"],
                         "decoder": gen.stats["t_decoder"], "filters": gen.stats["t_filter"]}}
+
+
+def _why_no_masks(stats: dict, opts) -> str:
+    """One line on which filter removed every candidate, with the option that relaxes it."""
+    decoded, iou_kept, stable = int(stats["decoded"]), int(stats["iou_kept"]), int(stats["stable"])
+    if iou_kept == 0:
+        return (f"no masks: none of {decoded} candidates had a predicted IoU above --pred-iou-thresh "
+                f"{opts.pred_iou_thresh:g} (highest {stats['max_predicted_iou']:.3f}); lower it to keep some")
+    if stable == 0:
+        return (f"no masks: {iou_kept} candidates passed --pred-iou-thresh, none reached --stability-score-thresh "
+                f"{opts.stability_score_thresh:g}; lower it to keep some")
+    return f"no masks: {stable} stable candidates all touched a crop edge inside the image"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pytest
@@ -231,11 +232,15 @@ def test_everything_cli_writes_records_and_overlay(vit_t_bundle, tmp_path):
 
 
 def test_everything_cli_zero_masks_and_binary_npz(vit_t_bundle, tmp_path):
-    # random weights at the official thresholds: nothing survives, which is a valid result
+    # the demo model at the official thresholds: nothing survives, which is a valid result, and
+    # the summary says which filter removed everything and which option relaxes it
     p = run_cli("everything", vit_t_bundle, IMG, "--points-per-side", "2", "--out", tmp_path / "m.json",
                 "--quiet")
     assert p.returncode == 0, p.stderr[-2000:]
     assert json.loads((tmp_path / "m.json").read_text()) == [] and p.stderr.strip() == ""
+    why = re.search(r"no masks: none of 12 candidates had a predicted IoU above --pred-iou-thresh 0.88 "
+                    r"\(highest (\S+)\); lower it", p.stdout)
+    assert why and 0 < float(why.group(1)) <= 0.88, p.stdout
     p = run_cli("everything", vit_t_bundle, IMG, "--points-per-side", "2", "--pred-iou-thresh", "0",
                 "--stability-score-thresh", "0", "--output-mode", "binary_mask", "--out", tmp_path / "m.npz",
                 "--backend", "ort", "--quiet")
