@@ -19,9 +19,6 @@ PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
 DECODER_VARIANTS = ("lowres", "full")
 DECODER_GRAPHS = ("folded", "reference")  # = export.DECODER_GRAPHS (export imports torch; this module must not)
-# How the MNN files' decoder graph differs from decoder.onnx's (the same function; export.decoder_wrapper).
-MNN_GRAPH_NOTE = ("decoder.onnx's graph with MNN workarounds: token->image key sums in chunks of 64 "
-                  "(ARM fp16 accumulation); folded graph: image keys expanded to the prompt batch")
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
 
 
@@ -299,7 +296,7 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
                        "channel_order": "RGB", "pad": "bottom-right"},
         "decoder": {"variant": opts.decoder, "graph": opts.decoder_graph, "multimask_outputs": 3, "mask_tokens": 4,
                     "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0,
-                    **({"mnn_graph": MNN_GRAPH_NOTE} if "mnn" in opts.formats else {})},
+                    **({"mnn_graph": _mnn_graph_note()} if "mnn" in opts.formats else {})},
         "files": files,
         "flops": flops,
         "parity": {"reference": "torch", "ok": all(c.ok for c in cells),
@@ -308,6 +305,14 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         **({"tensorrt": tensorrt} if tensorrt else {}),
         "versions": versions,
     }
+
+
+def _mnn_graph_note() -> str:
+    """How the MNN files' decoder graph differs from decoder.onnx's (the same function; export.decoder_wrapper)."""
+    from edgesam.convert.export import AV_CHUNK
+
+    return (f"decoder.onnx's graph with MNN workarounds: token->image key sums in chunks of {AV_CHUNK} "
+            "(ARM fp16 accumulation); folded graph: image keys expanded to the prompt batch")
 
 
 def _mnn_version() -> str:

@@ -82,7 +82,8 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid") -> np.nda
             h, w = 2 * new_h, 2 * new_w
             var = cv.resize(var, (w, h), 0.0, 0.0, cv.INTER_LINEAR)
             steps += 1
-        mean = [m - c4_truncation() * steps for m in mean]
+        drop = c4_truncation() * steps
+        mean = [m - drop for m in mean]
         code = cv.COLOR_BGRA2RGB if bgr else cv.COLOR_RGBA2RGB
     else:
         # Upscaling (or plain bilinear): one resize on 3 channels, which rounds as PIL does.

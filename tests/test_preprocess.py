@@ -45,8 +45,8 @@ def test_close_to_official(hw, limit_pyr, limit_lin):
         got, in_size = preprocess(img, interpolation=interp)
         assert in_size == shape and got.shape == ref.shape and got.dtype == np.float32
         assert np.all(got[0, :, shape[0]:, :] == 0) and np.all(got[0, :, :, shape[1]:] == 0)
-        errs[interp] = float(np.abs(got - ref).mean() * 58 * 1024 * 1024 / (shape[0] * shape[1]))
-        bias[interp] = float((got - ref).mean() * 58 * 1024 * 1024 / (shape[0] * shape[1]))
+        diff = (got - ref) * (58 * 1024 * 1024 / (shape[0] * shape[1]))  # pixel units over the resized area
+        errs[interp], bias[interp] = float(np.abs(diff).mean()), float(diff.mean())
     # No systematic shift: the 4-channel steps' truncation is taken back (measured: +0.12 at 12 MP;
     # without the correction -0.9, corrected twice +1.1)
     assert abs(bias["pyramid"]) < 0.3, bias
