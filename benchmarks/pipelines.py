@@ -1,7 +1,8 @@
 """Side-by-side latency of four SAM pipelines on the same weights and images (issue 3's targets).
 
   torch-official  mobile_sam.SamPredictor (PIL resize, torch encoder/decoder/postprocess)
-  ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks)
+  ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks),
+                  sessions with ONNX Runtime's default options (as samexporter opens them) but --threads
   mnn-sample      MNN.cv resize with mean/norm folded in, MNN modules, *full* decoder (orig_im_size -> masks)
                   (both on the reference decoder graph, as samexporter-style exports have it)
   edgesam         edgesam.runtime.SamPredictor on MNN, default bundle (folded decoder graph, lowres
@@ -112,11 +113,14 @@ class OrtSamexporter:
     name = "ort-samexporter"
 
     def __init__(self, full: Path, threads: int):
-        from edgesam.runtime.backends import ORTBackend
+        import onnxruntime as ort
 
-        self.enc = ORTBackend(full / "encoder.onnx", threads)
-        self.dec = ORTBackend(full / "decoder.onnx", threads)
-        self.dec.outputs = ["iou_predictions", "masks"]
+        # samexporter opens its sessions with ONNX Runtime's defaults; only the thread count is pinned.
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        self.enc = ort.InferenceSession(str(full / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.dec = ort.InferenceSession(str(full / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
 
     def embed(self, path: Path):
         from PIL import Image
@@ -130,12 +134,12 @@ class OrtSamexporter:
         x = (np.asarray(img.resize((nw, nh), Image.BILINEAR), np.float32) - PIXEL_MEAN) / PIXEL_STD
         inp = np.zeros((1, 3, 1024, 1024), np.float32)
         inp[0, :, :nh, :nw] = x.transpose(2, 0, 1)
-        self.emb, self.size = self.enc.run({"image": inp})["image_embeddings"], (h, w)
+        self.emb, self.size = self.enc.run(None, {"image": inp})[0], (h, w)
         return self.size
 
     def decode(self, pt):
-        out = self.dec.run(_full_decoder_feeds(self.emb, pt, self.size))
-        return out["masks"][0, 1:] > 0
+        _, masks = self.dec.run(["iou_predictions", "masks"], _full_decoder_feeds(self.emb, pt, self.size))
+        return masks[0, 1:] > 0
 
 
 class MnnSample:

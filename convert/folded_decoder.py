@@ -26,7 +26,8 @@ plain LayerNormalization over the last axis, and the hypernetwork product
 rearranges the 4x4 sub-pixels into 256x256 at the end. The four hypernetwork
 MLPs run as one batched matmul each layer. No mask input costs a 16-channel
 product (the downscaled mask is multiplied by has_mask_input before its last
-1x1 convolution, which is exact for has_mask_input in {0, 1}).
+1x1 convolution, which is exact for has_mask_input in {0, 1}); in decoder.onnx the mask head
+sits behind an If and runs only when some has_mask_input is nonzero.
 
 Weights are only reshaped and permuted here, never multiplied together, so the
 folded graph's parameters are the checkpoint's own float32 values.
@@ -62,13 +63,57 @@ def _sum_over_keys(attn: torch.Tensor, values: torch.Tensor, chunk: int) -> torc
     return parts.sum(1)  # (B, K, C)
 
 
+def _layer_norm_2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """segment_anything's LayerNorm2d (over the channels of NCHW), written as it writes it."""
+    u = x.mean(1, keepdim=True)
+    s = (x - u).pow(2).mean(1, keepdim=True)
+    return w[:, None, None] * ((x - u) / torch.sqrt(s + eps)) + b[:, None, None]
+
+
+def _mask_keys(src: torch.Tensor, mask_input: torch.Tensor, has_mask_input: torch.Tensor,
+               c1w: torch.Tensor, c1b: torch.Tensor, n1w: torch.Tensor, n1b: torch.Tensor,
+               c2w: torch.Tensor, c2b: torch.Tensor, n2w: torch.Tensor, n2b: torch.Tensor,
+               mask_w: torch.Tensor, mask_b: torch.Tensor, no_mask: torch.Tensor, eps: float) -> torch.Tensor:
+    """src (1, N, C) + the dense prompt embedding, (M, N, C). Scripted, so that the export keeps the
+    ``if`` as an ONNX If: without a mask input (every has_mask_input 0) the mask head is skipped and
+    the sum is src + no_mask exactly. The mask head is the official one (conv 2x2/2, LayerNorm2d,
+    GELU, twice)."""
+    has = has_mask_input.reshape(-1, 1, 1)
+    if bool((has_mask_input != 0).any()):
+        x = F.gelu(_layer_norm_2d(F.conv2d(mask_input, c1w, c1b, stride=2), n1w, n1b, eps))
+        x = F.gelu(_layer_norm_2d(F.conv2d(x, c2w, c2b, stride=2), n2w, n2b, eps))
+        z = x.flatten(2).transpose(1, 2)  # (M, N, 16)
+        return src + ((z * has) @ mask_w + (has * mask_b + (1 - has) * no_mask))
+    return src + (no_mask + 0 * has)  # (M, N, C) like the other branch
+
+
+def _scripted_mask_branch(mask_downscaling: nn.Module):
+    """``_mask_keys`` scripted, or None when the mask head is not the official layout (conv, LayerNorm2d,
+    exact GELU, conv, LayerNorm2d, exact GELU, 1x1 conv): then the branch-free form is exported."""
+    import warnings
+
+    mods = list(mask_downscaling)
+    gelus = [m for m in (mods[2], mods[5]) if isinstance(m, nn.GELU) and m.approximate == "none"]
+    norms = [m for m in (mods[1], mods[4]) if type(m).__name__ == "LayerNorm2d"]
+    if len(mods) != 7 or len(gelus) != 2 or len(norms) != 2 or norms[0].eps != norms[1].eps:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.script is deprecated; the ONNX If comes from it
+        return torch.jit.script(_mask_keys)
+
+
 def _heads(w: torch.Tensor, h: int) -> torch.Tensor:
     """Linear weight (D, C) -> (H, D/H, C): the rows of each head."""
     return w.detach().reshape(h, w.shape[0] // h, w.shape[1]).clone()
 
 
 class _TokenToImage(nn.Module):
-    """Attention with T token queries over N image keys, projections folded onto the queries."""
+    """Attention with T token queries over N image keys, projections folded onto the queries.
+
+    Without ``chunk`` the scores are token-major, (B, H*T, N): the softmax runs over the last axis
+    and probabilities @ values is a plain product. With ``chunk`` (the MNN graph) they are
+    image-major, (B, N, H*T), the layout MNN's chunked sums were checked in on ARM.
+    """
 
     def __init__(self, attn: nn.Module, chunk: int) -> None:
         super().__init__()
@@ -85,11 +130,16 @@ class _TokenToImage(nn.Module):
     def forward(self, q_in: torch.Tensor, keys_pe: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         b, t, _ = q_in.shape
         q = self.q_proj(q_in).reshape(b, t, self.h, self.d).transpose(1, 2)  # (B, H, T, d)
-        g_t = (q * self.scale) @ _per_batch(self.wk, q)  # (B, H, T, C); b_k cancels in the softmax
-        g_t = g_t.reshape(b, self.h * t, -1).transpose(1, 2)  # (B, C, H*T), small
-        # Scores image-major (B, N, H*T): the big operand is never transposed; softmax over N.
-        attn = torch.softmax(keys_pe @ g_t, dim=1)
-        ax = _sum_over_keys(attn, values, self.chunk).reshape(b, self.h, t, -1)  # (B, H, T, C)
+        g = ((q * self.scale) @ _per_batch(self.wk, q)).reshape(b, self.h * t, -1)  # (B, H*T, C); b_k cancels
+        if self.chunk:
+            # Image-major scores (B, N, H*T), softmax over N, sums over N in chunks (MNN graph).
+            attn = torch.softmax(keys_pe @ g.transpose(1, 2), dim=1)
+            ax = _sum_over_keys(attn, values, self.chunk)
+        else:
+            # Token-major scores (B, H*T, N). ONNX Runtime: 1.0 ms less a prompt than image-major
+            # over the three token->image attentions (its softmax over a non-last axis transposes).
+            ax = torch.softmax(g @ keys_pe.transpose(1, 2), dim=-1) @ values
+        ax = ax.reshape(b, self.h, t, -1)  # (B, H, T, C)
         out = (ax @ _per_batch(self.wv_t, ax)).transpose(1, 2).reshape(b, t, self.h * self.d) + self.bv  # rows of A sum to 1
         return self.out_proj(out)
 
@@ -97,10 +147,10 @@ class _TokenToImage(nn.Module):
 class _ImageToToken(nn.Module):
     """Attention with N image queries over T token keys, projections folded onto the keys and values."""
 
-    def __init__(self, attn: nn.Module) -> None:
+    def __init__(self, attn: nn.Module, head_major: bool) -> None:
         super().__init__()
         h = attn.num_heads
-        self.h, self.d = h, attn.internal_dim // h
+        self.h, self.d, self.head_major = h, attn.internal_dim // h, head_major
         self.k_proj = attn.k_proj
         self.v_proj = attn.v_proj
         self.scale = 1.0 / math.sqrt(self.d)
@@ -114,24 +164,37 @@ class _ImageToToken(nn.Module):
 
     def forward(self, q_in: torch.Tensor, k_in: torch.Tensor, v_in: torch.Tensor) -> torch.Tensor:
         b, t, _ = k_in.shape
+        v = self.v_proj(v_in).reshape(b, t, self.h, self.d).transpose(1, 2)  # (B, H, T, d)
+        # Each image row of attn sums to H (one softmax per head), so b_out / H on every row of u adds b_out.
+        u = (v @ _per_batch(self.wo_t, v) + self.bo_h).reshape(b, self.h * t, -1)  # (B, H*T, C)
+        if self.head_major:
+            # Scores (B, H, T, N): the softmax over the T tokens reduces across rows of N contiguous
+            # values, written out (max, exp, sum) because ONNX Runtime's Softmax on a non-last axis
+            # transposes. 0.7 ms less a prompt over the two layers than (B, N, H, T) with Softmax.
+            k = self.k_proj(k_in).reshape(b, t, self.h, self.d).transpose(1, 2) * self.scale  # (B, H, T, d)
+            m = (k @ _per_batch(self.wq_t, k).transpose(2, 3)).reshape(b, self.h * t, -1)  # (B, H*T, C)
+            c = (k @ _per_batch(self.bq, k).transpose(2, 3)).reshape(b, self.h * t, 1)  # (B, H*T, 1)
+            s = (m @ q_in.transpose(1, 2) + c).reshape(b, self.h, t, -1)
+            e = torch.exp(s - s.amax(dim=2, keepdim=True))
+            attn = (e / e.sum(dim=2, keepdim=True)).reshape(b, self.h * t, -1)  # (B, H*T, N)
+            return attn.transpose(1, 2) @ u
         k_t = self.k_proj(k_in).reshape(b, t, self.h, self.d).permute(0, 2, 3, 1) * self.scale  # (B, H, d, T)
         m = (_per_batch(self.wq_t, k_t) @ k_t).permute(0, 2, 1, 3).reshape(b, -1, self.h * t)  # (B, C, H*T)
         c = (_per_batch(self.bq, k_t) @ k_t).reshape(b, 1, self.h * t)  # (B, 1, H*T)
         s = (q_in @ m + c).reshape(b, -1, self.h, t)
         attn = torch.softmax(s, dim=-1).reshape(b, -1, self.h * t)  # (B, N, H*T)
-        v = self.v_proj(v_in).reshape(b, t, self.h, self.d).transpose(1, 2)  # (B, H, T, d)
-        # Each image row of attn sums to H (one softmax per head), so b_out / H on every row of u adds b_out.
-        u = (v @ _per_batch(self.wo_t, v) + self.bo_h).reshape(b, self.h * t, -1)  # (B, H*T, C)
         return attn @ u
 
 
 class FoldedDecoderWrapper(nn.Module):
     """Same inputs and outputs as ``DecoderWrapper``; the same function, restructured (module docstring).
 
-    ``mnn=True`` adds two workarounds for MNN, at a cost elsewhere (about 2 ms a prompt in ONNX
-    Runtime): the token->image sums over the image keys run in chunks of ``AV_CHUNK``, and the image
-    keys are expanded to the prompt batch before the first attention. The MNN files are converted
-    from that graph; decoder.onnx (ONNX Runtime, OpenVINO, TensorRT) is the plain one.
+    ``mnn=True`` builds the graph the MNN files are converted from, with two workarounds for MNN at
+    a cost elsewhere (about 2 ms a prompt in ONNX Runtime): the token->image sums over the image keys
+    run in chunks of ``AV_CHUNK``, and the image keys are expanded to the prompt batch before the
+    first attention. It also keeps the layouts checked on ARM before (image-major scores, ONNX
+    Softmax) and the branch-free mask path. decoder.onnx (ONNX Runtime, OpenVINO, TensorRT) is the
+    plain graph: token-/head-major scores and the mask head behind an If.
     """
 
     def __init__(self, sam: nn.Module, mnn: bool = False) -> None:
@@ -151,6 +214,12 @@ class FoldedDecoderWrapper(nn.Module):
         self.register_buffer("mask_w", last.weight.detach()[:, :, 0, 0].t().contiguous(), persistent=False)
         self.register_buffer("mask_b", last.bias.detach().clone(), persistent=False)
         self.register_buffer("no_mask", pe.no_mask_embed.weight.detach().clone(), persistent=False)  # (1, C)
+        self.mask_branch = None if mnn else _scripted_mask_branch(pe.mask_downscaling)
+        if self.mask_branch is not None:
+            conv1, ln1, _, conv2, ln2 = list(pe.mask_downscaling)[:5]
+            self.mask_params = (conv1.weight, conv1.bias, ln1.weight, ln1.bias, conv2.weight, conv2.bias,
+                                ln2.weight, ln2.bias, self.mask_w, self.mask_b, self.no_mask)
+            self.mask_eps = float(ln1.eps)
         dense_pe = pe.get_dense_pe().detach()  # (1, C, h, w), depends on weights only
         # A parameter, not a buffer: the exporter then writes it once, not once per use.
         self.image_pe = nn.Parameter(dense_pe.flatten(2).transpose(1, 2).contiguous(), requires_grad=False)
@@ -162,7 +231,7 @@ class FoldedDecoderWrapper(nn.Module):
                 "self_attn": layer.self_attn, "norm1": layer.norm1,
                 "t2i": _TokenToImage(layer.cross_attn_token_to_image, chunk), "norm2": layer.norm2,
                 "mlp": layer.mlp, "norm3": layer.norm3,
-                "i2t": _ImageToToken(layer.cross_attn_image_to_token), "norm4": layer.norm4,
+                "i2t": _ImageToToken(layer.cross_attn_image_to_token, head_major=not mnn), "norm4": layer.norm4,
             }))
         self.skip_first_layer_pe = [bool(layer.skip_first_layer_pe) for layer in tr.layers]
         self.final_t2i = _TokenToImage(tr.final_attn_token_to_image, chunk)
@@ -197,12 +266,16 @@ class FoldedDecoderWrapper(nn.Module):
 
     def dense_keys(self, image_embeddings: torch.Tensor, mask_input: torch.Tensor,
                    has_mask_input: torch.Tensor) -> torch.Tensor:
-        """image + dense prompt, channels-last (M, N, C). has * (z W + b) + (1 - has) * no_mask, with has
-        applied to the 16-channel z before the last 1x1 conv: exact for has in {0, 1}."""
+        """image + dense prompt, channels-last (M, N, C): has * (z W + b) + (1 - has) * no_mask, with has
+        applied to the 16-channel z before the last (linear) 1x1 conv. In decoder.onnx this is an If:
+        the mask head runs only when some has_mask_input is nonzero (1.2 ms a prompt in ONNX Runtime
+        without a mask input); the MNN graph keeps the branch-free form."""
+        src = image_embeddings.flatten(2).transpose(1, 2)  # (1, N, C)
+        if self.mask_branch is not None:
+            return self.mask_branch(src, mask_input, has_mask_input, *self.mask_params, self.mask_eps)
         has = has_mask_input.reshape(-1, 1, 1)
         z = self.mask_head(mask_input).flatten(2).transpose(1, 2)  # (M, N, 16)
         bias = has * self.mask_b + (1 - has) * self.no_mask  # (M, 1, C)
-        src = image_embeddings.flatten(2).transpose(1, 2)  # (1, N, C)
         return src + ((z * has) @ self.mask_w + bias)
 
     def hyper(self, mask_tokens: torch.Tensor) -> torch.Tensor:

@@ -312,7 +312,8 @@ def _mnn_graph_note() -> str:
     from edgesam.convert.export import AV_CHUNK
 
     return (f"decoder.onnx's graph with MNN workarounds: token->image key sums in chunks of {AV_CHUNK} "
-            "(ARM fp16 accumulation); folded graph: image keys expanded to the prompt batch")
+            "(ARM fp16 accumulation); folded graph: image keys expanded to the prompt batch, image-major "
+            "attention scores and no If (the mask head always runs)")
 
 
 def _mnn_version() -> str:

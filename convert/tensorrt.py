@@ -74,6 +74,16 @@ def lowres_decoder(full_path: Path, out_path: Path) -> None:
     onnx.utils.extract_model(str(full_path), str(out_path), list(DECODER_INPUTS), list(DECODER_OUTPUTS))
 
 
+def subgraphs(graph) -> list:
+    """The graphs nested in ``graph``'s nodes (If branches, Loop bodies), recursively."""
+    found = []
+    for node in graph.node:
+        for attr in node.attribute:
+            for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                found += [g, *subgraphs(g)]
+    return found
+
+
 def fp32_layers(model, scan: dict[str, float]) -> dict[str, str]:
     """{ONNX node name: reason} for the nodes to keep in fp32 in an ``--fp16`` engine."""
     keep: dict[str, str] = {}
@@ -84,6 +94,13 @@ def fp32_layers(model, scan: dict[str, float]) -> dict[str, str]:
     for node in model.graph.node:
         if node.op_type in LAYERNORM2D_OPS and "/" in node.name and node.name.rsplit("/", 1)[0] in scopes:
             keep.setdefault(node.name, "LayerNorm2d (ReduceMean/Pow/Sqrt)")
+    for graph in subgraphs(model.graph):
+        # A branch's nodes carry no scope (the folded decoder's mask head behind an If): a branch that
+        # squares keeps every LayerNorm2d-type node in fp32, a few more than the norms themselves.
+        if any(n.op_type == "Pow" for n in graph.node):
+            for node in graph.node:
+                if node.op_type in LAYERNORM2D_OPS:
+                    keep.setdefault(node.name, "LayerNorm2d in an If branch (ReduceMean/Pow/Sqrt)")
     for name, peak in scan.items():
         if name and peak > FP16_MAX * RISK_FRACTION:
             keep.setdefault(name, f"output reaches {peak:.0f} on the parity scene (fp16 max {FP16_MAX:.0f})")

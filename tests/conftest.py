@@ -71,3 +71,9 @@ def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
     img = base[ys][:, xs]
     rng = np.random.default_rng(seed)
     return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def chunk_sums(graph) -> list:
+    """The ReduceSum nodes that add partial products over chunks of image keys (inputs made by a MatMul)."""
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    return [n for n in graph.node if n.op_type == "ReduceSum" and made_by.get(n.input[0]) == "MatMul"]

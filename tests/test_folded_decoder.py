@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import chunk_sums
 
 torch = pytest.importorskip("torch")
 
@@ -125,14 +126,31 @@ def test_folded_onnx_matches_official_decoder(sam_and_embedding, tmp_path, mnn):
     export_decoder(sam, path, 17, "folded", mnn=mnn)
     import onnx
 
-    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    graph = onnx.load(str(path)).graph
     # MNN's graph sums the three token->image products over the 4096 image keys in chunks (its ARM
     # fp16 MatMul accumulates in fp16) and expands the keys to the prompt batch; the plain one does neither.
-    assert (ops.count("ReduceSum") >= 3) == mnn, ops.count("ReduceSum")
+    assert len(chunk_sums(graph)) == (3 if mnn else 0)
+    # The plain graph skips the mask head behind an If when no prompt has a mask input; MNN's has no If.
+    assert [n.op_type for n in graph.node].count("If") == (0 if mnn else 1)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for what, case in _cases(seed=2).items():
         iou, low = sess.run(["iou_predictions", "low_res_masks"], _feeds(emb, *case))
         _check((iou, low), _official(sam, *case, emb), f"onnx {what}")
+    # One mask per prompt, some of them flagged absent (has_mask_input 0): each row is decoded as if alone.
+    pts, lab, _, masks = _cases(seed=5)["point and mask_input"]
+    rows = [(pts, lab, masks), (pts * 0.5, lab, None), (pts * 0.8, lab, masks * -1)]
+    f = _feeds(emb, torch.cat([r[0] for r in rows]), torch.cat([r[1] for r in rows]), None, None)
+    f["mask_input"] = np.concatenate([(r[2] if r[2] is not None else torch.zeros_like(masks)).numpy() for r in rows])
+    f["has_mask_input"] = np.array([1, 0, 1], np.float32)
+    iou, low = sess.run(["iou_predictions", "low_res_masks"], f)
+    for i, (p, lb, m) in enumerate(rows):
+        want = _official(sam, p, lb, None, m, emb)
+        _check((iou[i:i + 1], low[i:i + 1]), want, f"onnx mixed has_mask_input, row {i}")
+    # Three prompts, three masks all flagged absent: the If's other branch, with M = B = 3.
+    f["has_mask_input"] = np.zeros(3, np.float32)
+    iou, low = sess.run(["iou_predictions", "low_res_masks"], f)
+    for i, (p, lb, _) in enumerate(rows):
+        _check((iou[i:i + 1], low[i:i + 1]), _official(sam, p, lb, None, None, emb), f"onnx has 0 x3, row {i}")
 
 
 def test_folded_graph_does_less_work(vit_t_model):
