@@ -80,9 +80,9 @@ class ORTBackend:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        # Worker threads spin between the ops of a run (a parked thread takes a wake-up per op:
-        # the vit_t decoder, 600x400 point, 60 interleaved runs: 22.3 ms against 33.8 ms parked)
-        # and stop spinning when the run returns. Encoder and decoder are separate sessions: left
+        # Worker threads spin between the ops of a run (a parked thread takes a wake-up per op;
+        # the vit_t decoder, one point, interleaved medians: 22.3 against 33.8 ms parked in one
+        # measurement, 25.1 against 26.8 in another) and stop spinning when the run returns. Encoder and decoder are separate sessions: left
         # spinning after a run, the encoder's threads took cores from the first decoder call
         # (100 ms against 70 ms, vit_t), and the decoder's from postprocessing.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1")

@@ -101,11 +101,21 @@ def test_trunk_is_the_recorded_seeded_init():
     built = base_model(CARD["trunk_init"]).state_dict()
     trunk = [k for k in sd if k.startswith(("image_encoder.patch_embed.", "image_encoder.layers."))]
     assert len(trunk) > 200
+    # torch's init rounds a few float32 values differently from one CPU to another (on an AVX-512
+    # EPYC, 5 of the trunk's 5.6 M values landed one fp16 step away from the checkpoint's, which was
+    # written on another machine). So: every value within one fp16 step, nearly all of them equal.
+    moved = total = 0
     for k in trunk:
         if sd[k].is_floating_point():
-            assert torch.equal(sd[k], built[k].half()), k
+            want = built[k].half()
+            step = torch.from_numpy(np.spacing(np.abs(want.numpy())))
+            diff = (sd[k].float() - want.float()).abs()
+            assert (diff <= step.float()).all(), (k, float(diff.max()))
+            moved += int((diff > 0).sum())
+            total += diff.numel()
         else:
             assert torch.equal(sd[k], built[k]), k
+    assert moved <= 1e-5 * total, (moved, total)
     # and the other inits really differ from it (in the local convs or the patch embedding's biases)
     telling = ("image_encoder.layers.1.blocks.0.local_conv.c.weight", "image_encoder.patch_embed.seq.0.bn.bias")
     for other in TRUNK_INITS:
