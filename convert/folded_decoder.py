@@ -93,9 +93,11 @@ def _scripted_mask_branch(mask_downscaling: nn.Module):
     import warnings
 
     mods = list(mask_downscaling)
+    if len(mods) != 7:
+        return None
     gelus = [m for m in (mods[2], mods[5]) if isinstance(m, nn.GELU) and m.approximate == "none"]
     norms = [m for m in (mods[1], mods[4]) if type(m).__name__ == "LayerNorm2d"]
-    if len(mods) != 7 or len(gelus) != 2 or len(norms) != 2 or norms[0].eps != norms[1].eps:
+    if len(gelus) != 2 or len(norms) != 2 or norms[0].eps != norms[1].eps:
         return None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.script is deprecated; the ONNX If comes from it
@@ -215,11 +217,6 @@ class FoldedDecoderWrapper(nn.Module):
         self.register_buffer("mask_b", last.bias.detach().clone(), persistent=False)
         self.register_buffer("no_mask", pe.no_mask_embed.weight.detach().clone(), persistent=False)  # (1, C)
         self.mask_branch = None if mnn else _scripted_mask_branch(pe.mask_downscaling)
-        if self.mask_branch is not None:
-            conv1, ln1, _, conv2, ln2 = list(pe.mask_downscaling)[:5]
-            self.mask_params = (conv1.weight, conv1.bias, ln1.weight, ln1.bias, conv2.weight, conv2.bias,
-                                ln2.weight, ln2.bias, self.mask_w, self.mask_b, self.no_mask)
-            self.mask_eps = float(ln1.eps)
         dense_pe = pe.get_dense_pe().detach()  # (1, C, h, w), depends on weights only
         # A parameter, not a buffer: the exporter then writes it once, not once per use.
         self.image_pe = nn.Parameter(dense_pe.flatten(2).transpose(1, 2).contiguous(), requires_grad=False)
@@ -272,7 +269,10 @@ class FoldedDecoderWrapper(nn.Module):
         without a mask input); the MNN graph keeps the branch-free form."""
         src = image_embeddings.flatten(2).transpose(1, 2)  # (1, N, C)
         if self.mask_branch is not None:
-            return self.mask_branch(src, mask_input, has_mask_input, *self.mask_params, self.mask_eps)
+            conv1, ln1, _, conv2, ln2 = list(self.mask_head)[:5]
+            return self.mask_branch(src, mask_input, has_mask_input, conv1.weight, conv1.bias, ln1.weight, ln1.bias,
+                                    conv2.weight, conv2.bias, ln2.weight, ln2.bias, self.mask_w, self.mask_b,
+                                    self.no_mask, float(ln1.eps))
         has = has_mask_input.reshape(-1, 1, 1)
         z = self.mask_head(mask_input).flatten(2).transpose(1, 2)  # (M, N, 16)
         bias = has * self.mask_b + (1 - has) * self.no_mask  # (M, 1, C)
