@@ -34,6 +34,7 @@ folded graph's parameters are the checkpoint's own float32 values.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -70,6 +71,13 @@ def _layer_norm_2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, eps: float
     return w[:, None, None] * ((x - u) / torch.sqrt(s + eps)) + b[:, None, None]
 
 
+def _dense_sum(src: torch.Tensor, z: torch.Tensor, has: torch.Tensor, mask_w: torch.Tensor,
+               mask_b: torch.Tensor, no_mask: torch.Tensor) -> torch.Tensor:
+    """src + has * (z W + b) + (1 - has) * no_mask for the mask head's z (M, N, 16) and has (M, 1, 1),
+    with has applied to z before the last (linear) 1x1 conv W."""
+    return src + ((z * has) @ mask_w + (has * mask_b + (1 - has) * no_mask))
+
+
 def _mask_keys(src: torch.Tensor, mask_input: torch.Tensor, has_mask_input: torch.Tensor,
                c1w: torch.Tensor, c1b: torch.Tensor, n1w: torch.Tensor, n1b: torch.Tensor,
                c2w: torch.Tensor, c2b: torch.Tensor, n2w: torch.Tensor, n2b: torch.Tensor,
@@ -82,16 +90,13 @@ def _mask_keys(src: torch.Tensor, mask_input: torch.Tensor, has_mask_input: torc
     if bool((has_mask_input != 0).any()):
         x = F.gelu(_layer_norm_2d(F.conv2d(mask_input, c1w, c1b, stride=2), n1w, n1b, eps))
         x = F.gelu(_layer_norm_2d(F.conv2d(x, c2w, c2b, stride=2), n2w, n2b, eps))
-        z = x.flatten(2).transpose(1, 2)  # (M, N, 16)
-        return src + ((z * has) @ mask_w + (has * mask_b + (1 - has) * no_mask))
+        return _dense_sum(src, x.flatten(2).transpose(1, 2), has, mask_w, mask_b, no_mask)
     return src + (no_mask + 0 * has)  # (M, N, C) like the other branch
 
 
 def _scripted_mask_branch(mask_downscaling: nn.Module):
     """``_mask_keys`` scripted, or None when the mask head is not the official layout (conv, LayerNorm2d,
     exact GELU, conv, LayerNorm2d, exact GELU, 1x1 conv): then the branch-free form is exported."""
-    import warnings
-
     mods = list(mask_downscaling)
     if len(mods) != 7:
         return None
@@ -99,6 +104,14 @@ def _scripted_mask_branch(mask_downscaling: nn.Module):
     norms = [m for m in (mods[1], mods[4]) if type(m).__name__ == "LayerNorm2d"]
     if len(gelus) != 2 or len(norms) != 2 or norms[0].eps != norms[1].eps:
         return None
+    return _scripted_mask_keys()
+
+
+@functools.cache
+def _scripted_mask_keys():
+    """``_mask_keys`` scripted once a process (every export would otherwise compile it again)."""
+    import warnings
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit.script is deprecated; the ONNX If comes from it
         return torch.jit.script(_mask_keys)
@@ -263,8 +276,7 @@ class FoldedDecoderWrapper(nn.Module):
 
     def dense_keys(self, image_embeddings: torch.Tensor, mask_input: torch.Tensor,
                    has_mask_input: torch.Tensor) -> torch.Tensor:
-        """image + dense prompt, channels-last (M, N, C): has * (z W + b) + (1 - has) * no_mask, with has
-        applied to the 16-channel z before the last (linear) 1x1 conv. In decoder.onnx this is an If:
+        """image + dense prompt, channels-last (M, N, C) (``_dense_sum``). In decoder.onnx this is an If:
         the mask head runs only when some has_mask_input is nonzero (1.2 ms a prompt in ONNX Runtime
         without a mask input); the MNN graph keeps the branch-free form."""
         src = image_embeddings.flatten(2).transpose(1, 2)  # (1, N, C)
@@ -273,10 +285,8 @@ class FoldedDecoderWrapper(nn.Module):
             return self.mask_branch(src, mask_input, has_mask_input, conv1.weight, conv1.bias, ln1.weight, ln1.bias,
                                     conv2.weight, conv2.bias, ln2.weight, ln2.bias, self.mask_w, self.mask_b,
                                     self.no_mask, float(ln1.eps))
-        has = has_mask_input.reshape(-1, 1, 1)
         z = self.mask_head(mask_input).flatten(2).transpose(1, 2)  # (M, N, 16)
-        bias = has * self.mask_b + (1 - has) * self.no_mask  # (M, 1, C)
-        return src + ((z * has) @ self.mask_w + bias)
+        return _dense_sum(src, z, has_mask_input.reshape(-1, 1, 1), self.mask_w, self.mask_b, self.no_mask)
 
     def hyper(self, mask_tokens: torch.Tensor) -> torch.Tensor:
         x = mask_tokens.transpose(0, 1)  # (K, B, C)

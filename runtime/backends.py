@@ -82,9 +82,10 @@ class ORTBackend:
         opts.log_severity_level = 3
         # Worker threads spin between the ops of a run (a parked thread takes a wake-up per op;
         # the vit_t decoder, one point, interleaved medians: 22.3 against 33.8 ms parked in one
-        # measurement, 25.1 against 26.8 in another) and stop spinning when the run returns. Encoder and decoder are separate sessions: left
-        # spinning after a run, the encoder's threads took cores from the first decoder call
-        # (100 ms against 70 ms, vit_t), and the decoder's from postprocessing.
+        # measurement, 25.1 against 26.8 in another) and stop spinning when the run returns.
+        # Encoder and decoder are separate sessions: left spinning after a run, the encoder's
+        # threads took cores from the first decoder call (100 ms against 70 ms, vit_t), and the
+        # decoder's from postprocessing.
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1")
         opts.add_session_config_entry("session.force_spinning_stop", "1")
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
