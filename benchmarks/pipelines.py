@@ -1,12 +1,17 @@
-"""Side-by-side latency of four SAM pipelines on the same weights and images (issue 3's targets).
+"""Side-by-side latency of SAM pipelines on the same weights and images (issues 3 and 20's targets).
 
   torch-official  mobile_sam.SamPredictor (PIL resize, torch encoder/decoder/postprocess)
   ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks),
                   sessions with ONNX Runtime's default options (as samexporter opens them) but --threads
-  mnn-sample      MNN.cv resize with mean/norm folded in, MNN modules, *full* decoder (orig_im_size -> masks)
-                  (both on the reference decoder graph, as samexporter-style exports have it)
+  mnn-seed        the seed blog post's MNN script: MNN.cv resize with mean/norm folded in, MNN modules
+                  converted *plainly* by the converter core from the same encoder.onnx and *full*
+                  decoder.onnx (no edgesam rewrite or workaround), orig_im_size -> masks
+                  (both baselines on the reference decoder graph, as samexporter-style exports have it)
   edgesam         edgesam.runtime.SamPredictor on MNN, default bundle (folded decoder graph, lowres
-                  decoder + the runtime's exact upscale)
+                  decoder + the runtime's exact upscale, MNN files as the parity gate chose them),
+                  fp32 files; edgesam-fp16 and edgesam-int8 (int8 files, this CPU's default arithmetic)
+                  and edgesam-int8-i8 (int8 arithmetic forced) beside it
+  edgesam-exact-gelu  an --exact-gelu bundle on MNN (the graph every MNN file had before issue 20)
   edgesam-ort     the same bundle on ONNX Runtime
   edgesam-openvino  the same on OpenVINO (fp32 IR; x86 hosts; only if openvino is installed)
   edgesam-reference, edgesam-reference-ort  a bundle with the official step-by-step decoder graph
@@ -16,9 +21,13 @@ multimask output and thresholds at the original size (image -> first mask); then
 each timed alone (decode + post: their median). Each pipeline lives in its own process,
 and only one works at a time. Runs are interleaved (rep by rep, pipeline by pipeline, in a new
 random order each turn) so machine drift hits all alike; medians are reported with ratios
-against the ONNX Runtime pipeline written as samexporter's is (issue 3's baseline). The weights are the trained demo model by default, so that masks have the
-shape of real ones (the thresholded upscale's cost depends on the mask's boundary). Needs the
-convert extra (torch, onnxruntime; openvino for its row). Usage:
+against the ONNX Runtime pipeline written as samexporter's is (issue 3's baseline) and against
+the seed MNN script (issue 20's). Per pipeline also: the encoder alone (median) and its GFLOP/s
+against numpy's matmul peak on the same threads, the process's peak RSS, and the first mask's IoU
+against edgesam MNN fp32's (the int8 and fp16 rows' mask agreement). The weights are the trained
+demo model by default, so that masks have the shape of real ones (the thresholded upscale's cost
+depends on the mask's boundary). Needs the convert extra (torch, onnxruntime; openvino for its
+row). Usage:
 
   .venv/bin/python benchmarks/pipelines.py [--runs 5] [--threads 2] [--work /tmp/edgesam-bench]
                                            [--checkpoint assets/demo_vit_t.pt | --random]
@@ -34,30 +43,38 @@ from pathlib import Path
 import numpy as np
 
 
-def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path]:
-    """edgesam's lowres bundles (reference and folded decoder graph) and the baselines' full bundle. The
-    baselines get the reference graph, the one samexporter-style exports produce."""
+def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path, Path, Path]:
+    """edgesam's lowres bundles (reference and folded decoder graph, and the folded one with
+    --exact-gelu), the baselines' full bundle and the seed script's plain MNN conversion of its ONNX
+    files. The baselines get the reference graph, the one samexporter-style exports produce."""
+    import hashlib
     import importlib.util
 
     from edgesam.convert import code_fingerprint
+    from edgesam.convert.mnn import onnx_to_mnn
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     bundles = []
-    import hashlib
-
     weights = f"{checkpoint.stem}-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:8]}" if checkpoint else "random0"
-    for variant, graph in (("lowres", "reference"), ("lowres", "folded"), ("full", "reference")):
-        out = work / f"vit_t-{weights}-{variant}-{graph}-{code_fingerprint()}"
-        manifest = out / "manifest.json"
+    for variant, graph, gelu, precs in (("lowres", "reference", "fused", ("fp32",)),
+                                        ("lowres", "folded", "fused", ("fp32", "fp16", "int8")),
+                                        ("full", "reference", "fused", ("fp32",)),
+                                        ("lowres", "folded", "exact", ("fp32",))):
+        out = work / f"vit_t-{weights}-{variant}-{graph}-{gelu}-{code_fingerprint()}"
         formats = ("onnx", "mnn")
-        if graph == "folded" and importlib.util.find_spec("openvino"):
+        if graph == "folded" and gelu == "fused" and importlib.util.find_spec("openvino"):
             formats += ("openvino",)
-        if not manifest.exists() or json.loads(manifest.read_text())["decoder"].get("graph") != graph:
+        if not (out / "manifest.json").exists():
             convert(ConvertOptions(model="vit_t", out=out, random_init=None if checkpoint else 0,
-                                   checkpoint=checkpoint, precisions=("fp32",), decoder=variant,
-                                   decoder_graph=graph, formats=formats, force=True), log=lambda m: None)
+                                   checkpoint=checkpoint, precisions=precs, decoder=variant,
+                                   decoder_graph=graph, formats=formats, mnn_gelu=gelu, force=True), log=lambda m: None)
         bundles.append(out)
-    return bundles[0], bundles[1], bundles[2]
+    seed = work / f"vit_t-{weights}-seed-{code_fingerprint()}"
+    if not (seed / "decoder.fp32.mnn").exists():  # the seed script's `mnnconvert -f ONNX` of the same files
+        seed.mkdir(parents=True, exist_ok=True)
+        for role in ("encoder", "decoder"):
+            onnx_to_mnn(bundles[2] / f"{role}.onnx", seed / f"{role}.fp32.mnn", "fp32", rewrite_gelu=False)
+    return bundles[0], bundles[1], bundles[2], bundles[3], seed
 
 
 def make_images(work: Path) -> dict[str, Path]:
@@ -76,6 +93,16 @@ def make_images(work: Path) -> dict[str, Path]:
     return imgs
 
 
+def _timed(owner, fn):
+    """``fn`` wrapped so that each call's wall time lands in ``owner.enc_s`` (the encoder alone)."""
+    def run(*args, **kwargs):
+        t = time.perf_counter()
+        out = fn(*args, **kwargs)
+        owner.enc_s = time.perf_counter() - t
+        return out
+    return run
+
+
 class TorchOfficial:
     name = "torch-official"
 
@@ -87,6 +114,8 @@ class TorchOfficial:
 
         torch.set_num_threads(threads)
         self.p = SamPredictor(model_from_checkpoint("vit_t", checkpoint) if checkpoint else random_model("vit_t", 0))
+        enc = self.p.model.image_encoder
+        enc.forward = _timed(self, enc.forward)  # nn.Module.__call__ looks forward up on the instance
 
     def embed(self, path: Path):
         from PIL import Image
@@ -121,6 +150,7 @@ class OrtSamexporter:
         opts.log_severity_level = 3
         self.enc = ort.InferenceSession(str(full / "encoder.onnx"), opts, providers=["CPUExecutionProvider"])
         self.dec = ort.InferenceSession(str(full / "decoder.onnx"), opts, providers=["CPUExecutionProvider"])
+        self.enc.run = _timed(self, self.enc.run)
 
     def embed(self, path: Path):
         from PIL import Image
@@ -142,16 +172,17 @@ class OrtSamexporter:
         return masks[0, 1:] > 0
 
 
-class MnnSample:
-    name = "mnn-sample"
+class MnnSeed:
+    name = "mnn-seed"
 
-    def __init__(self, full: Path, threads: int):
+    def __init__(self, seed: Path, threads: int):
         from edgesam.runtime.backends import MNNBackend
         from edgesam.specs import DECODER_INPUTS
 
-        self.enc = MNNBackend(full / "encoder.fp32.mnn", ["image"], ["image_embeddings"], "high", threads)
-        self.dec = MNNBackend(full / "decoder.fp32.mnn", [*DECODER_INPUTS, "orig_im_size"],
+        self.enc = MNNBackend(seed / "encoder.fp32.mnn", ["image"], ["image_embeddings"], "high", threads)
+        self.dec = MNNBackend(seed / "decoder.fp32.mnn", [*DECODER_INPUTS, "orig_im_size"],
                               ["iou_predictions", "masks"], "high", threads)
+        self.enc.run = _timed(self, self.enc.run)
 
     def embed(self, path: Path):
         import MNN.cv as cv
@@ -177,11 +208,13 @@ class MnnSample:
 class Edgesam:
     name = "edgesam"
 
-    def __init__(self, lowres: Path, threads: int, backend: str = "mnn", tag: str = ""):
+    def __init__(self, lowres: Path, threads: int, backend: str = "mnn", tag: str = "", precision: str = "fp32",
+                 int8_compute: str = "auto"):
         from edgesam.runtime import SamPredictor
 
         self.name = "edgesam" + tag + ("" if backend == "mnn" else f"-{backend}")
-        self.p = SamPredictor(lowres, backend=backend, precision="fp32", threads=threads)
+        self.p = SamPredictor(lowres, backend=backend, precision=precision, threads=threads, int8_compute=int8_compute)
+        self.p.encoder.run = _timed(self, self.p.encoder.run)
 
     def embed(self, path: Path):
         self.p.set_image_file(path)
@@ -196,8 +229,9 @@ class Edgesam:
 MORE_PROMPTS = ((0.6, 0.3), (0.45, 0.45), (0.2, 0.25), (0.75, 0.7), (0.5, 0.85))
 
 
-def _time_once(p, path: Path) -> tuple[float, float]:
-    """Image -> first mask, then the median decode + postprocess of the further prompts (seconds).
+def _time_once(p, path: Path) -> tuple[float, float, float, np.ndarray]:
+    """Image -> first mask, then the median decode + postprocess of the further prompts (seconds);
+    the encoder's own time in that first step; the first masks (3 x H x W bool).
     One prompt per turn was too noisy: that column moved by 0.06 in ratio between two runs of the same code."""
     t0 = time.perf_counter()
     h, w = p.embed(path)
@@ -209,20 +243,37 @@ def _time_once(p, path: Path) -> tuple[float, float]:
         t2 = time.perf_counter()
         p.decode([w * fx, h * fy])
         each.append(time.perf_counter() - t2)
-    return t1 - t0, statistics.median(each)
+    return t1 - t0, statistics.median(each), p.enc_s, masks
 
 
 def _serve(conn, cls_name: str, args: tuple) -> None:
-    """Worker process: build one pipeline, then time it on each image path the parent sends."""
+    """Worker process: build one pipeline, then time it on each (image path, want the masks) the parent
+    sends; each reply carries the process's peak RSS so far (MB)."""
+    import resource
+
     pipe = globals()[cls_name](*args)
     conn.send(pipe.name)
-    for path in iter(conn.recv, None):
-        conn.send(_time_once(pipe, path))
+    for path, want_masks in iter(conn.recv, None):
+        first, dec, enc, masks = _time_once(pipe, path)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send((first, dec, enc, rss, (masks.shape, np.packbits(masks)) if want_masks else None))
+
+
+def _unpack(packed) -> np.ndarray:
+    shape, bits = packed
+    return np.unpackbits(bits, count=int(np.prod(shape))).reshape(shape).astype(bool)
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
 
 
 def main() -> None:
     import multiprocessing as mp
     import random
+
+    from edgesam.runtime.bench import matmul_peak
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -230,20 +281,25 @@ def main() -> None:
     ap.add_argument("--work", default="/tmp/edgesam-bench")
     ap.add_argument("--checkpoint", type=Path, default=Path(__file__).resolve().parent.parent / "assets" / "demo_vit_t.pt")
     ap.add_argument("--random", action="store_true", help="seeded random weights instead of --checkpoint")
+    ap.add_argument("--with-reference", action="store_true",
+                    help="also edgesam on the reference decoder graph (ORT and MNN rows)")
     ap.add_argument("--settle", type=float, default=0.3,
                     help="seconds of idle between two pipelines' turns (lets spinning thread pools park)")
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
     checkpoint = None if a.random else a.checkpoint
-    lowres, folded, full = build(work, checkpoint)
+    lowres, folded, full, exact, seed = build(work, checkpoint)
     images = make_images(work)
-    specs = [("TorchOfficial", (a.threads, checkpoint)), ("OrtSamexporter", (full, a.threads)),
-             ("MnnSample", (full, a.threads)), ("Edgesam", (folded, a.threads, "ort")),
-             ("Edgesam", (folded, a.threads, "mnn")), ("Edgesam", (lowres, a.threads, "ort", "-reference")),
-             ("Edgesam", (lowres, a.threads, "mnn", "-reference"))]
+    t = a.threads
+    specs = [("TorchOfficial", (t, checkpoint)), ("OrtSamexporter", (full, t)), ("MnnSeed", (seed, t)),
+             ("Edgesam", (folded, t, "ort")), ("Edgesam", (folded, t, "mnn")),
+             ("Edgesam", (folded, t, "mnn", "-fp16", "fp16")), ("Edgesam", (folded, t, "mnn", "-int8", "int8")),
+             ("Edgesam", (folded, t, "mnn", "-int8-i8", "int8", "on")), ("Edgesam", (exact, t, "mnn", "-exact-gelu"))]
     if any(p.name.endswith(".xml") for p in folded.iterdir()):
-        specs.insert(5, ("Edgesam", (folded, a.threads, "openvino")))
+        specs.insert(4, ("Edgesam", (folded, t, "openvino")))
+    if a.with_reference:
+        specs += [("Edgesam", (lowres, t, "ort", "-reference")), ("Edgesam", (lowres, t, "mnn", "-reference"))]
     # One process per pipeline, and only one works at a time after a short idle: no framework's
     # thread pool or allocator state can carry over into another pipeline's turn (torch's OpenMP
     # threads keep spinning for a few ms after each call).
@@ -257,30 +313,46 @@ def main() -> None:
     if json.loads((folded / "manifest.json").read_text()).get("untrained"):
         print("edgesam bundles: UNTRAINED (random) weights")
     order = random.Random(0)
-    times = {(name, img, stage): [] for name, _, _ in workers for img in images for stage in ("first", "decode")}
-    for rep in range(a.runs + 1):  # rep 0 is warm-up
+    times = {(name, img, stage): [] for name, _, _ in workers for img in images for stage in ("first", "decode", "enc")}
+    rss_small, rss_peak, masks = {}, {}, {}
+    for rep in range(a.runs + 1):  # rep 0 is warm-up; it also returns the first masks and the 600x400 RSS
         for img, path in images.items():
             for name, conn, _ in order.sample(workers, len(workers)):  # a new order each turn
                 time.sleep(a.settle)
-                conn.send(path)
-                first, dec = conn.recv()
-                if rep:
+                conn.send((path, rep == 0))
+                first, dec, enc, rss, packed = conn.recv()
+                rss_peak[name] = rss
+                if rep == 0:
+                    masks[(name, img)] = _unpack(packed)
+                    rss_small.setdefault(name, rss)  # after load + the first image (600x400) only
+                else:
                     times[(name, img, "first")].append(first)
                     times[(name, img, "decode")].append(dec)
+                    times[(name, img, "enc")].append(enc)
         print(f"rep {rep}/{a.runs} done", flush=True)
     for _, conn, proc in workers:
         conn.send(None)
         proc.join()
-    print(f"\nmedian of {a.runs} interleaved runs, {a.threads} threads, vit_t fp32, one process per pipeline "
-          "(ratios: pipeline / ort-samexporter)")
-    print(f"{'image':<8} {'pipeline':<20} {'image->1st mask':>16} {'ratio':>6} {'decode+post':>12} {'ratio':>6}")
+    peak = matmul_peak(t)
+    flops = json.loads((folded / "manifest.json").read_text())["flops"]["encoder"]
+    print(f"\nmedian of {a.runs} interleaved runs, {t} threads, vit_t, one process per pipeline. Ratios: pipeline / "
+          f"ort-samexporter (/ort) and / mnn-seed (/seed). Encoder alone: GFLOP/s of {flops / 1e9:.1f} GFLOP and its "
+          f"share of numpy's matmul peak ({peak:.0f} GFLOP/s at {t} threads). RSS: the process's peak after loading "
+          "and the 600x400 image (and after the 12 MP one). IoU: the first point's 3 masks against edgesam (MNN fp32)'s, "
+          "the lowest of the 3.")
+    print(f"{'image':<8} {'pipeline':<20} {'1st mask':>9} {'/ort':>6} {'/seed':>6} {'dec+post':>9} {'/ort':>6} "
+          f"{'/seed':>6} {'encoder':>8} {'GF/s':>5} {'peak':>5} {'RSS MB':>11} {'IoU':>6}")
     for img in images:
-        ref_first = statistics.median(times[("ort-samexporter", img, "first")])
-        ref_dec = statistics.median(times[("ort-samexporter", img, "decode")])
+        med = {k: statistics.median(v) for k, v in times.items() if k[1] == img}
+        ref = masks[("edgesam", img)]
         for name, _, _ in workers:
-            f = statistics.median(times[(name, img, "first")])
-            d = statistics.median(times[(name, img, "decode")])
-            print(f"{img:<8} {name:<20} {f * 1e3:13.0f} ms {f / ref_first:6.3f} {d * 1e3:9.0f} ms {d / ref_dec:6.3f}")
+            f, d, e = med[(name, img, "first")], med[(name, img, "decode")], med[(name, img, "enc")]
+            iou = min(_iou(x, y) for x, y in zip(masks[(name, img)], ref))
+            print(f"{img:<8} {name:<20} {f * 1e3:6.0f} ms {f / med[('ort-samexporter', img, 'first')]:6.3f} "
+                  f"{f / med[('mnn-seed', img, 'first')]:6.3f} {d * 1e3:6.1f} ms "
+                  f"{d / med[('ort-samexporter', img, 'decode')]:6.3f} {d / med[('mnn-seed', img, 'decode')]:6.3f} "
+                  f"{e * 1e3:5.0f} ms {flops / e / 1e9:5.0f} {flops / e / 1e9 / peak:5.2f} "
+                  f"{rss_small[name]:5.0f}/{rss_peak[name]:<5.0f} {iou:6.4f}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from edgesam.convert.export import DecoderWrapper, EncoderWrapper
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
-from edgesam.runtime.parity import Cell, compare, top_change_rate
+from edgesam.runtime.parity import Cell, compare, tolerance_key, top_change_rate
 from edgesam.runtime.synthetic import prompt_set, scene
 from edgesam.specs import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, PIXEL_MEAN,
                            PIXEL_STD)
@@ -29,10 +29,22 @@ def gate_encoder_input(img: np.ndarray) -> np.ndarray:
     return out
 
 
+def mnn_candidates(prec: str) -> list[tuple[str, str, str, str]]:
+    """(label, tolerance key, runtime precision, memory mode) of every way the runtime can run an MNN
+    file of ``prec``: fp32 arithmetic; runtime "low" (fp16 arithmetic on ARMv8.2, fp32 on x86, where
+    the ARM lane checks the real thing); and for int8 files int8 arithmetic (memory mode low)."""
+    rows = [(f"mnn {prec}", prec, "high", "normal"), (f"mnn {prec} low", tolerance_key(prec, "low"), "low", "normal")]
+    if prec == "int8":
+        rows.append((f"mnn {prec} i8", prec, "high", "low"))
+    return rows
+
+
 @torch.no_grad()
-def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: dict[str, tuple[Path, Path]],
-             threads: int, log: Callable[[str], None], full: bool = False,
-             openvino_files: dict[str, tuple[Path, Path]] | None = None) -> list[Cell]:
+def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
+             mnn_files: dict[str, tuple[Path, Path]], threads: int | None, log: Callable[[str], None],
+             full: bool = False, openvino_files: dict[str, tuple[Path, Path]] | None = None) -> list[Cell]:
+    """Every candidate against torch. ``onnx_enc=None`` leaves ONNX Runtime out (a re-check of
+    re-converted MNN files only)."""
     img = scene()
     size = img.shape[:2]
     x = gate_encoder_input(img)
@@ -52,17 +64,23 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path, onnx_dec: Path, mnn_files: di
         dec_in, dec_out = dec_in + ["orig_im_size"], dec_out + ["masks"]
         for f in cases.values():
             f["orig_im_size"] = np.array(size, np.int32)
-    candidates = {"onnx fp32": ("fp32", ORTBackend(onnx_enc, threads), ORTBackend(onnx_dec, threads))}
+    # Each candidate's models are loaded when its turn comes and dropped after (vit_h: GBs each).
+    candidates: dict[str, tuple[str, Callable[[], tuple]]] = {}
+    if onnx_enc is not None:
+        candidates["onnx fp32"] = ("fp32", lambda: (ORTBackend(onnx_enc, threads), ORTBackend(onnx_dec, threads)))
     for prec, (enc_p, dec_p) in mnn_files.items():
-        candidates[f"mnn {prec}"] = (prec, MNNBackend(enc_p, list(ENCODER_INPUTS), list(ENCODER_OUTPUTS), "high",
-                                                                threads),
-                                     MNNBackend(dec_p, dec_in, dec_out, "high", threads))
+        for label, tol, rp, memory in mnn_candidates(prec):
+            candidates[label] = (tol, lambda e=enc_p, d=dec_p, rp=rp, m=memory: (
+                MNNBackend(e, list(ENCODER_INPUTS), list(ENCODER_OUTPUTS), rp, threads, memory=m),
+                MNNBackend(d, dec_in, dec_out, rp, threads, memory=m)))
     for prec, (enc_p, dec_p) in (openvino_files or {}).items():
         # fp16 IR = half weights, f32 arithmetic: judged by the fp16 tolerances like MNN fp16.
-        candidates[f"openvino {prec}"] = (prec, OpenVINOBackend(enc_p, threads), OpenVINOBackend(dec_p, threads))
+        candidates[f"openvino {prec}"] = (prec, lambda e=enc_p, d=dec_p: (OpenVINOBackend(e, threads),
+                                                                          OpenVINOBackend(d, threads)))
     cells: list[Cell] = []
-    for label, (prec, enc, dec) in candidates.items():
+    for label, (prec, load) in candidates.items():
         log(f"  parity: {label}")
+        enc, dec = load()
         emb = enc.run({"image": x})["image_embeddings"]
         cells.append(compare("encoder", "image_embeddings", emb_t, emb, prec, label, "torch"))
         got = {name: dec.run(f) for name, f in cases.items()}

@@ -1,6 +1,7 @@
 """``edgesam convert``: checkpoint -> ONNX -> MNN bundle, written only if parity holds."""
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
@@ -19,6 +20,7 @@ PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
 DECODER_VARIANTS = ("lowres", "full")
 DECODER_GRAPHS = ("folded", "reference")  # = export.DECODER_GRAPHS (export imports torch; this module must not)
+MNN_GELU = ("fused", "exact")
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
 
 
@@ -34,8 +36,12 @@ class ConvertOptions:
     opset: int = 17
     simplify: bool = True
     force: bool = False
-    threads: int = 2
+    threads: Optional[int] = None  # None: every core
     formats: tuple[str, ...] = ("onnx", "mnn")
+    # MNN files: "fused" (default) converts torch's GELU as exported, which MNN fuses into its fast
+    # approximate kernel, and falls back to "exact" for any file that then fails the parity gate;
+    # "exact" always converts the rewritten copy (mnn.unfused_gelu) that MNN computes exactly.
+    mnn_gelu: str = "fused"
 
     def validate(self) -> None:
         get_spec(self.model)
@@ -52,6 +58,10 @@ class ConvertOptions:
             raise InputError(f"--decoder must be lowres or full, not {self.decoder!r}")
         if self.decoder_graph not in DECODER_GRAPHS:
             raise InputError(f"--decoder-graph must be {' or '.join(DECODER_GRAPHS)}, not {self.decoder_graph!r}")
+        if self.mnn_gelu not in MNN_GELU:
+            raise InputError(f"MNN GELU must be {' or '.join(MNN_GELU)}, not {self.mnn_gelu!r}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be >= 1, not {self.threads}")
         if not 13 <= self.opset <= 20:
             raise InputError(f"--opset {self.opset} is outside the tested range 13..20")
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -90,10 +100,11 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     import torch
 
     from edgesam.convert import export, gate, models
-    from edgesam.convert.mnn import exact_gelu_source, onnx_to_mnn
+    from edgesam.runtime.backends import resolve_threads
     from edgesam.runtime.parity import format_table
 
-    torch.set_num_threads(opts.threads)
+    threads = resolve_threads(opts.threads)
+    torch.set_num_threads(threads)
     prog = Progress(log)
     untrained = opts.random_init is not None
     if untrained:
@@ -117,29 +128,38 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                                      opts.decoder == "full" and role == "decoder")
         mnn_precisions = opts.precisions if "mnn" in opts.formats else ()
         mnn_files = {prec: (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn") for prec in mnn_precisions}
+        gelu = {(role, prec): opts.mnn_gelu for role in ("encoder", "decoder") for prec in mnn_precisions}
         ov_files = {}
-        if mnn_precisions:
-            with tempfile.TemporaryDirectory(prefix="edgesam-mnn-src-") as work:
+        with tempfile.TemporaryDirectory(prefix="edgesam-mnn-src-") as work:
+            sources = {"encoder": enc_onnx, "decoder": Path(work) / "decoder.onnx"}
+            if mnn_precisions:
                 # MNN's decoder comes from the same graph with its workarounds (export.decoder_wrapper).
-                mnn_dec = Path(work) / "decoder.onnx"
-                prog.stage("export decoder for mnn", export.export_decoder, sam, mnn_dec, opts.opset,
+                prog.stage("export decoder for mnn", export.export_decoder, sam, sources["decoder"], opts.opset,
                            opts.decoder_graph, mnn=True)
-                prog.stage("finalise mnn decoder onnx", finalise_onnx, mnn_dec, meta, opts.simplify,
+                prog.stage("finalise mnn decoder onnx", finalise_onnx, sources["decoder"], meta, opts.simplify,
                            opts.decoder == "full")
-                for path, role in ((enc_onnx, "encoder"), (mnn_dec, "decoder")):
-                    with exact_gelu_source(path) as src:  # rewritten once, converted per precision
-                        for prec in mnn_precisions:
-                            prog.stage(f"mnn {role} {prec}", onnx_to_mnn, src, tmp / f"{role}.{prec}.mnn", prec,
-                                       f"edgesam:{opts.model}:{prec}", rewrite_gelu=False)
-        if "openvino" in opts.formats:
-            from edgesam.convert.openvino import onnx_to_openvino
+                convert_mnn(sources, gelu, tmp, opts.model, prog)
+            if "openvino" in opts.formats:
+                from edgesam.convert.openvino import onnx_to_openvino
 
-            for prec in (p for p in opts.precisions if p in ("fp32", "fp16")):
-                for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
-                    prog.stage(f"openvino {role} {prec}", onnx_to_openvino, path, tmp / f"{role}.{prec}.xml", prec)
-                ov_files[prec] = (tmp / f"encoder.{prec}.xml", tmp / f"decoder.{prec}.xml")
-        cells = prog.stage("parity", gate.run_gate, sam, enc_onnx, dec_onnx, mnn_files, opts.threads, log,
-                           opts.decoder == "full", ov_files)
+                for prec in (p for p in opts.precisions if p in ("fp32", "fp16")):
+                    for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
+                        prog.stage(f"openvino {role} {prec}", onnx_to_openvino, path, tmp / f"{role}.{prec}.xml",
+                                   prec)
+                    ov_files[prec] = (tmp / f"encoder.{prec}.xml", tmp / f"decoder.{prec}.xml")
+            cells = prog.stage("parity", gate.run_gate, sam, enc_onnx, dec_onnx, mnn_files, threads, log,
+                               opts.decoder == "full", ov_files)
+            redo = gelu_fallbacks(cells, gelu)
+            if redo:  # measured parity chooses: files whose fused GELU failed are made exact and re-checked
+                for (role, prec), why in redo.items():
+                    log(f"mnn {role} {prec}: fused GELU out of tolerance ({why}); converting with the exact GELU")
+                    gelu[(role, prec)] = "exact"
+                convert_mnn(sources, {k: "exact" for k in redo}, tmp, opts.model, prog)
+                again = sorted({prec for _, prec in redo})
+                labels = {row[0] for prec in again for row in gate.mnn_candidates(prec)}
+                cells = [c for c in cells if c.candidate not in labels] + prog.stage(
+                    "parity (exact GELU)", gate.run_gate, sam, None, None, {p: mnn_files[p] for p in again},
+                    threads, log, opts.decoder == "full")
         trt = None
         if "tensorrt" in opts.formats:
             trt, trt_cells = prog.stage("tensorrt profile", _tensorrt, sam, tmp, enc_onnx, dec_onnx,
@@ -151,22 +171,59 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             c = failed[0]
             raise ParityError(f"parity failed, nothing written: {c.stage} {c.output} of {c.candidate} vs "
                               f"{c.reference}: {'; '.join(c.failures)} ({len(failed)} failing cells)")
-        manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained, trt)
+        manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained, trt, gelu)
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
     return manifest
 
 
+def convert_mnn(sources: dict[str, Path], gelu: dict[tuple[str, str], str], out: Path, model: str,
+                prog: Progress) -> None:
+    """Convert ``sources[role]`` to ``out/{role}.{prec}.mnn`` for every (role, prec) in ``gelu``, with
+    MNN's fused GELU ("fused": the ONNX file as it is) or exactly ("exact": one rewritten copy per
+    role, ``mnn.exact_gelu_source``, shared by its precisions)."""
+    from edgesam.convert.mnn import exact_gelu_source, onnx_to_mnn, weight_storage
+
+    for role, path in sources.items():
+        for mode in MNN_GELU:
+            precs = [prec for (r, prec), m in gelu.items() if r == role and m == mode]
+            if not precs:
+                continue
+            with exact_gelu_source(path) if mode == "exact" else contextlib.nullcontext(path) as src:
+                for prec in precs:
+                    prog.stage(f"mnn {role} {prec} ({mode} GELU)", onnx_to_mnn, src, out / f"{role}.{prec}.mnn",
+                               weight_storage(role, prec), f"edgesam:{model}:{prec}", rewrite_gelu=False)
+
+
+def gelu_fallbacks(cells, gelu: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
+    """The (role, prec) MNN files converted with the fused GELU whose gate cells failed, with the first
+    failure. An encoder cell or an end-to-end cell (this format's own embedding) blames the encoder; a
+    decoder cell (fed torch's embedding) blames the decoder."""
+    from edgesam.convert.gate import mnn_candidates
+
+    label_prec = {row[0]: prec for (_, prec) in gelu for row in mnn_candidates(prec)}
+    out: dict[tuple[str, str], str] = {}
+    for c in cells:
+        prec = label_prec.get(c.candidate)
+        if prec is None or c.ok:
+            continue
+        role = "decoder" if c.stage in ("decoder", "full_post") else "encoder"
+        if gelu.get((role, prec)) == "fused":
+            out.setdefault((role, prec), f"{c.candidate}: {c.stage} {c.output} {'; '.join(c.failures)}")
+    return out
+
+
 def _tensorrt(sam, tmp: Path, enc_onnx: Path, dec_onnx: Path, opts: ConvertOptions, log) -> tuple[dict, list]:
     """TensorRT takes the lowres decoder: a full bundle gets its lowres subgraph beside it."""
     from edgesam.convert import gate, tensorrt
+    from edgesam.runtime.backends import resolve_threads
     from edgesam.runtime.synthetic import scene
 
     if opts.decoder == "full":
         dec_onnx = tmp / "decoder.lowres.onnx"
         tensorrt.lowres_decoder(tmp / "decoder.onnx", dec_onnx)
     return tensorrt.prepare(sam, enc_onnx, dec_onnx, gate.gate_encoder_input(scene()), tensorrt.TensorRTProfile(),
-                            opts.threads, log)
+                            resolve_threads(opts.threads), log)
 
 
 def count_flops(sam, decoder_graph: str = "reference") -> dict:
@@ -248,9 +305,12 @@ def _io_shapes(path: Path) -> tuple[dict, dict]:
 
 
 def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cells, notes: dict,
-                   times: dict, untrained: bool, tensorrt: Optional[dict] = None) -> dict:
+                   times: dict, untrained: bool, tensorrt: Optional[dict] = None,
+                   gelu: Optional[dict] = None) -> dict:
     import onnx
     import torch
+
+    from edgesam.convert.mnn import weight_storage
 
     files = []
     for role in ("encoder", "decoder"):
@@ -261,8 +321,11 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
             files.append(file_record(tmp, notes[role]["external_data"], role=role, format="onnx_external_data",
                                      precision="fp32"))
         for prec in (opts.precisions if "mnn" in opts.formats else ()):
+            # gelu: "fused" (MNN's approximate GELU kernel, passed the gate) or "exact" (mnn.unfused_gelu);
+            # weights: what the file stores (an int8 bundle's decoder is fp16, mnn.weight_storage)
             files.append(file_record(tmp, f"{role}.{prec}.mnn", role=role, format="mnn", precision=prec,
-                                     inputs=ins, outputs=outs))
+                                     inputs=ins, outputs=outs, gelu=(gelu or {}).get((role, prec), "exact"),
+                                     weights=weight_storage(role, prec)))
             if (tmp / f"{role}.{prec}.mnn.weight").exists():  # MNN puts >2 GB weights beside the model
                 files.append(file_record(tmp, f"{role}.{prec}.mnn.weight", role=role, format="mnn_external_weight",
                                          precision=prec))

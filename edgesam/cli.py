@@ -58,6 +58,10 @@ def write_json(dest: Optional[str], data: dict) -> None:
     atomic_write_bytes(dest, text.encode())
 
 
+INT8_COMPUTE_HELP = ("int8 files on MNN: on = int8 arithmetic (MNN memory mode low), off = weights expanded to "
+                     "fp32 at load, auto (default) = on where MNN has ARM sdot/i8mm kernels")
+
+
 # --- commands ---------------------------------------------------------------------------
 
 def cmd_convert(a: argparse.Namespace) -> int:
@@ -68,6 +72,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
                           random_init=a.random_init, precisions=tuple(a.precision), decoder=a.decoder,
                           decoder_graph=a.decoder_graph,
                           opset=a.opset, simplify=not a.no_simplify, force=a.force, threads=a.threads,
+                          mnn_gelu="exact" if a.exact_gelu else "fused",
                           formats=tuple(a.format))
     manifest = convert(opts)
     write_json(a.json, manifest)
@@ -91,7 +96,7 @@ def cmd_segment(a: argparse.Namespace) -> int:
                          mask_input=a.mask_input, multimask=a.multimask, backend=a.backend,
                          precision=a.precision, runtime_precision=a.runtime_precision, threads=a.threads,
                          out=a.out, overlay=a.overlay, npz=a.npz,
-                         decoder_runtime_precision=a.decoder_runtime_precision)
+                         decoder_runtime_precision=a.decoder_runtime_precision, int8_compute=a.int8_compute)
     result = segment(req)
     if a.json != "-":
         print(result["summary"])
@@ -116,7 +121,7 @@ def cmd_everything(a: argparse.Namespace) -> int:
     req = EverythingRequest(bundle=a.bundle, image=a.image, options=opts, point_grids=a.point_grids,
                             backend=a.backend, precision=a.precision, runtime_precision=a.runtime_precision,
                             threads=a.threads, out=a.out, overlay=a.overlay, progress=not a.quiet,
-                            decoder_runtime_precision=a.decoder_runtime_precision)
+                            decoder_runtime_precision=a.decoder_runtime_precision, int8_compute=a.int8_compute)
     result = everything(req)
     if a.json != "-":
         print(result["summary"])
@@ -154,7 +159,8 @@ def cmd_bench(a: argparse.Namespace) -> int:
         raise InputError("bench needs a BUNDLE (or --compare A.json B.json)")
     report = run_bench(BenchOptions(bundle=a.bundle, image=a.image, backends=tuple(a.backend),
                                     precisions=tuple(a.precision), runtime_precisions=tuple(a.runtime_precision),
-                                    threads=tuple(a.threads), runs=a.runs, warmup=a.warmup, batch=a.batch))
+                                    threads=tuple(a.threads) if a.threads else None, runs=a.runs,
+                                    warmup=a.warmup, batch=a.batch, int8_compute=tuple(a.int8_compute)))
     if a.json != "-":
         print(format_bench(report))
     write_json(a.json, report)
@@ -193,7 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--opset", type=int, default=17)
     c.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     c.add_argument("--force", action="store_true", help="replace an existing --out")
-    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    c.add_argument("--exact-gelu", action="store_true",
+                   help="MNN files always compute GELU exactly (a rewritten graph; vit_t's encoder 1.4x slower). "
+                        "Default: MNN's fused GELU kernel wherever the parity gate holds, exact elsewhere")
     c.add_argument("--json", metavar="FILE")
     c.set_defaults(func=cmd_convert)
 
@@ -215,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
     s.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
                    help="the decoder's, if different (e.g. low encoder, high decoder)")
-    s.add_argument("--threads", type=int, default=2)
+    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    s.add_argument("--int8-compute", default="auto", choices=["auto", "on", "off"],
+                   help=INT8_COMPUTE_HELP)
     s.add_argument("--out", metavar="MASK.png")
     s.add_argument("--overlay", metavar="OUT.png")
     s.add_argument("--npz", metavar="FILE.npz")
@@ -245,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
     e.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
                    help="the decoder's, if different (e.g. low encoder, high decoder)")
-    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    e.add_argument("--int8-compute", default="auto", choices=["auto", "on", "off"],
+                   help=INT8_COMPUTE_HELP)
     e.add_argument("--out", metavar="masks.json", help="the records (official keys), COCO-style JSON")
     e.add_argument("--overlay", metavar="OUT.png", help="every mask tinted over the image")
     e.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
@@ -259,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--checkpoint", help="with --reference torch, for a bundle made from a checkpoint")
     q.add_argument("--runtime-precision", type=_csv(), default=["high", "normal", "low"],
                    help="MNN arithmetic precisions to check (high,normal,low)")
-    q.add_argument("--threads", type=int, default=2)
+    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     q.add_argument("--json", metavar="FILE")
     q.set_defaults(func=cmd_parity)
 
@@ -270,7 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "only where the tensorrt package imports)")
     bn.add_argument("--precision", type=_csv(), default=["fp32"], help="model precisions: fp32,fp16,int8")
     bn.add_argument("--runtime-precision", type=_csv(), default=["high"], help="MNN arithmetic: high,normal,low")
-    bn.add_argument("--threads", type=_csv(int), default=[2], help="comma list, e.g. 1,2,4")
+    bn.add_argument("--int8-compute", type=_csv(), default=["auto"],
+                    help="int8 files on MNN: comma list of auto,on,off (on = int8 arithmetic)")
+    bn.add_argument("--threads", type=_csv(int), default=None, help="comma list, e.g. 1,2,4 (default: every core)")
     bn.add_argument("--runs", type=int, default=5)
     bn.add_argument("--warmup", type=int, default=1)
     bn.add_argument("--batch", type=int, default=16, help="prompts in the batched decoder stage")
@@ -284,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(assets/demo_vit_t.pt, trained on synthetic shapes)")
     d.add_argument("--untrained", action="store_true", help="seeded random weights instead of the built-in model")
     d.add_argument("--seed", type=int, default=0, help="seed for --untrained")
-    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     d.add_argument("--json", metavar="FILE")
     d.set_defaults(func=cmd_demo)
     return p

@@ -24,7 +24,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, threads: int = 2,
+def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, threads: Optional[int] = None,
              untrained: bool = False) -> dict:
     from edgesam.bundle import atomic_write_bytes
     from edgesam.errors import InputError

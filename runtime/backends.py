@@ -4,6 +4,7 @@ Encoder and decoder are built on top of a Backend; no backend knows about SAM.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -13,6 +14,48 @@ from edgesam.errors import BackendError, InputError
 
 MNN_PRECISIONS = ("high", "normal", "low")  # runtime arithmetic; "low" = fp16 on ARMv8.2+
 _MNN_PRECISION_CODE = {"normal": 0, "high": 1, "low": 2}
+# MNN's memory modes (integer codes; the string forms are silently ignored). "low" makes the CPU
+# backend keep int8 weights as int8 and quantise each layer's input on the fly (int8 arithmetic);
+# "normal" expands int8 weights to float32 at load. On fp32/fp16 files both run the same.
+MNN_MEMORY_MODES = ("normal", "low")
+_MNN_MEMORY_CODE = {"normal": 0, "low": 2}
+INT8_COMPUTE = ("auto", "on", "off")
+
+
+def default_threads() -> int:
+    """The cores this process may run on (a board has 4-8; MNN's own default is 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads: int | None) -> int:
+    if threads is None:
+        return default_threads()
+    if int(threads) != threads or threads < 1:
+        raise InputError(f"threads must be an integer >= 1, not {threads!r}")
+    return int(threads)
+
+
+def int8_compute_default() -> bool:
+    """Whether int8 files run int8 arithmetic by default here: where MNN has dot-product int8
+    kernels (ARM sdot/i8mm). The pip wheel for x86 has AVX2 int8 kernels only (no AVX-512 VNNI
+    compiled in); there int8 arithmetic ran the vit_t encoder 1.5x slower than fp32 (README,
+    "int8"), so x86 expands int8 weights to float32 at load instead."""
+    from edgesam.runtime._mnn import cpu_features
+
+    f = cpu_features()
+    return bool(f.get("i8sdot") or f.get("i8mm"))
+
+
+def mnn_memory_mode(precision: str, int8_compute: str = "auto") -> str:
+    """MNN memory mode for a model file of ``precision`` ("fp32", "fp16", "int8")."""
+    if int8_compute not in INT8_COMPUTE:
+        raise InputError(f"int8 compute must be one of {', '.join(INT8_COMPUTE)}, not {int8_compute!r}")
+    if precision != "int8" or int8_compute == "off":
+        return "normal"
+    return "low" if int8_compute == "on" or int8_compute_default() else "normal"
 
 
 class Backend(Protocol):
@@ -29,17 +72,23 @@ class MNNBackend:
     name = "mnn"
 
     def __init__(self, path: Path, inputs: Sequence[str], outputs: Sequence[str], precision: str = "normal",
-                 threads: int = 2, device: str = "CPU") -> None:
+                 threads: int | None = None, device: str = "CPU", memory: str = "normal") -> None:
         from edgesam.runtime._mnn import import_mnn
 
         if precision not in MNN_PRECISIONS:
             raise InputError(f"MNN runtime precision must be one of {', '.join(MNN_PRECISIONS)}, not {precision!r}")
-        if threads < 1:
-            raise InputError(f"threads must be >= 1, not {threads}")
+        if memory not in MNN_MEMORY_MODES:
+            raise InputError(f"MNN memory mode must be one of {', '.join(MNN_MEMORY_MODES)}, not {memory!r}")
+        threads = resolve_threads(threads)
         self.MNN = import_mnn()
         self.inputs, self.outputs = list(inputs), list(outputs)
-        # Integer precision codes: the string forms print a banner on stdout.
-        config = {"backend": device, "precision": _MNN_PRECISION_CODE[precision], "numThread": int(threads)}
+        self.memory = memory
+        # Integer codes: the string forms print a banner on stdout (precision) or are ignored (memory).
+        # Module options were measured on the vit_t encoder (README, "MNN settings"): shape_mutable
+        # and rearrange changed nothing beyond noise, and shape_mutable=False with rearrange=False
+        # gave different numbers (cosine 0.99946 against fp32), so they stay as they are.
+        config = {"backend": device, "precision": _MNN_PRECISION_CODE[precision], "numThread": threads,
+                  "memory": _MNN_MEMORY_CODE[memory]}
         rt = self.MNN.nn.create_runtime_manager((config,))
         try:
             self.module = self.MNN.nn.load_module_from_file(str(path), self.inputs, self.outputs,
@@ -71,7 +120,8 @@ class ORTBackend:
 
     name = "ort"
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        threads = resolve_threads(threads)
         try:
             import onnxruntime as ort
         except ImportError:
@@ -107,14 +157,13 @@ class OpenVINOBackend:
 
     name = "openvino"
 
-    def __init__(self, path: Path, threads: int = 2, inference_precision: str = "high",
+    def __init__(self, path: Path, threads: int | None = None, inference_precision: str = "high",
                  outputs: Sequence[str] | None = None) -> None:
         try:
             import openvino as ov
         except ImportError:
             raise BackendError("backend 'openvino' needs OpenVINO: pip install 'edgesam[openvino]'") from None
-        if threads < 1:
-            raise InputError(f"threads must be >= 1, not {threads}")
+        threads = resolve_threads(threads)
         if inference_precision not in ("high", "low"):
             raise InputError(f"OpenVINO inference precision must be high or low, not {inference_precision!r}")
         core = ov.Core()

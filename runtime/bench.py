@@ -1,6 +1,7 @@
 """``edgesam bench``: per-stage latency on this device, swept over configurations in one run.
 
-Configurations (backend x model precision x runtime precision x threads) are
+Configurations (backend x model precision x runtime precision x threads, and for MNN int8
+files int8 or fp32 arithmetic) are
 interleaved run by run, so machine drift hits them all alike. Stages: image
 decode, preprocess, encoder, decoder for 1 prompt and for a batch, postprocess,
 and end to end (file -> first mask). Runs on a board with only the base install.
@@ -33,7 +34,8 @@ class BenchOptions:
     backends: tuple[str, ...] = ("mnn",)
     precisions: tuple[str, ...] = ("fp32",)
     runtime_precisions: tuple[str, ...] = ("high",)
-    threads: tuple[int, ...] = (2,)
+    threads: Optional[tuple[int, ...]] = None  # None: (every core,)
+    int8_compute: tuple[str, ...] = ("auto",)  # for int8 files on MNN: auto, on, off (see SamPredictor)
     runs: int = 5
     warmup: int = 1
     batch: int = 16  # prompts in the batched decoder stage
@@ -41,8 +43,12 @@ class BenchOptions:
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.batch < 1:
             raise InputError("--runs and --batch must be >= 1 and --warmup >= 0")
-        if any(t < 1 for t in self.threads):
+        if self.threads is not None and any(t < 1 for t in self.threads):
             raise InputError("--threads values must be >= 1")
+        from edgesam.runtime.backends import INT8_COMPUTE
+
+        if not self.int8_compute or any(m not in INT8_COMPUTE for m in self.int8_compute):
+            raise InputError(f"--int8-compute takes a comma list of {','.join(INT8_COMPUTE)}")
         from edgesam.runtime.backends import BACKENDS, require_tensorrt
 
         unknown = [b for b in self.backends if b not in BACKENDS]
@@ -86,9 +92,11 @@ def matmul_peak(threads: int, n: int = 1024, repeats: int = 5) -> float:
 
 
 def _configs(bundle, opts: BenchOptions) -> list[dict]:
+    from edgesam.runtime.backends import default_threads, mnn_memory_mode
+
     out = []
-    for backend, prec, rp, th in itertools.product(opts.backends, opts.precisions, opts.runtime_precisions,
-                                                   opts.threads):
+    for backend, prec, rp, th, i8 in itertools.product(opts.backends, opts.precisions, opts.runtime_precisions,
+                                                       opts.threads or (default_threads(),), opts.int8_compute):
         if backend == "openvino":
             if prec not in ("fp32", "fp16") or rp == "normal":
                 continue  # IR is fp32 or fp16; OpenVINO arithmetic is high (f32) or low (plugin's choice)
@@ -97,6 +105,8 @@ def _configs(bundle, opts: BenchOptions) -> list[dict]:
             if prec != "fp32":
                 continue  # ONNX Runtime runs the fp32 ONNX model only
         cfg = {"backend": backend, "precision": prec, "runtime_precision": rp, "threads": th}
+        if backend == "mnn" and prec == "int8":  # int8 arithmetic (MNN memory mode low) or fp32 on int8 weights
+            cfg["int8_compute"] = "on" if mnn_memory_mode(prec, i8) == "low" else "off"
         if cfg not in out:
             out.append(cfg)
     if not out:
@@ -105,7 +115,8 @@ def _configs(bundle, opts: BenchOptions) -> list[dict]:
 
 
 def _key(cfg: dict) -> str:
-    return f"{cfg['backend']} {cfg['precision']}/{cfg['runtime_precision']} t{cfg['threads']}"
+    i8 = " i8" if cfg.get("int8_compute") == "on" else ""  # int8 arithmetic
+    return f"{cfg['backend']} {cfg['precision']}/{cfg['runtime_precision']} t{cfg['threads']}{i8}"
 
 
 def _rss_mb() -> float:
@@ -172,7 +183,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda m: print(m
         for cfg in configs:
             s = time.perf_counter()
             preds.append(SamPredictor(bundle, backend=cfg["backend"], precision=cfg["precision"],
-                                      threads=cfg["threads"],
+                                      threads=cfg["threads"], int8_compute=cfg.get("int8_compute", "auto"),
                                       runtime_precision="high" if cfg["runtime_precision"] == "-"
                                       else cfg["runtime_precision"]))
             loads.append((time.perf_counter() - s, _rss_mb()))

@@ -26,7 +26,8 @@ class EverythingRequest:
     precision: str = "fp32"
     runtime_precision: str = "high"
     decoder_runtime_precision: Optional[str] = None  # None: as runtime_precision
-    threads: int = 2
+    threads: Optional[int] = None  # None: every core
+    int8_compute: str = "auto"
     out: Optional[str] = None  # .json (coco_rle / uncompressed_rle) or .npz (binary_mask)
     overlay: Optional[str] = None
     progress: bool = True
@@ -116,7 +117,7 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     t0 = time.perf_counter()
     pred = SamPredictor(req.bundle, backend=req.backend, precision=req.precision, threads=req.threads,
                         runtime_precision=req.runtime_precision,
-                        decoder_runtime_precision=req.decoder_runtime_precision)
+                        decoder_runtime_precision=req.decoder_runtime_precision, int8_compute=req.int8_compute)
     t_load = time.perf_counter() - t0
     gen = SamAutomaticMaskGenerator(pred, **{k: v for k, v in asdict(opts).items()},
                                     progress=stderr_progress() if req.progress else None)

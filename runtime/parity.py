@@ -52,6 +52,13 @@ class Cell:
         return {**asdict(self), "ok": self.ok}
 
 
+def tolerance_key(model_precision: str, runtime_precision: str) -> str:
+    """fp16 arithmetic (runtime "low") is judged like fp16 weights, unless the weights are int8."""
+    if model_precision == "fp32" and runtime_precision == "low":
+        return "fp16"
+    return model_precision
+
+
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of ``a > 0`` and ``b > 0`` over all elements (1.0 when both are empty)."""
     ma, mb = a > 0, b > 0

@@ -19,7 +19,7 @@ import numpy as np
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, InputError
 from edgesam.runtime.backends import MNN_PRECISIONS, MNNBackend, OpenVINOBackend, ORTBackend
-from edgesam.runtime.parity import Cell, compare, top_change_rate
+from edgesam.runtime.parity import Cell, compare, tolerance_key, top_change_rate
 from edgesam.runtime.postprocess import upscale_logits
 from edgesam.runtime.preprocess import preprocess
 from edgesam.runtime.synthetic import prompt_set, scene
@@ -36,14 +36,7 @@ class ParityOptions:
     reference: str = "onnx"  # "onnx" (ONNX Runtime fp32) or "torch" (needs the convert extra)
     checkpoint: Optional[str] = None  # for --reference torch on a checkpoint-made bundle
     runtime_precisions: tuple[str, ...] = MNN_PRECISIONS
-    threads: int = 2
-
-
-def tolerance_key(model_precision: str, runtime_precision: str) -> str:
-    """fp16 arithmetic (runtime "low") is judged like fp16 weights, unless the weights are int8."""
-    if model_precision == "fp32" and runtime_precision == "low":
-        return "fp16"
-    return model_precision
+    threads: Optional[int] = None  # None: every core
 
 
 def _collect_images(paths: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
@@ -119,11 +112,11 @@ def _reference(bundle: Bundle, opts: ParityOptions) -> tuple[str, object, object
         return ("mnn fp32/high (onnxruntime not installed)", *_mnn_pair(bundle, "fp32", "high", opts.threads))
 
 
-def _mnn_pair(bundle: Bundle, precision: str, runtime_precision: str, threads: int):
+def _mnn_pair(bundle: Bundle, precision: str, runtime_precision: str, threads: int | None, memory: str = "normal"):
     enc = MNNBackend(bundle.find("encoder", "mnn", precision), list(ENCODER_INPUTS), list(ENCODER_OUTPUTS),
-                     runtime_precision, threads)
+                     runtime_precision, threads, memory=memory)
     dec = MNNBackend(bundle.find("decoder", "mnn", precision), list(DECODER_INPUTS), list(DECODER_OUTPUTS),
-                     runtime_precision, threads)
+                     runtime_precision, threads, memory=memory)
     return enc, dec
 
 
@@ -145,6 +138,8 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: li
             if ref_label.startswith(f"mnn {prec}/{rp}"):
                 continue
             yield (label, tolerance_key(prec, rp), *_mnn_pair(bundle, prec, rp, opts.threads))
+            if prec == "int8":  # int8 arithmetic (MNN memory mode low): the default on ARM sdot/i8mm boards
+                yield (f"{label} i8", "int8", *_mnn_pair(bundle, prec, rp, opts.threads, memory="low"))
     for prec in bundle.precisions("openvino"):
         if importlib.util.find_spec("openvino") is None:  # a board without it: say so, don't fail
             skipped.append(f"openvino {prec}: openvino is not installed (pip install 'edgesam[openvino]')")

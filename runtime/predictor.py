@@ -11,7 +11,7 @@ from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, BundleError, InputError
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import (BACKEND_FORMATS, Backend, MNNBackend, OpenVINOBackend, ORTBackend,
-                                      require_tensorrt)
+                                      mnn_memory_mode, require_tensorrt, resolve_threads)
 from edgesam.runtime.postprocess import postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
 from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS
@@ -19,9 +19,13 @@ from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCOD
 DECODER_OUT = list(DECODER_OUTPUTS)
 
 
-def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int,
-                 runtime_precision: str = "high", full: bool = False) -> Backend:
-    """The ``role`` model of ``bundle`` on ``backend``, found by role/format/precision."""
+def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int | None = None,
+                 runtime_precision: str = "high", full: bool = False, int8_compute: str = "auto") -> Backend:
+    """The ``role`` model of ``bundle`` on ``backend``, found by role/format/precision.
+
+    ``int8_compute`` (MNN, int8 files): "on" runs int8 arithmetic (MNN memory mode low), "off"
+    expands the weights to float32 at load, "auto" picks int8 arithmetic where MNN has int8
+    dot-product kernels (ARM sdot/i8mm) and float32 elsewhere (``backends.int8_compute_default``)."""
     if backend == "tensorrt":
         require_tensorrt()  # one clear line where TensorRT is absent (everywhere but NVIDIA boards)
         raise BackendError("backend 'tensorrt' has no runtime in this version: build engines with the trtexec "
@@ -32,7 +36,8 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
     if backend == "mnn":
         ins = list(ENCODER_INPUTS if role == "encoder" else DECODER_INPUTS)
         outs = list(ENCODER_OUTPUTS if role == "encoder" else DECODER_OUTPUTS)
-        return MNNBackend(entry_path, ins, outs, runtime_precision, threads)
+        return MNNBackend(entry_path, ins, outs, runtime_precision, threads,
+                          memory=mnn_memory_mode(precision, int8_compute))
     if backend == "ort":
         return ORTBackend(entry_path, threads)
     # OpenVINO's "low" hands arithmetic precision to the plugin; MNN's "normal" has no OpenVINO twin.
@@ -47,20 +52,22 @@ class SamPredictor:
       bundle: path to a bundle folder (or a loaded ``Bundle``).
       backend: "mnn" (default), "ort" (ONNX Runtime, fp32 only) or "openvino" (IR fp32 or fp16).
       precision: which model files to use: "fp32", "fp16" or "int8" (MNN).
-      threads: CPU threads.
+      threads: CPU threads (default: every core this process may use).
       runtime_precision: the encoder's arithmetic. MNN: "high" (fp32), "normal", "low" (fp16 on
         ARMv8.2+); OpenVINO: "high" pins f32, "low" lets the CPU plugin choose (bf16 on AMX CPUs).
       decoder_runtime_precision: the decoder's arithmetic, if it should differ from the encoder's
         (default: the same). "high" keeps the decoder in fp32 while the encoder, where nearly all
         the time goes, runs in fp16; the fp16 decoder costs about 0.01 of mask IoU (the ARM lane).
       interpolation: preprocessing downscale, "pyramid" (closest to the official PIL resize) or "linear".
+      int8_compute: with ``precision="int8"`` on MNN: "auto" (int8 arithmetic where MNN has ARM
+        sdot/i8mm kernels, float32 arithmetic on int8-stored weights elsewhere), "on" or "off".
     """
 
     mask_threshold = 0.0
 
     def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = "mnn", precision: str = "fp32",
-                 threads: int = 2, runtime_precision: str = "high", interpolation: str = "pyramid",
-                 decoder_runtime_precision: Optional[str] = None) -> None:
+                 threads: Optional[int] = None, runtime_precision: str = "high", interpolation: str = "pyramid",
+                 decoder_runtime_precision: Optional[str] = None, int8_compute: str = "auto") -> None:
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=True)
         variant = self.bundle.manifest["decoder"].get("variant", "lowres")
         if variant not in ("lowres", "full"):
@@ -68,10 +75,14 @@ class SamPredictor:
         if backend == "ort" and precision != "fp32":
             raise InputError("backend 'ort' runs the fp32 ONNX models only; use --precision fp32")
         self.backend_name, self.precision = backend, precision
-        self.encoder = open_backend(self.bundle, "encoder", backend, precision, threads, runtime_precision)
+        threads = resolve_threads(threads)
+        self.threads = threads
+        self.encoder = open_backend(self.bundle, "encoder", backend, precision, threads, runtime_precision,
+                                    int8_compute=int8_compute)
         self.runtime_precision = {"encoder": runtime_precision, "decoder": decoder_runtime_precision or runtime_precision}
         self.decoder = open_backend(self.bundle, "decoder", backend, precision, threads,
-                                    self.runtime_precision["decoder"], full=variant == "full")
+                                    self.runtime_precision["decoder"], full=variant == "full",
+                                    int8_compute=int8_compute)
         # A full decoder also has orig_im_size -> masks. The runtime upscales low_res_masks
         # itself (exactly, see postprocess.py): MNN loads only the lowres subgraph, and ORT is
         # asked for the lowres outputs only (it still wants the extra input fed).

@@ -92,3 +92,44 @@ def amg_recall(generator, seeds: Iterable[int], threshold: float = 0.5) -> dict:
         masks_out += len(records)
     return {"recall": hits / max(total, 1), "objects": total, "masks": masks_out, "scenes": len(seeds),
             "iou_threshold": threshold}
+
+
+# Extreme shapes for format agreement, beside the held-out scenes' own aspect ratios (0.5 to 3):
+# a 6:1 panorama and a 1:3 tall portrait, where the padding is most of the encoder's input.
+EXTREME_SIZES = ((200, 1200), (1200, 400))
+
+
+def agreement(reference, candidate, seeds: Iterable[int] = HELDOUT_SEEDS, max_objects: int = 8,
+              sizes: Iterable[tuple[int, int]] = EXTREME_SIZES, size_seed: int = 200_000) -> dict:
+    """Mask IoU of ``candidate`` against ``reference`` (two predictors with the ``SamPredictor`` API,
+    e.g. an int8 bundle against its fp32 files), prompt by prompt, with the ``evaluate`` protocol:
+    the point prompt's three masks, the box mask, and point + refinement, each side refined from
+    its own previous logits (as a user would). Scenes: ``seeds`` at their own sizes, then one
+    scene per (H, W) in ``sizes`` (seeds from ``size_seed``). Returns every IoU, the mean and the
+    10th percentile."""
+    scenes = [make_scene(s) for s in seeds] + [make_scene(size_seed + i, size=hw) for i, hw in enumerate(sizes)]
+    ious: list[float] = []
+    for sc in scenes:
+        reference.set_image(sc.image)
+        candidate.set_image(sc.image)
+        order = np.random.default_rng(sc.seed).permutation(len(sc.masks))[:max_objects]
+        for k in order:
+            gt = sc.masks[k]
+            x, y = interior_point(gt)
+            pt, lab = np.array([[x, y]]), np.array([1])
+            out = [p.predict(point_coords=pt, point_labels=lab, multimask_output=True) for p in (reference, candidate)]
+            ious += [iou(a, b) for a, b in zip(out[0][0], out[1][0])]
+            boxes = [p.predict(box=mask_box(gt), multimask_output=False)[0][0] for p in (reference, candidate)]
+            ious.append(iou(*boxes))
+            best = int(np.argmax(out[0][1]))  # the reference's kept mask decides the second click
+            fn, fp = gt & ~out[0][0][best], out[0][0][best] & ~gt
+            region, label = (fn, 1) if fn.sum() >= fp.sum() else (fp, 0)
+            if region.any():
+                x2, y2 = interior_point(region)
+                ref_m, cand_m = (p.predict(point_coords=np.array([[x, y], [x2, y2]]), point_labels=np.array([1, label]),
+                                           mask_input=o[2][best][None], multimask_output=False)[0][0]
+                                 for p, o in zip((reference, candidate), out))
+                ious.append(iou(ref_m, cand_m))
+    arr = np.array(ious)
+    return {"mean_iou": float(arr.mean()), "p10_iou": float(np.percentile(arr, 10)), "min_iou": float(arr.min()),
+            "masks": len(ious), "scenes": len(scenes), "ious": [round(float(v), 5) for v in ious]}

@@ -25,7 +25,8 @@ class SegmentRequest:
     precision: str = "fp32"
     runtime_precision: str = "high"
     decoder_runtime_precision: Optional[str] = None  # None: as runtime_precision
-    threads: int = 2
+    threads: Optional[int] = None  # None: every core
+    int8_compute: str = "auto"
     out: Optional[str] = None
     overlay: Optional[str] = None
     npz: Optional[str] = None
@@ -76,7 +77,8 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
     t0 = time.perf_counter()
     pred = predictor or SamPredictor(req.bundle, backend=req.backend, precision=req.precision,
                                      threads=req.threads, runtime_precision=req.runtime_precision,
-                                     decoder_runtime_precision=req.decoder_runtime_precision)
+                                     decoder_runtime_precision=req.decoder_runtime_precision,
+                                     int8_compute=req.int8_compute)
     t_load = time.perf_counter() - t0
     # Prompts are checked before the encoder runs, so bad input fails fast.
     from edgesam.runtime import prompts as P

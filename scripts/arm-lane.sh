@@ -10,7 +10,8 @@
 # qemu-aarch64-static, with scripts/arm_checks.py:
 #   1. `edgesam segment` on a sample image, MNN fp32, against the same command on x86;
 #   2. decoder and encoder at MNN precision "low" (fp16 arithmetic) against x86 fp32;
-#   3. edgesam.runtime imports with no torch present.
+#   3. edgesam.runtime imports with no torch present;
+#   4. the int8 encoder in int8 arithmetic (MNN memory mode low) against x86 fp32.
 # Exit 0 only if every check holds its tolerances. No network, no qemu: it fails, it never skips.
 #
 # Environment: EDGESAM_ARM_CACHE (default ~/.cache/edgesam-arm), EDGESAM_HOST_PYTHON (default
@@ -153,7 +154,7 @@ export PYTHONPATH="$WORK/site-edgesam:$DEPS" PYTHONNOUSERSITE=1 PYTHONDONTWRITEB
 # --- 5. the bundle, and the x86 fp32 reference --------------------------------------------------
 CHECKS="$REPO/scripts/arm_checks.py"
 if [ -z "$BUNDLE" ]; then
-    step "converting the tiny test model on the host (random weights, fp32 and fp16)"
+    step "converting the tiny test model on the host (random weights, fp32, fp16 and int8)"
     BUNDLE="$WORK/bundle"
     env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$CHECKS" convert-tiny "$BUNDLE" \
         || die "converting the tiny model failed"
@@ -180,6 +181,14 @@ step "ARM: edgesam segment, MNN fp32"
 arm "$CHECKS" segment "$BUNDLE" "$IMAGE" "$WORK/x86" "$WORK/arm" || echo "arm-lane: check segment FAILED" >&2
 step "ARM: decoder and encoder at precision low (fp16 arithmetic)"
 arm "$CHECKS" fp16 "$BUNDLE" "$WORK/x86" "$WORK/arm" --decoder-bundle "$DEC_BUNDLE" || echo "arm-lane: check fp16 FAILED" >&2
+if [ -f "$WORK/x86/encoder_int8.npz" ]; then
+    step "ARM: the int8 encoder in int8 arithmetic (sdot/i8mm)"
+    arm "$CHECKS" int8 "$BUNDLE" "$WORK/x86" "$WORK/arm" || echo "arm-lane: check int8 FAILED" >&2
+elif [ "$BUNDLE" = "$WORK/bundle" ]; then
+    echo "arm-lane: check int8 FAILED: the lane's tiny bundle has no int8 MNN files" >&2
+else  # a bundle given on the command line, converted without int8: nothing to check, and said so
+    echo '{"ok": true, "skipped": "the bundle has no int8 MNN files", "failures": []}' > "$WORK/arm/int8.json"
+fi
 
 # CPU seconds (user + sys) of every process the lane waited for: wall time alone says more about the
 # host's load than about the lane.

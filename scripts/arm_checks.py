@@ -2,7 +2,7 @@
 
 Each subcommand is one fresh process, either on the x86 host or under qemu-aarch64-static:
 
-  convert-tiny OUT                    host, torch: convert the test-only tiny model (fp32, fp16)
+  convert-tiny OUT                    host, torch: convert the test-only tiny model (fp32, fp16, int8)
   convert-demo OUT                    host, torch: convert the trained demo vit_t (fp32) for its decoder
   reference BUNDLE IMAGE X86 [--decoder-bundle D]
                                       host: x86 MNN fp32 results (segment CLI, encoder, decoder)
@@ -11,6 +11,8 @@ Each subcommand is one fresh process, either on the x86 host or under qemu-aarch
   segment BUNDLE IMAGE X86 ARM        emulator: `edgesam segment`, MNN fp32, against x86
   fp16 BUNDLE X86 ARM [--decoder-bundle D]
                                       emulator: decoder/encoder at MNN precision "low" against x86 fp32
+  int8 BUNDLE X86 ARM                 emulator: the int8 encoder in int8 arithmetic (MNN memory mode
+                                      low, ARM sdot/i8mm kernels) against x86 fp32
   report ARM [--seconds S]            host: print the report; exit 1 unless every check passed
 
 The fp16 decoder check runs a *trained* decoder (``--decoder-bundle``, by default the lane's
@@ -43,6 +45,9 @@ MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99}
 # fp16 arithmetic must show: ARM fp32 differs from x86 fp32 by ~1e-5 of the logits' range, fp16 rounding
 # alone (11-bit mantissa) by ~5e-4. Below this, "low" silently ran fp32 and the check proved nothing.
 MIN_FP16_REL = 1e-4
+# int8 arithmetic must show the same way: against the same int8 file expanded to float32 on x86 (memory
+# mode normal), ARM's dynamic quantisation of the activations moves the embedding by far more than this.
+MIN_INT8_REL = 1e-4
 # One MNN thread by default: under emulation on a busy host, a second thread mostly waits at barriers.
 THREADS = os.environ.get("EDGESAM_ARM_THREADS", "1")
 
@@ -84,7 +89,7 @@ def _decoder_prompts():
 def convert_tiny(a) -> int:
     from edgesam.convert.pipeline import ConvertOptions, convert
 
-    convert(ConvertOptions(model="vit_tiny_test", out=Path(a.out), random_init=0, precisions=("fp32", "fp16"),
+    convert(ConvertOptions(model="vit_tiny_test", out=Path(a.out), random_init=0, precisions=("fp32", "fp16", "int8"),
                            force=True))
     return 0
 
@@ -163,6 +168,14 @@ def reference(a) -> int:
     np.savez(out / "fp32.npz", image=x, **{f"feed_{k}": v for k, v in feeds.items()}, **outs)
     if a.decoder_bundle:
         np.savez(out / "decoder.npz", **_scene_decoder_reference(a.decoder_bundle))
+    from edgesam.bundle import load_bundle
+    from edgesam.runtime.predictor import open_backend
+
+    b = load_bundle(a.bundle)
+    if "int8" in b.precisions("mnn"):  # the same int8 encoder on x86, in fp32 and in int8 arithmetic
+        np.savez(out / "encoder_int8.npz", **{
+            mode: open_backend(b, "encoder", "mnn", "int8", int(THREADS), int8_compute=mode).run(
+                {"image": x})["image_embeddings"] for mode in ("off", "on")})
     return 0
 
 
@@ -299,6 +312,40 @@ def fp16(a) -> int:
     return 0 if res["ok"] else 1
 
 
+def int8(a) -> int:
+    """The int8 encoder in int8 arithmetic (MNN memory mode low: MNN's ARM sdot/i8mm kernels) against
+    x86 fp32, held to the int8 tolerances; and against the same file expanded to float32 on x86,
+    which it must differ from (else int8 arithmetic did not run). An int8 bundle's decoder is stored
+    in fp16 (convert/mnn.py: weight_storage), so the encoder is where int8 arithmetic runs."""
+    import numpy as np
+
+    from edgesam.bundle import load_bundle
+    from edgesam.runtime.predictor import open_backend
+
+    ref = np.load(Path(a.x86) / "fp32.npz")
+    x86 = np.load(Path(a.x86) / "encoder_int8.npz")
+    bundle = load_bundle(a.bundle)
+    enc = open_backend(bundle, "encoder", "mnn", "int8", int(THREADS), int8_compute="on")
+    t, cpu = time.perf_counter(), time.process_time()
+    emb = enc.run({"image": ref["image"]})["image_embeddings"]
+    label = "arm mnn int8 (int8 arithmetic)"
+    res = {"weights": "int8", "memory": enc.memory, "model": _describe(bundle), "failures": [],
+           "encoder_s": round(time.perf_counter() - t, 1), "encoder_cpu_s": round(time.process_time() - cpu, 1),
+           "encoder": _cells("encoder embedding", ref["feed_image_embeddings"], emb, "int8", "tensor", label),
+           "x86_int8_on": _cells("x86 int8", ref["feed_image_embeddings"], x86["on"], "int8", "tensor",
+                                 "x86 mnn int8 (int8 arithmetic)"),
+           "x86_int8_off": _cells("x86 int8", ref["feed_image_embeddings"], x86["off"], "int8", "tensor",
+                                  "x86 mnn int8 (fp32 arithmetic)"),
+           "vs_x86_int8_expanded": _cells("vs x86 expanded", x86["off"], emb, "int8", "tensor", label)}
+    res["failures"] += res["encoder"]["failures"]
+    if res["vs_x86_int8_expanded"]["rel_max"] < MIN_INT8_REL:
+        res["failures"].append(f"int8 arithmetic is within fp32 noise of the expanded int8 weights on x86 (rel "
+                               f"{res['vs_x86_int8_expanded']['rel_max']:.2g} < {MIN_INT8_REL:g}): it did not run")
+    res["ok"] = not res["failures"]
+    _write(a.arm, "int8", res)
+    return 0 if res["ok"] else 1
+
+
 def _describe(bundle) -> str:
     m = bundle.manifest
     return f"{m['model']} ({'untrained' if m.get('untrained') else 'trained'})"
@@ -315,7 +362,7 @@ def _fig(c: dict) -> str:
 def report(a) -> int:
     arm = Path(a.arm)
     results = {}
-    for name in ("platform", "notorch", "segment", "fp16"):
+    for name in ("platform", "notorch", "segment", "fp16", "int8"):
         p = arm / f"{name}.json"
         results[name] = json.loads(p.read_text()) if p.is_file() else {"ok": False, "failures": ["did not run"]}
     pl = results["platform"]
@@ -352,6 +399,13 @@ def report(a) -> int:
                      f"CPU {f16['encoder_cpu_s']} s): {_fig(enc)}"
                      if isinstance(enc, dict)
                      else f"           encoder {enc}")
+    i8 = results["int8"]
+    if "encoder" in i8:
+        lines.append(f"int8       encoder of {i8['model']}, int8 file in int8 arithmetic (memory {i8['memory']}) vs x86 "
+                     f"fp32 (wall {i8['encoder_s']} s, CPU {i8['encoder_cpu_s']} s): {_fig(i8['encoder'])}")
+        lines.append(f"           x86 int8 in int8 arithmetic: {_fig(i8['x86_int8_on'])}; in fp32 arithmetic: "
+                     f"{_fig(i8['x86_int8_off'])}; ARM vs x86 expanded int8: rel "
+                     f"{i8['vs_x86_int8_expanded']['rel_max']:.2g}")
     failed = {n: r["failures"] for n, r in results.items() if not r.get("ok")}
     for name, r in results.items():
         lines.append(f"{name:<10} {'ok' if r.get('ok') else 'FAILED: ' + '; '.join(r['failures'])}")
@@ -370,7 +424,8 @@ def main(argv=None) -> int:
     for name, fn, args in (("convert-tiny", convert_tiny, ["out"]), ("convert-demo", convert_demo, ["out"]), ("reference", reference, ["bundle", "image", "x86"]),
                            ("platform", platform_check, ["arm"]), ("notorch", notorch, ["arm"]),
                            ("segment", segment, ["bundle", "image", "x86", "arm"]),
-                           ("fp16", fp16, ["bundle", "x86", "arm"]), ("report", report, ["arm"])):
+                           ("fp16", fp16, ["bundle", "x86", "arm"]), ("int8", int8, ["bundle", "x86", "arm"]),
+                           ("report", report, ["arm"])):
         s = sub.add_parser(name)
         for arg in args:
             s.add_argument(arg)
