@@ -248,14 +248,14 @@ def _time_once(p, path: Path) -> tuple[float, float, float, np.ndarray]:
 
 def _serve(conn, cls_name: str, args: tuple) -> None:
     """Worker process: build one pipeline, then time it on each (image path, want the masks) the parent
-    sends; each reply carries the process's peak RSS so far (MB)."""
-    import resource
-
+    sends; each reply carries the process's peak RSS so far (MB: VmHWM, which exec resets, unlike
+    getrusage's ru_maxrss, which a spawned child inherits from its parent)."""
     pipe = globals()[cls_name](*args)
     conn.send(pipe.name)
     for path, want_masks in iter(conn.recv, None):
         first, dec, enc, masks = _time_once(pipe, path)
-        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
+        rss = int(hwm.split()[1]) / 1024
         conn.send((first, dec, enc, rss, (masks.shape, np.packbits(masks)) if want_masks else None))
 
 

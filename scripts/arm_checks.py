@@ -304,11 +304,17 @@ def fp16(a) -> int:
         res["encoder"] = _cells("encoder embedding", ref["feed_image_embeddings"], emb, "fp16", "tensor", label)
         res["failures"] += res["encoder"]["failures"]
     # If "low" silently ran fp32 the comparison above could not fail: demand fp16-sized differences.
-    if res["decoder_logits"]["rel_max"] < MIN_FP16_REL:
-        res["failures"].append(f"precision low is within fp32 noise of x86 (rel {res['decoder_logits']['rel_max']:.2g}"
-                               f" < {MIN_FP16_REL:g}): fp16 arithmetic did not run")
+    return _finish(a.arm, "fp16", res, res["decoder_logits"], MIN_FP16_REL,
+                   "precision low is within fp32 noise of x86: fp16 arithmetic did not run")
+
+
+def _finish(arm: str, name: str, res: dict, moved: dict, floor: float, why: str) -> int:
+    """Fail ``res`` unless the ``moved`` cell differs by at least ``floor`` of the range (else the
+    arithmetic under test silently did not run), then write it; the check's exit code."""
+    if moved["rel_max"] < floor:
+        res["failures"].append(f"{why} (rel {moved['rel_max']:.2g} < {floor:g})")
     res["ok"] = not res["failures"]
-    _write(a.arm, "fp16", res)
+    _write(arm, name, res)
     return 0 if res["ok"] else 1
 
 
@@ -338,12 +344,8 @@ def int8(a) -> int:
                                   "x86 mnn int8 (fp32 arithmetic)"),
            "vs_x86_int8_expanded": _cells("vs x86 expanded", x86["off"], emb, "int8", "tensor", label)}
     res["failures"] += res["encoder"]["failures"]
-    if res["vs_x86_int8_expanded"]["rel_max"] < MIN_INT8_REL:
-        res["failures"].append(f"int8 arithmetic is within fp32 noise of the expanded int8 weights on x86 (rel "
-                               f"{res['vs_x86_int8_expanded']['rel_max']:.2g} < {MIN_INT8_REL:g}): it did not run")
-    res["ok"] = not res["failures"]
-    _write(a.arm, "int8", res)
-    return 0 if res["ok"] else 1
+    return _finish(a.arm, "int8", res, res["vs_x86_int8_expanded"], MIN_INT8_REL,
+                   "int8 arithmetic is within fp32 noise of the expanded int8 weights on x86: it did not run")
 
 
 def _describe(bundle) -> str:
