@@ -129,6 +129,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         mnn_precisions = opts.precisions if "mnn" in opts.formats else ()
         mnn_files = {prec: (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn") for prec in mnn_precisions}
         gelu = {(role, prec): opts.mnn_gelu for role in ("encoder", "decoder") for prec in mnn_precisions}
+        float_layers: dict[tuple[str, str], list[str]] = {}
         ov_files = {}
         with tempfile.TemporaryDirectory(prefix="edgesam-mnn-src-") as work:
             sources = {"encoder": enc_onnx, "decoder": Path(work) / "decoder.onnx"}
@@ -138,7 +139,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                            opts.decoder_graph, mnn=True)
                 prog.stage("finalise mnn decoder onnx", finalise_onnx, sources["decoder"], meta, opts.simplify,
                            opts.decoder == "full")
-                convert_mnn(sources, gelu, tmp, opts.model, prog)
+                float_layers = convert_mnn(sources, gelu, tmp, opts.model, prog)
             if "openvino" in opts.formats:
                 from edgesam.convert.openvino import onnx_to_openvino
 
@@ -154,7 +155,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                 for (role, prec), why in redo.items():
                     log(f"mnn {role} {prec}: fused GELU out of tolerance ({why}); converting with the exact GELU")
                     gelu[(role, prec)] = "exact"
-                convert_mnn(sources, {k: "exact" for k in redo}, tmp, opts.model, prog)
+                float_layers.update(convert_mnn(sources, {k: "exact" for k in redo}, tmp, opts.model, prog))
                 again = sorted({prec for _, prec in redo})
                 labels = {row[0] for prec in again for row in gate.mnn_candidates(prec)}
                 cells = [c for c in cells if c.candidate not in labels] + prog.stage(
@@ -171,18 +172,22 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             c = failed[0]
             raise ParityError(f"parity failed, nothing written: {c.stage} {c.output} of {c.candidate} vs "
                               f"{c.reference}: {'; '.join(c.failures)} ({len(failed)} failing cells)")
-        manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained, trt, gelu)
+        manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained, trt, gelu,
+                                  float_layers)
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
     return manifest
 
 
 def convert_mnn(sources: dict[str, Path], gelu: dict[tuple[str, str], str], out: Path, model: str,
-                prog: Progress) -> None:
+                prog: Progress) -> dict[tuple[str, str], list[str]]:
     """Convert ``sources[role]`` to ``out/{role}.{prec}.mnn`` for every (role, prec) in ``gelu``, with
     MNN's fused GELU ("fused": the ONNX file as it is) or exactly ("exact": one rewritten copy per
-    role, ``mnn.exact_gelu_source``, shared by its precisions)."""
-    from edgesam.convert.mnn import exact_gelu_source, onnx_to_mnn, weight_storage
+    role, ``mnn.exact_gelu_source``, shared by its precisions). Returns the layers each int8 file
+    keeps float (``mnn.int8_float_layers``)."""
+    from edgesam.convert.mnn import exact_gelu_source, int8_float_layers, onnx_to_mnn, weight_storage
+
+    kept = {}
 
     for role, path in sources.items():
         for mode in MNN_GELU:
@@ -191,8 +196,11 @@ def convert_mnn(sources: dict[str, Path], gelu: dict[tuple[str, str], str], out:
                 continue
             with exact_gelu_source(path) if mode == "exact" else contextlib.nullcontext(path) as src:
                 for prec in precs:
-                    prog.stage(f"mnn {role} {prec} ({mode} GELU)", onnx_to_mnn, src, out / f"{role}.{prec}.mnn",
-                               weight_storage(role, prec), f"edgesam:{model}:{prec}", rewrite_gelu=False)
+                    kept[(role, prec)] = prog.stage(
+                        f"mnn {role} {prec} ({mode} GELU)", onnx_to_mnn, src, out / f"{role}.{prec}.mnn",
+                        weight_storage(role, prec), f"edgesam:{model}:{prec}", rewrite_gelu=False,
+                        keep_float=int8_float_layers(role, prec))
+    return kept
 
 
 def gelu_fallbacks(cells, gelu: dict[tuple[str, str], str]) -> dict[tuple[str, str], str]:
@@ -306,7 +314,7 @@ def _io_shapes(path: Path) -> tuple[dict, dict]:
 
 def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cells, notes: dict,
                    times: dict, untrained: bool, tensorrt: Optional[dict] = None,
-                   gelu: Optional[dict] = None) -> dict:
+                   gelu: Optional[dict] = None, float_layers: Optional[dict] = None) -> dict:
     import onnx
     import torch
 
@@ -325,7 +333,9 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
             # weights: what the file stores (an int8 bundle's decoder is fp16, mnn.weight_storage)
             files.append(file_record(tmp, f"{role}.{prec}.mnn", role=role, format="mnn", precision=prec,
                                      inputs=ins, outputs=outs, gelu=(gelu or {}).get((role, prec), "exact"),
-                                     weights=weight_storage(role, prec)))
+                                     weights=weight_storage(role, prec),
+                                     **({"float_layers": float_layers[(role, prec)]}
+                                        if (float_layers or {}).get((role, prec)) else {})))
             if (tmp / f"{role}.{prec}.mnn.weight").exists():  # MNN puts >2 GB weights beside the model
                 files.append(file_record(tmp, f"{role}.{prec}.mnn.weight", role=role, format="mnn_external_weight",
                                          precision=prec))

@@ -51,6 +51,11 @@ def test_bundle_manifest(vit_t_bundle):
     weights = {f["path"]: f["weights"] for f in m["files"] if f["format"] == "mnn"}
     assert weights == {"encoder.fp32.mnn": "fp32", "encoder.fp16.mnn": "fp16", "encoder.int8.mnn": "int8",
                        "decoder.fp32.mnn": "fp32", "decoder.fp16.mnn": "fp16", "decoder.int8.mnn": "fp16"}
+    # ... and its encoder keeps the patch embedding float (convert/mnn.py: int8_float_layers)
+    kept = {f["path"]: f.get("float_layers") for f in m["files"] if f["format"] == "mnn"}
+    assert kept.pop("encoder.int8.mnn") == ["/encoder/patch_embed/seq/seq.0/c/Conv_output_0",
+                                            "/encoder/patch_embed/seq/seq.2/c/Conv_output_0"]
+    assert set(kept.values()) == {None}
 
 
 def test_info_verifies_bundle(vit_t_bundle):

@@ -76,15 +76,8 @@ def test_runtime_ran_without_torch(runtime):
 
 
 @pytest.mark.parametrize("name", list(SIZES))
-def test_matches_official_predictor(official, runtime, name, request):
+def test_matches_official_predictor(official, runtime, name):
     precision, res = runtime
-    if precision == "int8" and name == "panorama":
-        # Known defect: on the trained demo model the panorama's click outside the image (an
-        # undecided mask) drifts under int8 encoder weights: IoU 0.842 against the official
-        # predictor (bar 0.85, 0.4 % of pixels flipped) with per-channel asymmetric int8 weights and
-        # the decoder stored in fp16 (convert/mnn.py: weight_storage); 0.696 before, with symmetric
-        # int8 weights in both. Every other case passes. Strict, so a fix shows up as XPASS.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="int8 panorama, click outside the image: IoU 0.842"))
     bar = 0.98 if precision == "fp32" else TOLERANCES[precision].mask_iou
     h, w = SIZES[name]
     e_ref, e = official[f"{name}/embedding"], res[f"{name}/embedding"]
