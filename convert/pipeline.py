@@ -60,8 +60,10 @@ class ConvertOptions:
             raise InputError(f"--decoder-graph must be {' or '.join(DECODER_GRAPHS)}, not {self.decoder_graph!r}")
         if self.mnn_gelu not in MNN_GELU:
             raise InputError(f"MNN GELU must be {' or '.join(MNN_GELU)}, not {self.mnn_gelu!r}")
-        if self.threads is not None and self.threads < 1:
-            raise InputError(f"--threads must be >= 1, not {self.threads}")
+        if self.threads is not None:
+            from edgesam.runtime.backends import resolve_threads  # numpy only: no torch at import
+
+            resolve_threads(self.threads)
         if not 13 <= self.opset <= 20:
             raise InputError(f"--opset {self.opset} is outside the tested range 13..20")
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
@@ -188,7 +190,6 @@ def convert_mnn(sources: dict[str, Path], gelu: dict[tuple[str, str], str], out:
     from edgesam.convert.mnn import exact_gelu_source, int8_float_layers, onnx_to_mnn, weight_storage
 
     kept = {}
-
     for role, path in sources.items():
         for mode in MNN_GELU:
             precs = [prec for (r, prec), m in gelu.items() if r == role and m == mode]

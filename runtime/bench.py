@@ -43,13 +43,12 @@ class BenchOptions:
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.batch < 1:
             raise InputError("--runs and --batch must be >= 1 and --warmup >= 0")
-        if self.threads is not None and any(t < 1 for t in self.threads):
-            raise InputError("--threads values must be >= 1")
-        from edgesam.runtime.backends import INT8_COMPUTE
+        from edgesam.runtime.backends import BACKENDS, INT8_COMPUTE, require_tensorrt, resolve_threads
 
+        for t in self.threads or ():
+            resolve_threads(t)
         if not self.int8_compute or any(m not in INT8_COMPUTE for m in self.int8_compute):
             raise InputError(f"--int8-compute takes a comma list of {','.join(INT8_COMPUTE)}")
-        from edgesam.runtime.backends import BACKENDS, require_tensorrt
 
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown or not self.backends:
