@@ -36,7 +36,8 @@ def weight_storage(role: str, precision: str) -> str:
     An int8 bundle keeps its decoder's weights in fp16: int8 decoder weights flipped the masks of
     undecided prompts (the trained demo model, a point outside the image: IoU 0.25 and 0.79 against
     the official predictor with an fp32 encoder, tests/test_predictor.py's cases), and the fp16 file
-    is smaller anyway (10.4 against 11.2 MB: the 4 MB dense positional encoding stays float in both)."""
+    is smaller anyway (10.4 MB against 11.2 MB for the symmetric int8 decoder before: the 4 MB dense
+    positional encoding stays float in both)."""
     return "fp16" if (role, precision) == ("decoder", "int8") else precision
 
 
