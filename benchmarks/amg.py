@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     from edgesam.bundle import load_bundle
-    from edgesam.runtime.bench import matmul_peak
+    from edgesam.measure.bench import matmul_peak
 
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)

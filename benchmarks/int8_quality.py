@@ -1,6 +1,6 @@
 """int8 (and fp16) masks against fp32 masks of the same bundle, on held-out synthetic scenes.
 
-Protocol: ``edgesam.runtime.quality.agreement`` (per object: the point prompt's three masks, the
+Protocol: ``edgesam.synthetic.quality.agreement`` (per object: the point prompt's three masks, the
 box mask, point + one refinement), over the first --scenes held-out scenes at their own sizes plus
 a 6:1 panorama and a 1:3 portrait. Issue 20's floors for int8: mean mask IoU >= 0.95 and 10th
 percentile >= 0.85. Runs on the base install (MNN + numpy). Usage:
@@ -16,7 +16,7 @@ import time
 
 def main() -> None:
     from edgesam.runtime import SamPredictor
-    from edgesam.runtime.quality import HELDOUT_SEEDS, agreement
+    from edgesam.synthetic.quality import HELDOUT_SEEDS, agreement
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("bundle")

@@ -80,7 +80,7 @@ def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path, Path, 
 def make_images(work: Path) -> dict[str, Path]:
     from PIL import Image
 
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     imgs = {}
     for name, (w, h) in {"600x400": (600, 400), "12MP": (4000, 3000)}.items():
@@ -273,7 +273,7 @@ def main() -> None:
     import multiprocessing as mp
     import random
 
-    from edgesam.runtime.bench import matmul_peak
+    from edgesam.measure.bench import matmul_peak
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)

@@ -14,8 +14,8 @@ import torch
 from edgesam.convert.export import DecoderWrapper, EncoderWrapper
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
-from edgesam.runtime.parity import Cell, compare, tolerance_key, top_change_rate
-from edgesam.runtime.synthetic import prompt_set, scene
+from edgesam.measure.parity import Cell, compare, tolerance_key, top_change_rate
+from edgesam.synthetic.gate import prompt_set, scene
 from edgesam.specs import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, PIXEL_MEAN,
                            PIXEL_STD)
 

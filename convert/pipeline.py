@@ -103,7 +103,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
 
     from edgesam.convert import export, gate, models
     from edgesam.runtime.backends import resolve_threads
-    from edgesam.runtime.parity import format_table
+    from edgesam.measure.parity import format_table
 
     threads = resolve_threads(opts.threads)
     torch.set_num_threads(threads)
@@ -226,7 +226,7 @@ def _tensorrt(sam, tmp: Path, enc_onnx: Path, dec_onnx: Path, opts: ConvertOptio
     """TensorRT takes the lowres decoder: a full bundle gets its lowres subgraph beside it."""
     from edgesam.convert import gate, tensorrt
     from edgesam.runtime.backends import resolve_threads
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     if opts.decoder == "full":
         dec_onnx = tmp / "decoder.lowres.onnx"

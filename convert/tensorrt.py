@@ -184,7 +184,7 @@ def prepare(sam, enc_onnx: Path, dec_onnx: Path, encoder_input: np.ndarray, prof
     from edgesam.convert.export import DecoderWrapper
     from edgesam.convert.pipeline import EXTERNAL_DATA_BYTES
     from edgesam.runtime.backends import ORTBackend
-    from edgesam.runtime.parity import compare
+    from edgesam.measure.parity import compare
 
     profile.validate()
     section: dict = {"profile": {"B": list(profile.prompts), "N": list(profile.points),

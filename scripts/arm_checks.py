@@ -40,7 +40,7 @@ HEAVY = ("torch", "torchvision", "timm", "onnx", "onnxruntime")
 POINT = (300, 200)
 BOX = (100, 100, 500, 380)
 # Fraction of low-res logit pixels whose sign (mask in/out) must agree with x86 fp32. Besides the
-# IoU in runtime/parity.py: IoU ignores pixels outside both masks, agreement counts all of them.
+# IoU in edgesam/measure/parity.py: IoU ignores pixels outside both masks, agreement counts all of them.
 MIN_AGREEMENT = {"fp32": 0.999, "fp16": 0.99}
 # fp16 arithmetic must show: ARM fp32 differs from x86 fp32 by ~1e-5 of the logits' range, fp16 rounding
 # alone (11-bit mantissa) by ~5e-4. Below this, "low" silently ran fp32 and the check proved nothing.
@@ -61,7 +61,7 @@ def _cells(stage: str, ref, got, precision: str, kind: str, candidate: str) -> d
     """parity.compare plus mask agreement, as a plain dict with the failures it found."""
     import numpy as np
 
-    from edgesam.runtime.parity import compare
+    from edgesam.measure.parity import compare
 
     cell = compare(stage, stage, ref, got, precision, candidate, "x86 mnn fp32", kind).as_dict()
     if kind == "logits":
@@ -134,8 +134,8 @@ def _scene_decoder_reference(bundle: str) -> dict:
 
     from edgesam.runtime import prompts
     from edgesam.runtime.predictor import SamPredictor
-    from edgesam.runtime.quality import iou
-    from edgesam.runtime.scenes import interior_point, make_scene, mask_box
+    from edgesam.synthetic.quality import iou
+    from edgesam.synthetic.scenes import interior_point, make_scene, mask_box
 
     sc = make_scene(SCENE_SEED)
     pred = SamPredictor(bundle, backend="mnn", precision="fp32", threads=int(THREADS), runtime_precision="high")
@@ -221,7 +221,7 @@ def segment(a) -> int:
     import numpy as np
 
     from edgesam.cli import main
-    from edgesam.runtime.parity import TOLERANCES
+    from edgesam.measure.parity import TOLERANCES
 
     arm, x86 = Path(a.arm), Path(a.x86)
     arm.mkdir(parents=True, exist_ok=True)

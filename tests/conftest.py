@@ -63,7 +63,7 @@ def vit_t_model():
 
 def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A photo-like RGB uint8 image of any size: smooth shapes plus mild noise."""
-    from edgesam.runtime.synthetic import scene as synthetic
+    from edgesam.synthetic.gate import scene as synthetic
 
     base = synthetic(256, 256, seed).astype(np.float32)
     ys = (np.arange(h) * 256 // h).clip(0, 255)

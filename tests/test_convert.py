@@ -118,7 +118,7 @@ def test_random_init_is_marked_untrained_and_matches_torch(vit_t_random_fp32):
     from edgesam.runtime.backends import ORTBackend
 
     from edgesam.convert.gate import gate_encoder_input
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     x = gate_encoder_input(scene(500, 700, seed=3))  # a normalised, padded image, as the runtime feeds
     a = ORTBackend(b_dir / "encoder.onnx").run({"image": x})["image_embeddings"]
@@ -135,7 +135,7 @@ def test_full_decoder_variant_every_aspect_ratio(tmp_path):
     """The full variant's masks match torch's postprocess at sizes unlike the export dummy's."""
     from edgesam.convert.pipeline import ConvertOptions, convert
 
-    from edgesam.runtime.parity import TOLERANCES
+    from edgesam.measure.parity import TOLERANCES
 
     m = convert(ConvertOptions(model="vit_t", out=tmp_path / "full", random_init=3, decoder="full"),
                 log=lambda s: None)

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgesam.runtime import quality
-from edgesam.runtime.scenes import KINDS, depth, interior_point, make_scene, mask_box
+from edgesam.synthetic import quality
+from edgesam.synthetic.scenes import KINDS, depth, interior_point, make_scene, mask_box
 
 REPO = Path(__file__).resolve().parent.parent
 CKPT = REPO / "assets" / "demo_vit_t.pt"

@@ -76,7 +76,7 @@ def _amg_batch(seed: int = 4):
 def _embedding(sam):
     from edgesam.convert.export import EncoderWrapper
     from edgesam.convert.gate import gate_encoder_input
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     with torch.no_grad():
         return EncoderWrapper(sam)(torch.from_numpy(gate_encoder_input(scene())))
@@ -179,7 +179,7 @@ def test_folded_mnn_matches_official_on_prompt_batches(vit_t_model, tmp_path):
         want = _official(sam, *cases[what], emb)
         got = (out["iou_predictions"], out["low_res_masks"])
         assert np.isfinite(got[1]).all(), what
-        # MNN's fp32 kernels are held to the project's fp32 tolerance (runtime/parity.py): cosine and
+        # MNN's fp32 kernels are held to the project's fp32 tolerance (edgesam/measure/parity.py): cosine and
         # max error relative to the largest reference value (observed: ~1.5e-4 relative, 6e-3 absolute).
         for g, w in zip(got, want):
             g64, w64 = g.astype(np.float64).ravel(), w.astype(np.float64).ravel()

@@ -54,9 +54,9 @@ def test_int8_arithmetic_really_switches(vit_t_bundle):
     tolerance of the fp32 file. On float files the mode changes nothing."""
     from edgesam.bundle import load_bundle
     from edgesam.convert.gate import gate_encoder_input
-    from edgesam.runtime.parity import compare
+    from edgesam.measure.parity import compare
     from edgesam.runtime.predictor import open_backend
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     b = load_bundle(vit_t_bundle)
     x = {"image": gate_encoder_input(scene())}
@@ -80,7 +80,7 @@ def test_int8_masks_hold_on_heldout_scenes(vit_t_bundle, int8_compute):
     with int8 compute off, 0.9942 / 0.9895 on (x86, 2026-11-30, patch embedding float); full figures
     in the README."""
     from edgesam.runtime import SamPredictor
-    from edgesam.runtime.quality import HELDOUT_SEEDS, agreement
+    from edgesam.synthetic.quality import HELDOUT_SEEDS, agreement
 
     ref = SamPredictor(vit_t_bundle, precision="fp32")
     cand = SamPredictor(vit_t_bundle, precision="int8", int8_compute=int8_compute)
@@ -94,7 +94,7 @@ def test_gelu_fallbacks_blame_the_right_file():
     """A failing cell of a fused-GELU file sends that file (role, precision) to the exact rewrite; an
     end-to-end cell blames the encoder; cells of files already exact, or of ONNX, send nothing."""
     from edgesam.convert.pipeline import gelu_fallbacks
-    from edgesam.runtime.parity import compare
+    from edgesam.measure.parity import compare
 
     a = np.linspace(-1, 1, 1000)
     bad = a[::-1].copy()

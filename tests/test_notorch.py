@@ -14,9 +14,9 @@ HEAVY = ("torch", "torchvision", "timm", "onnx")
 
 
 def test_import_runtime_pulls_no_heavy_modules():
-    code = ("import sys, edgesam.runtime, edgesam.runtime.predictor, edgesam.runtime.segment, "
-            "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.runtime.paritymatrix, "
-            "edgesam.runtime.bench, edgesam.runtime.amg, edgesam.runtime.everything, edgesam.runtime.rle, "
+    code = ("import sys, edgesam.runtime, edgesam.runtime.predictor, edgesam.cli.segment, "
+            "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.measure.paritymatrix, "
+            "edgesam.measure.bench, edgesam.runtime.amg, edgesam.cli.everything, edgesam.runtime.rle, "
             "edgesam.runtime.regions, edgesam.runtime.maskstats, edgesam.cli; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -54,7 +54,7 @@ def _prompts(h: int, w: int, prev: np.ndarray) -> dict:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_openvino_predictor_matches_onnx_every_prompt_kind(ov_bundle, precision):
     from edgesam.runtime import SamPredictor
-    from edgesam.runtime.parity import TOLERANCES, compare, mask_iou
+    from edgesam.measure.parity import TOLERANCES, compare, mask_iou
 
     img = scene(480, 640, seed=4)
     ref, got = SamPredictor(ov_bundle, backend="ort"), SamPredictor(ov_bundle, backend="openvino", precision=precision)

@@ -2,7 +2,7 @@
 
 The runtime runs in a fresh interpreter without torch (predictor_worker.py); the official
 predictor runs here. Bar (issue 3): mask IoU >= 0.98 on every case for MNN fp32 and ONNX
-Runtime; fp16 and int8 are held to their own mask-IoU tolerances from runtime/parity.py.
+Runtime; fp16 and int8 are held to their own mask-IoU tolerances from edgesam/measure/parity.py.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import scene
-from edgesam.runtime.parity import TOLERANCES
+from edgesam.measure.parity import TOLERANCES
 from predictor_worker import SIZES, prompts
 
 pytest.importorskip("torch")

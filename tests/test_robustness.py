@@ -106,7 +106,7 @@ def test_apply_coords_is_the_official_per_axis_scale(size, xy):
 @pytest.fixture(scope="module")
 def predictor(vit_t_bundle):
     from edgesam.runtime import SamPredictor
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     p = SamPredictor(vit_t_bundle)
     p.set_image(scene(120, 200, seed=4))
@@ -168,7 +168,7 @@ def _rss_mb() -> float:
 def test_soak_rss_stays_flat(vit_t_bundle):
     """2,000 decoder calls on one embedding and 50 set_image calls: RSS may not keep growing."""
     from edgesam.runtime import SamPredictor
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     p = SamPredictor(vit_t_bundle)
     img = scene(400, 600, seed=2)

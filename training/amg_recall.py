@@ -23,7 +23,7 @@ def main(argv=None):
     ap.add_argument("--points-per-side", type=int, default=16)
     a = ap.parse_args(argv)
     from edgesam.runtime import SamAutomaticMaskGenerator, SamPredictor
-    from edgesam.runtime.quality import HELDOUT_SEEDS, amg_recall
+    from edgesam.synthetic.quality import HELDOUT_SEEDS, amg_recall
 
     pred = SamPredictor(a.bundle, threads=2)
     out = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from edgesam.runtime.scenes import make_scene
+from edgesam.synthetic.scenes import make_scene
 
 ENCODER_SEED = 0          # the frozen TinyViT trunk is torch's default init under this seed
 TRAIN_SEEDS = range(0, 100_000)

@@ -3,7 +3,7 @@
     .venv/bin/python training/evaluate.py assets/demo_vit_t.pt --card assets/demo_vit_t.card.json \
         --train-log /tmp/train.log
 
-Measures one-point, box and point + refinement mIoU (edgesam.runtime.quality) for the checkpoint
+Measures one-point, box and point + refinement mIoU (edgesam.synthetic.quality) for the checkpoint
 and for the seeded random vit_t the demo used before (random_model("vit_t", 0)), on the same
 scenes and objects, with mobile_sam.SamPredictor (torch) so the figures do not depend on edgesam.
 """
@@ -29,7 +29,7 @@ MAX_OBJECTS = 8
 def score(model, seeds) -> dict:
     from mobile_sam import SamPredictor
 
-    from edgesam.runtime import quality
+    from edgesam.synthetic import quality
 
     t = time.time()
     res = quality.evaluate(SamPredictor(model.eval()), seeds=seeds, max_objects=MAX_OBJECTS)
@@ -52,8 +52,8 @@ def main(argv=None):
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
     from edgesam.convert.models import model_from_checkpoint, random_model
-    from edgesam.runtime.quality import HELDOUT_SEEDS
-    from edgesam.runtime.scenes import make_scene
+    from edgesam.synthetic.quality import HELDOUT_SEEDS
+    from edgesam.synthetic.scenes import make_scene
 
     seeds = HELDOUT_SEEDS[:a.scenes]
     trained = model_from_checkpoint("vit_t", a.checkpoint)  # weights_only loading, strict keys

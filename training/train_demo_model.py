@@ -304,7 +304,7 @@ class SceneImages:
 
     def get(self, seed: int) -> dict:
         from training.common import input_tensor, low_res_targets
-        from edgesam.runtime.scenes import make_scene
+        from edgesam.synthetic.scenes import make_scene
         if seed in self.items:
             it = self.items[seed]
         else:

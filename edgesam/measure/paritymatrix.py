@@ -19,10 +19,10 @@ import numpy as np
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, InputError
 from edgesam.runtime.backends import MNN_PRECISIONS, MNNBackend, OpenVINOBackend, ORTBackend
-from edgesam.runtime.parity import Cell, compare, tolerance_key, top_change_rate
+from edgesam.measure.parity import Cell, compare, tolerance_key, top_change_rate
 from edgesam.runtime.postprocess import upscale_logits
 from edgesam.runtime.preprocess import preprocess
-from edgesam.runtime.synthetic import prompt_set, scene
+from edgesam.synthetic.gate import prompt_set, scene
 from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS
 
 SYNTHETIC_SIZES = ((683, 1024), (1024, 600), (300, 1000))  # landscape, portrait, panorama

@@ -87,7 +87,7 @@ def _npz_bytes(records: list[dict]) -> bytes:
 
 def overlay_image(image: np.ndarray, records: list[dict]) -> np.ndarray:
     """Every mask tinted in its own colour, largest first so small masks stay visible."""
-    from edgesam.runtime import draw
+    from edgesam.cli import draw
     from edgesam.runtime.rle import rle_to_mask
 
     order = sorted(range(len(records)), key=lambda i: -records[i]["area"])

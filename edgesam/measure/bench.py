@@ -233,7 +233,7 @@ def _backend_versions(backends: set[str]) -> dict:
 
 def _synthetic_file(folder: Path) -> Path:
     from edgesam.runtime.imageio import write_image
-    from edgesam.runtime.synthetic import scene
+    from edgesam.synthetic.gate import scene
 
     p = folder / "synthetic-600x400.png"
     write_image(p, scene(400, 600, seed=1))

@@ -18,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from edgesam.runtime.scenes import interior_point, make_scene, mask_box
+from edgesam.synthetic.scenes import interior_point, make_scene, mask_box
 
 HELDOUT_SEEDS = tuple(range(100_000, 100_040))  # never used for training
 

@@ -54,7 +54,7 @@ def mask_bbox(m: np.ndarray) -> list[int]:
 def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = None) -> dict:
     """Run one request. ``predictor`` (already loaded on ``req.bundle``) and ``image`` (the decoded
     RGB pixels of ``req.image``) let a caller segmenting many images load and decode only once."""
-    from edgesam.runtime import draw
+    from edgesam.cli import draw
     from edgesam.runtime.imageio import read_image, write_image
     from edgesam.runtime.predictor import SamPredictor
 

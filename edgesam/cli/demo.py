@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEMO_CHECKPOINT = ASSETS / "demo_vit_t.pt"
 # One point prompt per sample, on an object (fractions of width and height).
 SAMPLES = {"landscape.png": (0.525, 0.725), "portrait.png": (0.655, 0.2), "panorama.png": (0.325, 0.55)}
@@ -30,9 +30,9 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     from edgesam.errors import InputError
     from edgesam.convert.pipeline import ConvertOptions, convert
     from edgesam.runtime.imageio import read_image
-    from edgesam.runtime.parity import Cell, format_table
+    from edgesam.measure.parity import Cell, format_table
     from edgesam.runtime.predictor import SamPredictor
-    from edgesam.runtime.segment import SegmentRequest, segment
+    from edgesam.cli.segment import SegmentRequest, segment
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -80,7 +80,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from edgesam.info import bundle_summary
+    from edgesam.cli.info import bundle_summary
 
     text, data = bundle_summary(a.bundle)
     if a.json != "-":
@@ -90,7 +90,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 def cmd_segment(a: argparse.Namespace) -> int:
-    from edgesam.runtime.segment import SegmentRequest, segment
+    from edgesam.cli.segment import SegmentRequest, segment
 
     req = SegmentRequest(bundle=a.bundle, image=a.image, points=a.point or [], boxes=a.box or [],
                          mask_input=a.mask_input, multimask=a.multimask, backend=a.backend,
@@ -106,7 +106,7 @@ def cmd_segment(a: argparse.Namespace) -> int:
 
 def cmd_everything(a: argparse.Namespace) -> int:
     from edgesam.runtime.amg import AmgOptions
-    from edgesam.runtime.everything import EverythingRequest, everything
+    from edgesam.cli.everything import EverythingRequest, everything
 
     if a.point_grids and a.points_per_side is not None:
         raise InputError("give --points-per-side or --point-grids, not both")
@@ -130,8 +130,8 @@ def cmd_everything(a: argparse.Namespace) -> int:
 
 
 def cmd_parity(a: argparse.Namespace) -> int:
-    from edgesam.runtime.parity import Cell, format_table
-    from edgesam.runtime.paritymatrix import ParityOptions, run_parity
+    from edgesam.measure.parity import Cell, format_table
+    from edgesam.measure.paritymatrix import ParityOptions, run_parity
 
     report = run_parity(ParityOptions(bundle=a.bundle, images=tuple(a.images or ()), reference=a.reference,
                                       checkpoint=a.checkpoint, runtime_precisions=tuple(a.runtime_precision),
@@ -150,7 +150,7 @@ def cmd_parity(a: argparse.Namespace) -> int:
 
 
 def cmd_bench(a: argparse.Namespace) -> int:
-    from edgesam.runtime.bench import BenchOptions, compare_reports, format_bench, run_bench
+    from edgesam.measure.bench import BenchOptions, compare_reports, format_bench, run_bench
 
     if a.compare:
         print(compare_reports(a.compare))
@@ -168,7 +168,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from edgesam.demo import run_demo
+    from edgesam.cli.demo import run_demo
 
     report = run_demo(out=Path(a.out), checkpoint=Path(a.checkpoint) if a.checkpoint else None,
                       seed=a.seed, threads=a.threads, untrained=a.untrained)
@@ -329,6 +329,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               file=sys.stderr)
         return 70
 
-
-if __name__ == "__main__":
-    sys.exit(main())
