@@ -10,14 +10,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from edgesam.errors import BundleError, InputError
+from edgesam.manifest import (COMPANIONS, FORMAT, PRECISIONS, VERSION, FileEntry, Manifest,  # noqa: F401
+                              find_entry, parse_manifest)
 
-FORMAT = "edgesam-bundle"
-VERSION = 1
 MANIFEST = "manifest.json"
 
 
@@ -37,36 +37,57 @@ def file_record(root: Path, rel: str, **fields: Any) -> dict:
 
 @dataclass
 class Bundle:
+    """A loaded bundle: ``manifest`` is the JSON as written, ``spec`` the validated, typed view of it."""
     root: Path
     manifest: dict
+    spec: Manifest
+    verified: set = field(default_factory=set)  # paths whose size and sha256 were checked
 
     @property
     def model(self) -> str:
-        return self.manifest["model"]
+        return self.spec.model
+
+    @property
+    def family(self) -> str:
+        return self.spec.family
 
     @property
     def untrained(self) -> bool:
-        return "random_init_seed" in self.manifest.get("checkpoint", {})
+        return self.spec.untrained
 
     def entries(self, role: Optional[str] = None, format: Optional[str] = None,
-                precision: Optional[str] = None) -> list[dict]:
-        return [f for f in self.manifest["files"]
-                if (role is None or f["role"] == role) and (format is None or f["format"] == format)
-                and (precision is None or f["precision"] == precision)]
+                precision: Optional[str] = None) -> list[FileEntry]:
+        return [f for f in self.spec.files
+                if (role is None or f.role == role) and (format is None or f.format == format)
+                and (precision is None or f.precision == precision)]
 
     def precisions(self, format: str) -> list[str]:
         """Precisions present for ``format``, widest first (fp32, fp16, int8)."""
-        order = ("fp32", "fp16", "int8")
-        return sorted({f["precision"] for f in self.entries(format=format)},
+        order = PRECISIONS
+        return sorted({f.precision for f in self.entries(format=format)},
                       key=lambda p: (order.index(p) if p in order else len(order), p))
 
-    def find(self, role: str, format: str, precision: str) -> Path:
-        """Path of the model with this role/format/precision, or a BundleError naming what exists."""
-        hits = self.entries(role, format, precision)
-        if not hits:
+    def entry(self, role: str, format: str, precision: str) -> FileEntry:
+        """The manifest record of the model with this role/format/precision, or a BundleError naming
+        what exists (the manifest holds at most one: parse_manifest refuses duplicates)."""
+        hit = find_entry(self.spec, role, format, precision)
+        if hit is None:
             have = ", ".join(self.precisions(format)) or "none"
             raise BundleError(f"{self.root}: no {format} {role} at precision {precision} (bundle has: {have})")
-        return self.root / hits[0]["path"]
+        return hit
+
+    def find(self, role: str, format: str, precision: str) -> Path:
+        """Path of the model with this role/format/precision (not verified: see ``open``)."""
+        return _resolve_inside(self.root, self.entry(role, format, precision).path)
+
+    def open(self, role: str, format: str, precision: str) -> tuple[Path, FileEntry]:
+        """Path and record of a model that is about to be loaded, with it and the files it needs
+        beside it (external weights) checked against the manifest's size and sha256, once."""
+        e = self.entry(role, format, precision)
+        for f in [e, *(c for kind in COMPANIONS.get(format, ())
+                       for c in self.entries(role, kind, precision))]:
+            verify_entry(self, f)
+        return _resolve_inside(self.root, e.path), e
 
 
 def _resolve_inside(root: Path, rel: str) -> Path:
@@ -81,7 +102,9 @@ def _resolve_inside(root: Path, rel: str) -> Path:
 
 
 def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
-    """Read ``manifest.json``; with ``verify``, check every file's size and sha256."""
+    """Read and validate ``manifest.json``; with ``verify``, check every file's size and sha256 now
+    (``edgesam info``). Without it, files are checked when they are opened (``Bundle.open``), so
+    a predictor hashes only the models it loads."""
     root = Path(path)
     if not root.is_dir():
         raise BundleError(f"{root}: not a bundle folder")
@@ -92,37 +115,34 @@ def load_bundle(path: str | os.PathLike, verify: bool = True) -> Bundle:
         manifest = json.loads(mpath.read_text())
     except (ValueError, UnicodeDecodeError) as e:
         raise BundleError(f"{mpath}: invalid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise BundleError(f"{mpath}: not an edgesam bundle manifest")
-    version = manifest.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise BundleError(f"{mpath}: bundle format version {version!r} is newer than this edgesam "
-                          f"reads ({VERSION}); upgrade edgesam")
-    for key in ("model", "files", "preprocess", "decoder"):
-        if key not in manifest:
-            raise BundleError(f"{mpath}: manifest lacks {key!r}")
+    spec = parse_manifest(manifest, str(mpath))
     source = manifest.get("source")
-    for entry in manifest["files"]:
-        if source is not None and entry.get("source", source) != source:
-            raise BundleError(f"{root / entry['path']}: made from other weights ({str(entry['source'])[:20]}) "
+    for entry in spec.files:
+        if source is not None and entry.record.get("source", source) != source:
+            raise BundleError(f"{root / entry.path}: made from other weights ({str(entry.record['source'])[:20]}) "
                               f"than this bundle ({str(source)[:20]}); encoder and decoder must come from "
                               "one conversion")
-    bundle = Bundle(root, manifest)
+    bundle = Bundle(root, manifest, spec)
+    for entry in spec.files:
+        _resolve_inside(root, entry.path)
     if verify:
-        for entry in manifest["files"]:
+        for entry in spec.files:
             verify_entry(bundle, entry)
     return bundle
 
 
-def verify_entry(bundle: Bundle, entry: dict) -> None:
-    p = _resolve_inside(bundle.root, entry["path"])
+def verify_entry(bundle: Bundle, entry: FileEntry) -> None:
+    p = _resolve_inside(bundle.root, entry.path)
+    if entry.path in bundle.verified:
+        return
     if not p.is_file():
-        raise BundleError(f"{p}: missing ({entry['role']} {entry['format']} {entry['precision']})")
+        raise BundleError(f"{p}: missing ({entry.role} {entry.format} {entry.precision})")
     size = p.stat().st_size
-    if size != entry["bytes"]:
-        raise BundleError(f"{p}: {size} bytes, manifest says {entry['bytes']} (truncated or replaced)")
-    if sha256_file(p) != entry["sha256"]:
+    if size != entry.bytes:
+        raise BundleError(f"{p}: {size} bytes, manifest says {entry.bytes} (truncated or replaced)")
+    if sha256_file(p) != entry.sha256:
         raise BundleError(f"{p}: sha256 does not match the manifest (file changed or corrupt)")
+    bundle.verified.add(entry.path)
 
 
 def write_manifest(root: Path, manifest: dict) -> None:

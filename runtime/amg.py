@@ -265,13 +265,15 @@ class SamAutomaticMaskGenerator:
             keep = keep[iou[keep] > np.float32(o.pred_iou_thresh)]
         st["iou_kept"] += len(keep)
         input_size = self.predictor.input_size
+        # the bundle's mask threshold and encoder input side (manifest), as the predictor uses them
+        thr, frame = self.predictor.mask_threshold, self.predictor.preprocess_spec.image_size
         offset = float(o.stability_score_offset)
         with single_blas_thread():
             if o.stability_score_thresh > 0.0 and len(keep):
-                bound = MS.stability_upper_bound(low[keep], input_size, crop_size, offset)
+                bound = MS.stability_upper_bound(low[keep], input_size, crop_size, offset, thr, frame)
                 keep = keep[bound >= np.float64(np.float32(o.stability_score_thresh)) * (1 - 1e-6)]
             st["bound_kept"] += len(keep)
-            masks, stab = MS.upscale_with_stability(low[keep], input_size, crop_size, offset)
+            masks, stab = MS.upscale_with_stability(low[keep], input_size, crop_size, offset, thr, frame)
         if o.stability_score_thresh > 0.0:
             ok = stab >= np.float32(o.stability_score_thresh)
             keep, masks, stab = keep[ok], masks[ok], stab[ok]

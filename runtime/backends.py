@@ -5,8 +5,9 @@ Encoder and decoder are built on top of a Backend; no backend knows about SAM.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -223,5 +224,44 @@ def require_tensorrt() -> None:
                            f"({type(e).__name__}: {str(e).splitlines()[0][:160]})") from None
 
 
-BACKEND_FORMATS = {"mnn": "mnn", "ort": "onnx", "openvino": "openvino"}
+@dataclass(frozen=True)
+class ModelRequest:
+    """What a backend needs to load one bundle model: its file and tensor names, and settings."""
+    path: Path
+    inputs: list  # the input names to feed (a subgraph's, e.g. a full decoder without orig_im_size)
+    outputs: list  # the output names wanted (a subgraph's outputs skip the rest of the graph)
+    threads: int | None
+    runtime_precision: str  # "high", "normal" or "low" (backends.MNN_PRECISIONS)
+    memory: str  # MNN memory mode (mnn_memory_mode); "normal" for other backends
+
+
+def _open_mnn(r: ModelRequest) -> Backend:
+    return MNNBackend(r.path, r.inputs, r.outputs, r.runtime_precision, r.threads, memory=r.memory)
+
+
+def _open_ort(r: ModelRequest) -> Backend:
+    b = ORTBackend(r.path, r.threads)
+    b.outputs = [o for o in b.outputs if o in r.outputs]  # ORT still wants every input fed
+    return b
+
+
+def _open_openvino(r: ModelRequest) -> Backend:
+    # OpenVINO's "low" hands arithmetic precision to the plugin; MNN's "normal" has no OpenVINO twin.
+    return OpenVINOBackend(r.path, r.threads, "low" if r.runtime_precision == "low" else "high", outputs=r.outputs)
+
+
+@dataclass(frozen=True)
+class BackendKind:
+    format: str  # the manifest format of the files it runs
+    precisions: tuple  # the file precisions it runs
+    open: Callable[[ModelRequest], Backend]
+
+
+# The backends that run bundle models: one row each (TensorRT runs through trtexec, see require_tensorrt).
+BACKEND_TABLE = {
+    "mnn": BackendKind("mnn", ("fp32", "fp16", "int8"), _open_mnn),
+    "ort": BackendKind("onnx", ("fp32",), _open_ort),
+    "openvino": BackendKind("openvino", ("fp32", "fp16"), _open_openvino),
+}
+BACKEND_FORMATS = {name: kind.format for name, kind in BACKEND_TABLE.items()}
 BACKENDS = ("mnn", "ort", "openvino", "tensorrt")  # tensorrt: refused unless it imports (see require_tensorrt)

@@ -15,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from edgesam.runtime.postprocess import axis_matrix, column_blocks
+from edgesam.specs import IMAGE_SIZE
 
 # Rounding slack for the bound: an upscaled logit is a weighted sum of <= 16 low-res
 # logits computed in float32, so it can exceed their max (or undercut their min) by a
@@ -24,9 +25,9 @@ BOUND_REL = 1e-6
 
 
 @lru_cache(maxsize=32)
-def _windows(orig: int, input_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _windows(orig: int, input_len: int, frame: int, lowres: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct low-res source windows [lo, hi] of the orig output lines, with how many lines share each."""
-    ax = axis_matrix(orig, input_len) != 0
+    ax = axis_matrix(orig, input_len, frame, lowres) != 0
     lo = np.argmax(ax, axis=1)
     hi = ax.shape[1] - 1 - np.argmax(ax[:, ::-1], axis=1)
     pairs, counts = np.unique(np.stack([lo, hi], 1), axis=0, return_counts=True)
@@ -55,7 +56,7 @@ def _windows_touched(x: np.ndarray, rows, cols) -> tuple[np.ndarray, np.ndarray]
 
 
 def stability_upper_bound(low_res: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
-                          offset: float, threshold: float = 0.0) -> np.ndarray:
+                          offset: float, threshold: float = 0.0, frame: int = IMAGE_SIZE) -> np.ndarray:
     """Kx256x256 float32 logits -> K float64 upper bounds of the stability score at ``size`` (H, W).
 
     Every upscaled logit is a convex combination (non-negative weights summing to 1) of
@@ -66,7 +67,8 @@ def stability_upper_bound(low_res: np.ndarray, input_size: tuple[int, int], size
     is that of the low-res grid, not of the image. A bound of inf means "cannot tell".
     """
     (ih, iw), (h, w) = input_size, size
-    rows, cols = _windows(h, ih), _windows(w, iw)
+    low_side = low_res.shape[-1]
+    rows, cols = _windows(h, ih, frame, low_side), _windows(w, iw, frame, low_side)
     y1, x1 = int(rows[1].max()) + 1, int(cols[1].max()) + 1
     low = np.asarray(low_res, np.float32)[:, :y1, :x1]
     if low.shape[0] == 0:
@@ -83,7 +85,8 @@ def stability_upper_bound(low_res: np.ndarray, input_size: tuple[int, int], size
 
 
 def upscale_with_stability(low_res: np.ndarray, input_size: tuple[int, int], size: tuple[int, int],
-                           offset: float, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                           offset: float, threshold: float = 0.0,
+                           frame: int = IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
     """Kx256x256 logits -> (KxHxW bool masks ``> threshold``, K float32 stability scores).
 
     One upscale (as ``postprocess.upscale_logits``: rows by one product, columns in
@@ -91,7 +94,8 @@ def upscale_with_stability(low_res: np.ndarray, input_size: tuple[int, int], siz
     full-size float logits never exist for more than one band.
     """
     (ih, iw), (h, w) = input_size, size
-    rows_m = axis_matrix(h, ih)
+    low_side = low_res.shape[-1]
+    rows_m = axis_matrix(h, ih, frame, low_side)
     y1 = int(np.flatnonzero(np.any(rows_m != 0, axis=0))[-1]) + 1
     low = np.asarray(low_res, np.float32)[:, :y1]
     k = low.shape[0]
@@ -100,7 +104,7 @@ def upscale_with_stability(low_res: np.ndarray, input_size: tuple[int, int], siz
     inter = np.zeros(k, np.int64)
     union = np.zeros(k, np.int64)
     t, t_hi, t_lo = (np.float32(v) for v in (threshold, threshold + offset, threshold - offset))
-    for o0, o1, s0, s1, band in column_blocks(w, iw):
+    for o0, o1, s0, s1, band in column_blocks(w, iw, frame, low_side):
         block = np.matmul(rows[:, :, s0:s1], band)
         inter += np.count_nonzero(block > t_hi, axis=(1, 2))
         union += np.count_nonzero(block > t_lo, axis=(1, 2))

@@ -31,9 +31,12 @@ def _linear_weights(out_size: int, in_size: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def axis_matrix(orig: int, input_len: int) -> np.ndarray:
-    """orig x 256 float32: each row holds the (at most 4) low-res weights of one output row."""
-    up = _linear_weights(IMAGE_SIZE, LOWRES)[:input_len]  # 256 -> 1024, then crop
+def axis_matrix(orig: int, input_len: int, frame: int = IMAGE_SIZE, lowres: int = LOWRES) -> np.ndarray:
+    """orig x lowres float32: each row holds the (at most 4) low-res weights of one output row.
+
+    The path it composes: lowres -> frame (the encoder's input side), crop input_len, -> orig.
+    """
+    up = _linear_weights(frame, lowres)[:input_len]  # 256 -> 1024, then crop
     return (_linear_weights(orig, input_len) @ up).astype(np.float32)
 
 
@@ -41,14 +44,14 @@ COLUMN_BLOCK = 128  # output columns per banded product
 
 
 @lru_cache(maxsize=16)
-def column_blocks(orig: int, input_len: int) -> tuple:
+def column_blocks(orig: int, input_len: int, frame: int = IMAGE_SIZE, lowres: int = LOWRES) -> tuple:
     """The column interpolation as bands: (out0, out1, src0, src1, (src1-src0) x (out1-out0) weights).
 
     Each output column reads at most 4 neighbouring low-res columns, so a block of
     neighbouring output columns reads a narrow source band: a dense product over the
     band does ~1/20 of the work of one over all 256 columns at 12 MP.
     """
-    ax = axis_matrix(orig, input_len)
+    ax = axis_matrix(orig, input_len, frame, lowres)
     blocks = []
     for o0 in range(0, orig, COLUMN_BLOCK):
         o1 = min(o0 + COLUMN_BLOCK, orig)
@@ -63,7 +66,7 @@ BLOCKED_FROM = 128 * 128  # output pixels per mask from which threshold_masks is
 
 
 @lru_cache(maxsize=16)
-def axis_blocks(orig: int, input_len: int) -> tuple:
+def axis_blocks(orig: int, input_len: int, frame: int = IMAGE_SIZE, lowres: int = LOWRES) -> tuple:
     """Blocks of BLOCK output rows (or columns) and the low-res taps they read.
 
     Returns (lo, hi, start, weights): block b reads low-res rows lo[b]:hi[b] (the
@@ -72,7 +75,7 @@ def axis_blocks(orig: int, input_len: int) -> tuple:
     the same for every block, so that blocks can be batched; a last partial
     block has zero rows).
     """
-    ax = axis_matrix(orig, input_len)
+    ax = axis_matrix(orig, input_len, frame, lowres)
     nz = ax != 0
     first = nz.argmax(1)
     last = ax.shape[1] - nz[:, ::-1].argmax(1)
@@ -89,7 +92,7 @@ def axis_blocks(orig: int, input_len: int) -> tuple:
 
 
 def threshold_masks(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
-                    threshold: float = 0.0) -> np.ndarray:
+                    threshold: float = 0.0, frame: int = IMAGE_SIZE) -> np.ndarray:
     """``upscale_logits(...) > threshold`` without upscaling where the answer is already known.
 
     Every output pixel is a convex combination of its low-res taps (bilinear
@@ -102,12 +105,13 @@ def threshold_masks(low_res: np.ndarray, input_size: tuple[int, int], original_s
     """
     (ih, iw), (h, w) = input_size, original_size
     lead = low_res.shape[:-2]
-    flat = low_res.reshape(-1, LOWRES, LOWRES).astype(np.float32, copy=False)
+    low = low_res.shape[-1]
+    flat = low_res.reshape(-1, low, low).astype(np.float32, copy=False)
     n = flat.shape[0]
-    rlo, rhi, rstart, rw = axis_blocks(h, ih)
-    clo, chi, cstart, cw = axis_blocks(w, iw)
+    rlo, rhi, rstart, rw = axis_blocks(h, ih, frame, low)
+    clo, chi, cstart, cw = axis_blocks(w, iw, frame, low)
     above = flat > threshold
-    sat = np.zeros((n, LOWRES + 1, LOWRES + 1), np.int32)
+    sat = np.zeros((n, low + 1, low + 1), np.int32)
     np.cumsum(above, axis=1, dtype=np.int32, out=sat[:, 1:, 1:])
     np.cumsum(sat[:, 1:, 1:], axis=2, out=sat[:, 1:, 1:])
     count = (sat[:, rhi[:, None], chi[None, :]] - sat[:, rlo[:, None], chi[None, :]]
@@ -129,8 +133,9 @@ def threshold_masks(low_res: np.ndarray, input_size: tuple[int, int], original_s
 
 
 def upscale_logits(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
-                   threshold: float | None = None) -> np.ndarray:
-    """...x256x256 float32 logits -> ...xHxW float32 logits (original image size).
+                   threshold: float | None = None, frame: int = IMAGE_SIZE) -> np.ndarray:
+    """...xLxL float32 logits (L = 256) -> ...xHxW float32 logits (original image size), through
+    the ``frame`` x ``frame`` encoder input whose top-left input_size part holds the image.
 
     Rows first (one BLAS product, H x 256 per mask), then columns in bands. With a
     ``threshold`` a bool array is returned and full-size float logits never exist:
@@ -139,12 +144,13 @@ def upscale_logits(low_res: np.ndarray, input_size: tuple[int, int], original_si
     """
     (ih, iw), (h, w) = input_size, original_size
     if threshold is not None and h * w >= BLOCKED_FROM:
-        return threshold_masks(low_res, input_size, original_size, threshold)
+        return threshold_masks(low_res, input_size, original_size, threshold, frame)
     lead = low_res.shape[:-2]
-    flat = low_res.reshape(-1, LOWRES, LOWRES).astype(np.float32, copy=False)
-    rows = np.matmul(axis_matrix(h, ih), flat)  # C x H x 256
+    low = low_res.shape[-1]
+    flat = low_res.reshape(-1, low, low).astype(np.float32, copy=False)
+    rows = np.matmul(axis_matrix(h, ih, frame, low), flat)  # C x H x 256
     out = np.empty((flat.shape[0], h, w), np.float32 if threshold is None else bool)
-    for o0, o1, s0, s1, band in column_blocks(w, iw):
+    for o0, o1, s0, s1, band in column_blocks(w, iw, frame, low):
         block = np.matmul(rows[:, :, s0:s1], band)
         out[:, :, o0:o1] = block if threshold is None else block > threshold
     return out.reshape(*lead, h, w)
@@ -172,7 +178,7 @@ def single_blas_thread():
 
 
 def postprocess_masks(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
-                      return_logits: bool = False, threshold: float = 0.0) -> np.ndarray:
+                      return_logits: bool = False, threshold: float = 0.0, frame: int = IMAGE_SIZE) -> np.ndarray:
     """Upscale, then threshold (``> threshold``, bool) unless ``return_logits``."""
     with single_blas_thread():
-        return upscale_logits(low_res, input_size, original_size, None if return_logits else threshold)
+        return upscale_logits(low_res, input_size, original_size, None if return_logits else threshold, frame)

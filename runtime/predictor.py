@@ -2,27 +2,28 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, BundleError, InputError
+from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS, PRECISIONS
 from edgesam.runtime import prompts
-from edgesam.runtime.backends import (BACKEND_FORMATS, Backend, MNNBackend, OpenVINOBackend, ORTBackend,
-                                      mnn_memory_mode, require_tensorrt, resolve_threads)
+from edgesam.runtime.backends import (BACKEND_TABLE, Backend, ModelRequest, mnn_memory_mode, require_tensorrt,
+                                      resolve_threads)
 from edgesam.runtime.postprocess import postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
-from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS
 
-DECODER_OUT = list(DECODER_OUTPUTS)
-
+FAMILIES = ("sam", "mobilesam")  # the families whose models this predictor runs
 
 def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int | None = None,
-                 runtime_precision: str = "high", full: bool = False, int8_compute: str = "auto") -> Backend:
-    """The ``role`` model of ``bundle`` on ``backend``, found by role/format/precision.
+                 runtime_precision: str = "high", int8_compute: str = "auto") -> Backend:
+    """The ``role`` model of ``bundle`` on ``backend``, found by role/format/precision, with the
+    tensor names of its manifest record (checked against the manifest's hash as it is opened).
 
+    A full decoder is opened as its lowres subgraph (no ``orig_im_size``, no upscaled ``masks``):
+    the runtime upscales the low-res logits itself, exactly (postprocess.py).
     ``int8_compute`` (MNN, int8 files): "on" runs int8 arithmetic (MNN memory mode low), "off"
     expands the weights to float32 at load, "auto" picks int8 arithmetic where MNN has int8
     dot-product kernels (ARM sdot/i8mm) and float32 elsewhere (``backends.int8_compute_default``)."""
@@ -30,19 +31,27 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
         require_tensorrt()  # one clear line where TensorRT is absent (everywhere but NVIDIA boards)
         raise BackendError("backend 'tensorrt' has no runtime in this version: build engines with the trtexec "
                            "commands in the bundle's manifest (key 'tensorrt') and time them with trtexec")
-    if backend not in BACKEND_FORMATS:
-        raise InputError(f"unknown backend {backend!r}; choose mnn, ort or openvino")
-    entry_path = bundle.find(role, BACKEND_FORMATS[backend], precision)
-    if backend == "mnn":
-        ins = list(ENCODER_INPUTS if role == "encoder" else DECODER_INPUTS)
-        outs = list(ENCODER_OUTPUTS if role == "encoder" else DECODER_OUTPUTS)
-        return MNNBackend(entry_path, ins, outs, runtime_precision, threads,
-                          memory=mnn_memory_mode(precision, int8_compute))
-    if backend == "ort":
-        return ORTBackend(entry_path, threads)
-    # OpenVINO's "low" hands arithmetic precision to the plugin; MNN's "normal" has no OpenVINO twin.
-    return OpenVINOBackend(entry_path, threads, "low" if runtime_precision == "low" else "high",
-                           outputs=DECODER_OUT if role == "decoder" and full else None)
+    kind = BACKEND_TABLE.get(backend)
+    if kind is None:
+        raise InputError(f"unknown backend {backend!r}; choose {', '.join(BACKEND_TABLE)}")
+    if precision not in kind.precisions and precision in PRECISIONS:
+        raise InputError(f"backend {backend!r} runs the {', '.join(kind.precisions)} models only; use --precision "
+                         f"{kind.precisions[0]}")
+    path, entry = bundle.open(role, kind.format, precision)
+    spec = bundle.spec
+    if role == "encoder":
+        inputs, outputs = [spec.encoder.image_input], list(entry.outputs)
+    else:
+        prompt = [spec.decoder.inputs[k] for k in DECODER_PROMPT_INPUTS]
+        inputs = [n for n in entry.inputs if n in prompt or n not in spec.decoder.inputs.values()]
+        outputs = [spec.decoder.outputs[k] for k in DECODER_RESULTS]
+    missing = [n for n in outputs if n not in entry.outputs]
+    if missing:
+        raise BundleError(f"{bundle.root / entry.path}: the manifest lists no output {missing[0]!r} for this "
+                          f"{role} (it lists {', '.join(entry.outputs)})")
+    memory = mnn_memory_mode(precision, int8_compute) if backend == "mnn" else "normal"
+    return kind.open(ModelRequest(path=path, inputs=inputs, outputs=outputs, threads=threads,
+                                  runtime_precision=runtime_precision, memory=memory))
 
 
 class SamPredictor:
@@ -63,17 +72,17 @@ class SamPredictor:
         sdot/i8mm kernels, float32 arithmetic on int8-stored weights elsewhere), "on" or "off".
     """
 
-    mask_threshold = 0.0
-
     def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = "mnn", precision: str = "fp32",
                  threads: Optional[int] = None, runtime_precision: str = "high", interpolation: str = "pyramid",
                  decoder_runtime_precision: Optional[str] = None, int8_compute: str = "auto") -> None:
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=True)
-        variant = self.bundle.manifest["decoder"].get("variant", "lowres")
-        if variant not in ("lowres", "full"):
-            raise BundleError(f"{self.bundle.root}: unknown decoder variant {variant!r}")
-        if backend == "ort" and precision != "fp32":
-            raise InputError("backend 'ort' runs the fp32 ONNX models only; use --precision fp32")
+        # Files are hashed as they are opened (Bundle.open): only the two models this predictor loads.
+        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
+        spec = self.bundle.spec
+        if spec.family not in FAMILIES:
+            raise BundleError(f"{self.bundle.root}: model family {spec.family!r} is not served by SamPredictor")
+        self.preprocess_spec = spec.preprocess
+        self.decoder_spec = spec.decoder
+        self.mask_threshold = spec.decoder.mask_threshold  # the official predictor reads model.mask_threshold
         self.backend_name, self.precision = backend, precision
         threads = resolve_threads(threads)
         self.threads = threads
@@ -81,14 +90,7 @@ class SamPredictor:
                                     int8_compute=int8_compute)
         self.runtime_precision = {"encoder": runtime_precision, "decoder": decoder_runtime_precision or runtime_precision}
         self.decoder = open_backend(self.bundle, "decoder", backend, precision, threads,
-                                    self.runtime_precision["decoder"], full=variant == "full",
-                                    int8_compute=int8_compute)
-        # A full decoder also has orig_im_size -> masks. The runtime upscales low_res_masks
-        # itself (exactly, see postprocess.py): MNN loads only the lowres subgraph, and ORT is
-        # asked for the lowres outputs only (it still wants the extra input fed).
-        self._full = variant == "full"
-        if isinstance(self.decoder, ORTBackend):
-            self.decoder.outputs = DECODER_OUT
+                                    self.runtime_precision["decoder"], int8_compute=int8_compute)
         self.interpolation = interpolation
         self.reset_image()
 
@@ -98,7 +100,8 @@ class SamPredictor:
         if image_format not in ("RGB", "BGR"):
             raise InputError(f"image_format must be in ['RGB', 'BGR'], is {image_format}.")
         check_image_array(image)
-        x, input_size = preprocess(image, bgr=image_format == "BGR", interpolation=self.interpolation)
+        x, input_size = preprocess(image, self.preprocess_spec, bgr=image_format == "BGR",
+                                   interpolation=self.interpolation)
         self._embed(x, input_size, image.shape[:2])
 
     def set_image_file(self, path: str | os.PathLike) -> None:
@@ -107,12 +110,14 @@ class SamPredictor:
 
         var = read_image_var(path)
         h, w = var.shape[:2]
-        x, input_size = preprocess(var, bgr=True, interpolation=self.interpolation)
+        x, input_size = preprocess(var, self.preprocess_spec, bgr=True, interpolation=self.interpolation)
         self._embed(x, input_size, (h, w))
 
     def _embed(self, x: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int]) -> None:
         self.reset_image()
-        self.features = self.encoder.run({"image": x})["image_embeddings"]
+        # Every encoder output goes to the decoder input of the same name (one tensor for SAM).
+        self._encoded = self.encoder.run({self.bundle.spec.encoder.image_input: x})
+        self.features = self._encoded[self.bundle.spec.encoder.embedding_output]
         self.input_size = tuple(int(v) for v in input_size)
         self.original_size = tuple(int(v) for v in original_size)
         self.is_image_set = True
@@ -126,6 +131,7 @@ class SamPredictor:
     def reset_image(self) -> None:
         self.is_image_set = False
         self.features = None
+        self._encoded = {}
         self.original_size = None
         self.input_size = None
 
@@ -157,7 +163,8 @@ class SamPredictor:
         Returns masks BxCxHxW, scores BxC, low_res_logits BxCx256x256.
         """
         low, scores = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
-        masks = postprocess_masks(low, self.input_size, self.original_size, return_logits, self.mask_threshold)
+        masks = postprocess_masks(low, self.input_size, self.original_size, return_logits, self.mask_threshold,
+                                  frame=self.preprocess_spec.image_size)
         return masks, scores, low
 
     def decode(self, point_coords=None, point_labels=None, boxes=None, mask_input=None,
@@ -168,14 +175,17 @@ class SamPredictor:
         coords, labels = prompts.validate_points(point_coords, point_labels)
         boxes = prompts.validate_boxes(boxes)
         batch = coords.shape[0] if coords is not None else (boxes.shape[0] if boxes is not None else 1)
-        mask = prompts.validate_mask_input(mask_input, batch)
-        feeds = prompts.decoder_feeds(coords, labels, boxes, mask, self.original_size, self.features)
-        if self._full:
-            feeds["orig_im_size"] = np.array(self.input_size, np.int32)
+        mask = prompts.validate_mask_input(mask_input, batch, self.decoder_spec.lowres_size)
+        d = self.decoder_spec
+        prompt = prompts.decoder_feeds(coords, labels, boxes, mask, self.original_size,
+                                       long_side=self.preprocess_spec.image_size, lowres=d.lowres_size)
+        feeds = {**self._encoded, **{d.inputs[k]: v for k, v in prompt.items()}}
+        if "orig_im_size" in d.inputs:  # a full decoder: ONNX Runtime wants every graph input fed
+            feeds[d.inputs["orig_im_size"]] = np.array(self.input_size, np.int32)
         out = self.decoder.run(feeds)
-        # Official MaskDecoder.forward: token 0 alone, or tokens 1..3 for multimask.
-        sl = slice(1, None) if multimask_output else slice(0, 1)
-        return out["low_res_masks"][:, sl], out["iou_predictions"][:, sl]
+        # The manifest's token rule (SAM: token 0 alone, or tokens 1..3 for multimask).
+        tokens = list(d.multimask_tokens) if multimask_output else [d.single_mask_token]
+        return out[d.outputs["low_res_logits"]][:, tokens], out[d.outputs["scores"]][:, tokens]
 
     @property
     def device(self) -> str:

@@ -14,10 +14,16 @@ from functools import lru_cache
 
 import numpy as np
 
-from edgesam.errors import ImageError
+from edgesam.errors import BundleError, ImageError
+from edgesam.manifest import Preprocess
 from edgesam.runtime._mnn import import_mnn
 from edgesam.runtime.prompts import preprocess_shape
 from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
+
+# SAM's and MobileSAM's preprocessing: what a bundle of those families says (the default for
+# tools that preprocess without a bundle, e.g. the parity tests' references).
+SAM_PREPROCESS = Preprocess(resize="longest_side", image_size=IMAGE_SIZE, pixel_mean=PIXEL_MEAN,
+                            pixel_std=PIXEL_STD, channel_order="RGB", pad="bottom-right")
 
 INTERPOLATIONS = ("pyramid", "linear")
 
@@ -44,11 +50,14 @@ def c4_truncation() -> float:
     return 0.5 if int(np.asarray(out.read()).reshape(4, 4)[1, 0]) == 0 else 0.0
 
 
-def resize_normalise(image, bgr: bool, interpolation: str = "pyramid") -> np.ndarray:
-    """HxWx3 uint8 (numpy or MNN Var) -> new_h x new_w x 3 float32, normalised RGB.
+def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Preprocess = SAM_PREPROCESS) -> np.ndarray:
+    """HxWx3 uint8 (numpy or MNN Var) -> new_h x new_w x 3 float32, normalised, in the channel order
+    of ``spec`` (a bundle's manifest "preprocess"; RGB for every family so far).
 
-    ``bgr``: channel order of ``image``; the output is always RGB.
+    ``bgr``: channel order of ``image``.
     """
+    if spec.resize != "longest_side":
+        raise BundleError(f"preprocess resize {spec.resize!r} is not implemented by this runtime")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
     import_mnn()
@@ -56,13 +65,15 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid") -> np.nda
 
     var = image if not isinstance(image, np.ndarray) else _to_var(image)
     h, w = var.shape[:2]
-    new_h, new_w = preprocess_shape(h, w)
+    new_h, new_w = preprocess_shape(h, w, spec.image_size)
+    want_bgr = spec.channel_order == "BGR"
     if min(new_h, new_w) < 1:
         # e.g. 2x40000: the official transform would ask PIL for a 0-pixel side and crash
         raise ImageError(f"image {w}x{h} is too elongated: its short side would resize to 0 pixels "
-                         f"(aspect ratio above {2 * 1024}:1)")
-    mean = [float(v) for v in PIXEL_MEAN]
-    norm = [1.0 / float(v) for v in PIXEL_STD]
+                         f"(aspect ratio above {2 * spec.image_size}:1)")
+    # mean/std apply to the output's channels, in the output's order
+    mean = [float(v) for v in spec.pixel_mean]
+    norm = [1.0 / float(v) for v in spec.pixel_std]
     if interpolation == "pyramid" and h * w > new_h * new_w:
         # Approximate PIL's antialiased bilinear with box filters: halve while the image is still
         # twice the target (each bilinear halving is a 2x2 mean), then bilinear to twice the
@@ -84,18 +95,19 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid") -> np.nda
             steps += 1
         drop = c4_truncation() * steps
         mean = [m - drop for m in mean]
-        code = cv.COLOR_BGRA2RGB if bgr else cv.COLOR_RGBA2RGB
+        code = (cv.COLOR_BGRA2BGR if want_bgr else cv.COLOR_BGRA2RGB) if bgr else \
+            (cv.COLOR_RGBA2BGR if want_bgr else cv.COLOR_RGBA2RGB)
     else:
         # Upscaling (or plain bilinear): one resize on 3 channels, which rounds as PIL does.
-        code = cv.COLOR_BGR2RGB if bgr else -1
+        code = -1 if bgr == want_bgr else cv.COLOR_BGR2RGB
     out = cv.resize(var, (new_w, new_h), 0.0, 0.0, cv.INTER_LINEAR, code, mean, norm)
     return np.array(out.read(), copy=True).reshape(new_h, new_w, 3)
 
 
-def pad_to_input(normalised: np.ndarray) -> np.ndarray:
-    """new_h x new_w x 3 float32 -> 1x3x1024x1024, zero-padded bottom-right (zero = the mean colour)."""
+def pad_to_input(normalised: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+    """new_h x new_w x 3 float32 -> 1x3xSxS (S = ``size``), zero-padded bottom-right (zero = the mean colour)."""
     h, w = normalised.shape[:2]
-    out = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+    out = np.zeros((1, 3, size, size), np.float32)
     out[0, :, :h, :w] = normalised.transpose(2, 0, 1)
     return out
 
@@ -113,7 +125,9 @@ def check_image_array(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def preprocess(image, bgr: bool = False, interpolation: str = "pyramid") -> tuple[np.ndarray, tuple[int, int]]:
-    """Image -> (1x3x1024x1024 float32 encoder input, (input_h, input_w) before padding)."""
-    x = resize_normalise(image, bgr, interpolation)
-    return pad_to_input(x), x.shape[:2]
+def preprocess(image, spec: Preprocess = SAM_PREPROCESS, bgr: bool = False,
+               interpolation: str = "pyramid") -> tuple[np.ndarray, tuple[int, int]]:
+    """Image -> (1x3xSxS float32 encoder input, (input_h, input_w) before padding), as a bundle's
+    manifest says (``spec``: its "preprocess"; S = image_size, 1024). ``bgr``: the image's order."""
+    x = resize_normalise(image, bgr, interpolation, spec)
+    return pad_to_input(x, spec.image_size), x.shape[:2]

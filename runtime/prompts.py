@@ -24,19 +24,20 @@ def preprocess_shape(h: int, w: int, long_side: int = IMAGE_SIZE) -> tuple[int, 
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
-def apply_coords(coords: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+def apply_coords(coords: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE) -> np.ndarray:
     """...x2 array of (X, Y) original pixels -> float64 input-frame pixels."""
     old_h, old_w = original_size
-    new_h, new_w = preprocess_shape(old_h, old_w)
+    new_h, new_w = preprocess_shape(old_h, old_w, long_side)
     out = np.array(coords, dtype=np.float64, copy=True)
     out[..., 0] *= new_w / old_w
     out[..., 1] *= new_h / old_h
     return out
 
 
-def apply_boxes(boxes: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+def apply_boxes(boxes: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE) -> np.ndarray:
     """Bx4 XYXY original pixels -> Bx4 input frame."""
-    return apply_coords(np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+    return apply_coords(np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2), original_size,
+                        long_side).reshape(-1, 4)
 
 
 def _finite(name: str, a: np.ndarray) -> None:
@@ -93,8 +94,8 @@ def validate_boxes(box) -> Optional[np.ndarray]:
     return boxes
 
 
-def validate_mask_input(mask_input, batch: int) -> Optional[np.ndarray]:
-    """1x256x256 (or Bx1x256x256) low-res logits -> Mx1x256x256 float32 with M in {1, B}."""
+def validate_mask_input(mask_input, batch: int, lowres: int = LOWRES) -> Optional[np.ndarray]:
+    """1xLxL (or Bx1xLxL) low-res logits (L = ``lowres``, 256) -> Mx1xLxL float32 with M in {1, B}."""
     if mask_input is None:
         return None
     m = np.asarray(mask_input)
@@ -102,8 +103,8 @@ def validate_mask_input(mask_input, batch: int) -> Optional[np.ndarray]:
         raise InputError(f"mask_input must be a float array, got dtype {m.dtype}")
     if m.ndim == 3:
         m = m[None]
-    if m.ndim != 4 or m.shape[1:] != (1, LOWRES, LOWRES) or m.shape[0] not in (1, batch):
-        raise InputError(f"mask_input must be 1x{LOWRES}x{LOWRES} (low-res logits from a previous "
+    if m.ndim != 4 or m.shape[1:] != (1, lowres, lowres) or m.shape[0] not in (1, batch):
+        raise InputError(f"mask_input must be 1x{lowres}x{lowres} (low-res logits from a previous "
                          f"predict), got shape {np.shape(mask_input)}")
     m = m.astype(np.float32)
     _finite("mask_input", m)
@@ -112,8 +113,11 @@ def validate_mask_input(mask_input, batch: int) -> Optional[np.ndarray]:
 
 def decoder_feeds(coords: Optional[np.ndarray], labels: Optional[np.ndarray], boxes: Optional[np.ndarray],
                   mask_input: Optional[np.ndarray], original_size: tuple[int, int],
-                  embedding: np.ndarray) -> dict[str, np.ndarray]:
-    """Validated prompts in original pixels -> the decoder's named inputs (input frame, float32).
+                  embedding: Optional[np.ndarray] = None, *, long_side: int = IMAGE_SIZE,
+                  lowres: int = LOWRES) -> dict[str, np.ndarray]:
+    """Validated prompts in original pixels -> the decoder's prompt inputs (input frame, float32):
+    ``point_coords``, ``point_labels``, ``mask_input``, ``has_mask_input`` (and ``image_embeddings``
+    when ``embedding`` is given). ``long_side``: the encoder's input side; ``lowres``: the mask side.
 
     Points come first, then the two box corners; a padding point is added only
     when there is no box, exactly as ``PromptEncoder.forward`` does.
@@ -122,7 +126,7 @@ def decoder_feeds(coords: Optional[np.ndarray], labels: Optional[np.ndarray], bo
     b = None
     if coords is not None:
         b = coords.shape[0]
-        parts_c.append(apply_coords(coords, original_size))
+        parts_c.append(apply_coords(coords, original_size, long_side))
         parts_l.append(labels)
     if boxes is not None:
         if b is not None and boxes.shape[0] != b:
@@ -131,7 +135,7 @@ def decoder_feeds(coords: Optional[np.ndarray], labels: Optional[np.ndarray], bo
             parts_c[0] = np.repeat(parts_c[0], boxes.shape[0], 0)
             parts_l[0] = np.repeat(parts_l[0], boxes.shape[0], 0)
         b = boxes.shape[0]
-        parts_c.append(apply_boxes(boxes, original_size).reshape(-1, 2, 2))
+        parts_c.append(apply_boxes(boxes, original_size, long_side).reshape(-1, 2, 2))
         parts_l.append(np.tile(np.array(BOX_LABELS), (b, 1)))
     elif coords is not None:
         parts_c.append(np.zeros((b, 1, 2)))
@@ -143,12 +147,12 @@ def decoder_feeds(coords: Optional[np.ndarray], labels: Optional[np.ndarray], bo
                          if mask_input is not None else "empty prompt: give points or a box")
     has = np.ones((1,), np.float32)
     if mask_input is None:
-        mask_input = np.zeros((1, 1, LOWRES, LOWRES), np.float32)
+        mask_input = np.zeros((1, 1, lowres, lowres), np.float32)
         has = np.zeros((1,), np.float32)
     elif mask_input.shape[0] != 1:
         has = np.ones((mask_input.shape[0],), np.float32)
     return {
-        "image_embeddings": embedding,
+        **({"image_embeddings": embedding} if embedding is not None else {}),
         "point_coords": np.concatenate(parts_c, axis=1).astype(np.float32),
         "point_labels": np.concatenate(parts_l, axis=1).astype(np.float32),
         "mask_input": mask_input,

@@ -135,7 +135,7 @@ def _run_once(pred, image: Path, batch: int) -> dict:
     var = read_image_var(image)
     t["image_decode"] = time.perf_counter() - s
     s = time.perf_counter()
-    x, input_size = preprocess(var, bgr=True)
+    x, input_size = preprocess(var, pred.preprocess_spec, bgr=True)
     t["preprocess"] = time.perf_counter() - s
     h, w = var.shape[:2]
     s = time.perf_counter()
@@ -152,7 +152,8 @@ def _run_once(pred, image: Path, batch: int) -> dict:
     pred.decode(boxes=boxes, multimask_output=False)
     t["decoder_batch"] = time.perf_counter() - s
     s = time.perf_counter()
-    postprocess_masks(low, pred.input_size, pred.original_size)
+    postprocess_masks(low, pred.input_size, pred.original_size, threshold=pred.mask_threshold,
+                      frame=pred.preprocess_spec.image_size)
     t["postprocess"] = time.perf_counter() - s
     s = time.perf_counter()
     pred.set_image_file(image)

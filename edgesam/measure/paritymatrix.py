@@ -18,7 +18,7 @@ import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, InputError
-from edgesam.runtime.backends import MNN_PRECISIONS, MNNBackend, OpenVINOBackend, ORTBackend
+from edgesam.runtime.backends import MNN_PRECISIONS
 from edgesam.measure.parity import Cell, compare, tolerance_key, top_change_rate
 from edgesam.runtime.postprocess import upscale_logits
 from edgesam.runtime.preprocess import preprocess
@@ -106,18 +106,22 @@ def _reference(bundle: Bundle, opts: ParityOptions) -> tuple[str, object, object
     if opts.reference != "onnx":
         raise InputError(f"--reference must be onnx or torch, not {opts.reference!r}")
     try:
-        return ("onnx fp32", ORTBackend(bundle.find("encoder", "onnx", "fp32"), opts.threads),
-                ORTBackend(bundle.find("decoder", "onnx", "fp32"), opts.threads))
+        return ("onnx fp32", *_pair(bundle, "ort", "fp32", opts.threads))
     except BackendError:  # a board without onnxruntime: MNN fp32 in fp32 arithmetic stands in
         return ("mnn fp32/high (onnxruntime not installed)", *_mnn_pair(bundle, "fp32", "high", opts.threads))
 
 
+def _pair(bundle: Bundle, backend: str, precision: str, threads: int | None, runtime_precision: str = "high",
+          int8_compute: str = "off"):
+    """Encoder and decoder as the predictor opens them (tensor names from the manifest)."""
+    from edgesam.runtime.predictor import open_backend
+
+    return tuple(open_backend(bundle, role, backend, precision, threads, runtime_precision, int8_compute)
+                 for role in ("encoder", "decoder"))
+
+
 def _mnn_pair(bundle: Bundle, precision: str, runtime_precision: str, threads: int | None, memory: str = "normal"):
-    enc = MNNBackend(bundle.find("encoder", "mnn", precision), list(ENCODER_INPUTS), list(ENCODER_OUTPUTS),
-                     runtime_precision, threads, memory=memory)
-    dec = MNNBackend(bundle.find("decoder", "mnn", precision), list(DECODER_INPUTS), list(DECODER_OUTPUTS),
-                     runtime_precision, threads, memory=memory)
-    return enc, dec
+    return _pair(bundle, "mnn", precision, threads, runtime_precision, "on" if memory == "low" else "off")
 
 
 def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: list[str]):
@@ -128,8 +132,7 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: li
     """
     if opts.reference == "torch":
         try:
-            yield ("onnx fp32", "fp32", ORTBackend(bundle.find("encoder", "onnx", "fp32"), opts.threads),
-                   ORTBackend(bundle.find("decoder", "onnx", "fp32"), opts.threads))
+            yield ("onnx fp32", "fp32", *_pair(bundle, "ort", "fp32", opts.threads))
         except BackendError:
             pass
     for prec in bundle.precisions("mnn"):
@@ -144,8 +147,7 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: li
         if importlib.util.find_spec("openvino") is None:  # a board without it: say so, don't fail
             skipped.append(f"openvino {prec}: openvino is not installed (pip install 'edgesam[openvino]')")
             continue
-        yield (f"openvino {prec}", prec, OpenVINOBackend(bundle.find("encoder", "openvino", prec), opts.threads),
-               OpenVINOBackend(bundle.find("decoder", "openvino", prec), opts.threads, outputs=list(DECODER_OUTPUTS)))
+        yield (f"openvino {prec}", prec, *_pair(bundle, "openvino", prec, opts.threads))
 
 
 def _stage_outputs(enc, dec, ref_emb_by_image, images, ref_feeds_by_image, is_reference: bool = False) -> dict:

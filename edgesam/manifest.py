@@ -1,0 +1,249 @@
+"""The bundle manifest, typed and validated: what the runtime reads to run a bundle.
+
+``parse_manifest(data, where)`` checks every key the runtime relies on and returns a frozen
+``Manifest``; a missing or wrong-typed key is a ``BundleError`` naming it (``files[3].bytes``).
+The runtime takes preprocessing, tensor names, mask threshold and token rules from here and
+hard-codes none of them (shared/DESIGN.md, "Model families").
+
+Versions:
+- 1: no ``family``; ``preprocess`` without ``resize``; decoder token keys and the files'
+  ``inputs``/``outputs`` optional. Read as what they meant then: SAM's longest-side resize,
+  SAM's token rule (token 0 alone, or tokens 1..3), the fixed tensor names of ``edgesam.specs``.
+- 2: ``family``, ``preprocess.resize`` and ``decoder.lowres_size`` and the token keys are
+  required, and every model file lists its ``inputs`` and ``outputs``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from edgesam.errors import BundleError
+
+FORMAT = "edgesam-bundle"
+VERSION = 2
+FAMILIES = ("sam", "mobilesam")
+RESIZES = ("longest_side",)  # SAM 2's "square" arrives with that family
+VARIANTS = ("lowres", "full")
+MODEL_FORMATS = ("onnx", "mnn", "openvino")  # formats a backend opens; the others are companions
+# Companion files that a model file needs beside it (verified when the model file is opened).
+COMPANIONS = {"onnx": ("onnx_external_data",), "mnn": ("mnn_external_weight",), "openvino": ("openvino_weights",)}
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Image -> encoder input: resize mode, square side, mean/std (0-255 units), order, padding."""
+    resize: str
+    image_size: int
+    pixel_mean: tuple[float, float, float]
+    pixel_std: tuple[float, float, float]
+    channel_order: str
+    pad: str
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Tensor names: the image input, and the output the predictor returns as "the embedding".
+    Every encoder output is fed to the decoder input of the same name."""
+    image_input: str
+    embedding_output: str
+
+
+# The decoder's tensors by meaning -> by name, as the exported graphs name them.
+DECODER_PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
+DECODER_RESULTS = ("scores", "low_res_logits")
+SAM_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embeddings"},
+              "inputs": {"point_coords": "point_coords", "point_labels": "point_labels",
+                         "mask_input": "mask_input", "has_mask_input": "has_mask_input"},
+              "outputs": {"scores": "iou_predictions", "low_res_logits": "low_res_masks"},
+              "full_inputs": {"orig_im_size": "orig_im_size"}}
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """What the decoder takes and returns, and how the runtime picks masks from it."""
+    variant: str  # "lowres" (low-res logits + scores) or "full" (also upscaled masks)
+    inputs: dict  # meaning (DECODER_PROMPT_INPUTS, and "orig_im_size" for full) -> tensor name
+    outputs: dict  # meaning (DECODER_RESULTS) -> tensor name
+    lowres_size: int  # low-res logits are lowres_size x lowres_size
+    mask_tokens: int  # masks per prompt the graph returns
+    single_mask_token: int  # the token taken without multimask output
+    multimask_tokens: tuple[int, ...]  # the tokens taken with multimask output
+    mask_threshold: float  # logits above it are the mask
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    role: str
+    format: str
+    precision: str
+    path: str
+    sha256: str
+    bytes: int
+    inputs: dict  # name -> shape (ints, or strings for dynamic axes)
+    outputs: dict
+    record: dict  # the whole manifest record, for keys only some tools read
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    family: str
+    model: str
+    untrained: bool
+    preprocess: Preprocess
+    encoder: EncoderSpec
+    decoder: DecoderSpec
+    files: tuple[FileEntry, ...]
+
+
+class _Reader:
+    def __init__(self, where: str):
+        self.where = where
+
+    def fail(self, key: str, what: str) -> BundleError:
+        return BundleError(f"{self.where}: key {key!r} {what}")
+
+    def get(self, d: dict, key: str, kind: type | tuple, path: str, default: Any = ...) -> Any:
+        full = f"{path}.{key}" if path else key
+        if key not in d:
+            if default is ...:
+                raise self.fail(full, "is missing")
+            return default
+        v = d[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python: a manifest saying "bytes": true is still wrong
+        if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+            names = " or ".join(k.__name__ for k in kinds)
+            raise self.fail(full, f"must be {names}, not {type(v).__name__} ({str(v)[:40]})")
+        return v
+
+    def choice(self, d: dict, key: str, options: tuple, path: str, default: Any = ...) -> str:
+        v = self.get(d, key, str, path, default)
+        if v not in options:
+            raise self.fail(f"{path}.{key}" if path else key, f"is {v!r}; this edgesam knows {', '.join(options)}")
+        return v
+
+    def numbers(self, d: dict, key: str, n: int, path: str) -> tuple[float, ...]:
+        v = self.get(d, key, list, path)
+        if len(v) != n or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            raise self.fail(f"{path}.{key}", f"must be a list of {n} numbers, not {str(v)[:60]}")
+        return tuple(float(x) for x in v)
+
+    def names(self, d: dict, key: str, needed: tuple, path: str, default: Any = ...) -> dict:
+        v = self.get(d, key, dict, path, default)
+        for k in needed:
+            if not isinstance(v.get(k), str):
+                raise self.fail(f"{path}.{key}.{k}", "is missing" if k not in v else "must be a tensor name (str)")
+        return {k: v[k] for k in needed}
+
+    def shapes(self, d: dict, key: str, path: str) -> dict:
+        v = self.get(d, key, dict, path)
+        for name, shape in v.items():
+            if not isinstance(shape, list) or not all(isinstance(x, (int, str)) and not isinstance(x, bool)
+                                                      for x in shape):
+                raise self.fail(f"{path}.{key}.{name}", f"must be a shape (list of ints or axis names), not {shape!r}")
+        return v
+
+
+def _v1_io(role: str) -> tuple[dict, dict]:
+    from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS
+
+    return ((dict(ENCODER_INPUTS), dict(ENCODER_OUTPUTS)) if role == "encoder"
+            else (dict(DECODER_INPUTS), dict(DECODER_OUTPUTS)))
+
+
+def parse_manifest(data: Any, where: str) -> Manifest:
+    """Validate a manifest's JSON value; ``where`` (its path) starts every error message."""
+    r = _Reader(where)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise BundleError(f"{where}: not an edgesam bundle manifest")
+    version = r.get(data, "version", int, "")
+    if version > VERSION:
+        raise BundleError(f"{where}: bundle format version {version} is newer than this edgesam reads "
+                          f"({VERSION}); upgrade edgesam")
+    if version < 1:
+        raise r.fail("version", f"is {version}; versions start at 1")
+    v1 = version == 1
+    model = r.get(data, "model", str, "")
+    if v1:
+        from edgesam.specs import MODELS
+
+        if model not in MODELS:
+            raise r.fail("model", f"is {model!r}, which this edgesam does not know")
+        family = MODELS[model].family
+    else:
+        family = r.choice(data, "family", FAMILIES, "")
+    p = r.get(data, "preprocess", dict, "")
+    pre = Preprocess(resize=r.choice(p, "resize", RESIZES, "preprocess", "longest_side" if v1 else ...),
+                     image_size=r.get(p, "image_size", int, "preprocess"),
+                     pixel_mean=r.numbers(p, "pixel_mean", 3, "preprocess"),
+                     pixel_std=r.numbers(p, "pixel_std", 3, "preprocess"),
+                     channel_order=r.choice(p, "channel_order", ("RGB", "BGR"), "preprocess"),
+                     pad=r.choice(p, "pad", ("bottom-right",), "preprocess"))
+    if pre.image_size < 1 or min(pre.pixel_std) <= 0:
+        raise r.fail("preprocess", "needs image_size >= 1 and positive pixel_std")
+    d = r.get(data, "decoder", dict, "")
+    old = {} if not v1 else {"lowres_size": 256, "mask_tokens": 4, "single_mask_token": 0,
+                             "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0}
+    tokens = r.get(d, "multimask_tokens", list, "decoder", old.get("multimask_tokens", ...))
+    variant = r.choice(d, "variant", VARIANTS, "decoder", "lowres" if v1 else ...)
+    needed = DECODER_PROMPT_INPUTS + (("orig_im_size",) if variant == "full" else ())
+    e = r.get(data, "encoder", dict, "", SAM_TENSORS["encoder"] if v1 else ...)
+    enc = EncoderSpec(image_input=r.get(e, "image_input", str, "encoder"),
+                      embedding_output=r.get(e, "embedding_output", str, "encoder"))
+    dec = DecoderSpec(variant=variant,
+                      inputs=r.names(d, "inputs", needed, "decoder",
+                                     {**SAM_TENSORS["inputs"], **SAM_TENSORS["full_inputs"]} if v1 else ...),
+                      outputs=r.names(d, "outputs", DECODER_RESULTS, "decoder", SAM_TENSORS["outputs"] if v1 else ...),
+                      lowres_size=r.get(d, "lowres_size", int, "decoder", old.get("lowres_size", ...)),
+                      mask_tokens=r.get(d, "mask_tokens", int, "decoder", old.get("mask_tokens", ...)),
+                      single_mask_token=r.get(d, "single_mask_token", int, "decoder",
+                                              old.get("single_mask_token", ...)),
+                      multimask_tokens=tuple(tokens),
+                      mask_threshold=float(r.get(d, "mask_threshold", (int, float), "decoder",
+                                                 old.get("mask_threshold", ...))))
+    used = (dec.single_mask_token, *dec.multimask_tokens)
+    if not tokens or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < dec.mask_tokens
+                             for t in used):
+        raise r.fail("decoder.multimask_tokens", f"must list token indices below mask_tokens ({dec.mask_tokens})")
+    files = r.get(data, "files", list, "")
+    entries = []
+    for i, f in enumerate(files):
+        at = f"files[{i}]"
+        if not isinstance(f, dict):
+            raise r.fail(at, "must be an object")
+        role = r.get(f, "role", str, at)
+        fmt = r.get(f, "format", str, at)
+        model_file = role in ("encoder", "decoder") and fmt in MODEL_FORMATS
+        if model_file:
+            ins, outs = (r.shapes(f, "inputs", at), r.shapes(f, "outputs", at)) if not v1 or "inputs" in f \
+                else _v1_io(role)
+        else:
+            ins, outs = {}, {}
+        size = r.get(f, "bytes", int, at)
+        if size < 0:
+            raise r.fail(f"{at}.bytes", f"must be >= 0, not {size}")
+        entries.append(FileEntry(role=role, format=fmt, precision=r.get(f, "precision", str, at),
+                                 path=r.get(f, "path", str, at), sha256=r.get(f, "sha256", str, at),
+                                 bytes=size, inputs=ins, outputs=outs, record=f))
+    seen: dict[tuple, str] = {}
+    for e in entries:
+        key = (e.role, e.format, e.precision)
+        if key in seen and e.format in MODEL_FORMATS:
+            raise BundleError(f"{where}: two {e.format} {e.role} files at precision {e.precision} "
+                              f"({seen[key]}, {e.path}); a bundle holds one of each")
+        seen[key] = e.path
+    untrained = data.get("untrained")
+    if untrained is None:
+        untrained = "random_init_seed" in (data.get("checkpoint") or {})
+    return Manifest(version=version, family=family, model=model, untrained=bool(untrained),
+                    preprocess=pre, encoder=enc, decoder=dec, files=tuple(entries))
+
+
+def find_entry(m: Manifest, role: str, format: str, precision: str) -> Optional[FileEntry]:
+    """The one file with this role/format/precision (parse_manifest refuses duplicates), or None."""
+    for e in m.files:
+        if (e.role, e.format, e.precision) == (role, format, precision):
+            return e
+    return None
