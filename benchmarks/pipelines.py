@@ -265,8 +265,9 @@ def _unpack(packed) -> np.ndarray:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 1.0
+    from edgesam.runtime.maskstats import mask_iou
+
+    return mask_iou(a, b)
 
 
 def main() -> None:

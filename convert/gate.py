@@ -1,7 +1,8 @@
-"""The parity gate run by ``convert`` before anything is written: torch -> ONNX -> MNN.
+"""The parity gate run by ``convert`` before anything is written: torch -> ONNX -> MNN (-> OpenVINO).
 
-The decoder is compared on the torch embedding, so each stage's error is its own;
-the end-to-end row then feeds each format's own embedding to its own decoder.
+The candidates are the files just converted, opened as the runtime opens them (every way it can
+run an MNN file: ``mnn_candidates``); the comparison is the one parity engine's
+(``edgesam.measure.engine``), the same as ``edgesam parity``'s.
 """
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgesam.convert.export import DecoderWrapper, EncoderWrapper
+from edgesam.convert.reference import sam_contract, torch_runner
+from edgesam.measure.engine import Contract, Runner, run_parity
+from edgesam.measure.parity import Cell, compare, tolerance_key
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
-from edgesam.measure.parity import Cell, compare, tolerance_key, top_change_rate
+from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
 from edgesam.synthetic.gate import prompt_set, scene
-from edgesam.specs import (DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, PIXEL_MEAN,
-                           PIXEL_STD)
 
 
 def gate_encoder_input(img: np.ndarray) -> np.ndarray:
@@ -43,65 +44,54 @@ def mnn_candidates(prec: str) -> list[tuple[str, str, str, str]]:
 def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
              mnn_files: dict[str, tuple[Path, Path]], threads: int | None, log: Callable[[str], None],
              full: bool = False, openvino_files: dict[str, tuple[Path, Path]] | None = None) -> list[Cell]:
-    """Every candidate against torch. ``onnx_enc=None`` leaves ONNX Runtime out (a re-check of
-    re-converted MNN files only)."""
-    img = scene()
-    size = img.shape[:2]
-    x = gate_encoder_input(img)
-    emb_t = EncoderWrapper(sam)(torch.from_numpy(x)).numpy()
-    dec_t = DecoderWrapper(sam).eval()
-    dec_in, dec_out = list(DECODER_INPUTS), list(DECODER_OUTPUTS)
-
-    def torch_decode(feeds):
-        outs = dec_t(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
-        return dict(zip(dec_out, (o.numpy() for o in outs)))
-
-    first = torch_decode(prompt_set(size, emb_t, None)["point"])
-    cases = prompt_set(size, emb_t, first["low_res_masks"][:, 0])
-    ref = {name: torch_decode(f) for name, f in cases.items()}
-
+    """Every candidate against torch, through the one parity engine (measure/engine.py), with the
+    tensor names the bundle's manifest will have. ``onnx_enc=None`` leaves ONNX Runtime out (a
+    re-check of re-converted MNN files only)."""
+    contract = sam_contract("full" if full else "lowres")
+    enc_in = [contract.encoder.image_input]
+    enc_out = [contract.encoder.embedding_output]
+    dec_in = enc_out + [contract.decoder.inputs[k] for k in ("point_coords", "point_labels", "mask_input",
+                                                             "has_mask_input")]
+    dec_out = [contract.decoder.outputs["scores"], contract.decoder.outputs["low_res_logits"]]
     if full:  # the full variant also takes orig_im_size and returns masks at that size
-        dec_in, dec_out = dec_in + ["orig_im_size"], dec_out + ["masks"]
-        for f in cases.values():
-            f["orig_im_size"] = np.array(size, np.int32)
-    # Each candidate's models are loaded when its turn comes and dropped after (vit_h: GBs each).
-    candidates: dict[str, tuple[str, Callable[[], tuple]]] = {}
+        dec_in, dec_out = dec_in + [contract.decoder.inputs["orig_im_size"]], dec_out + ["masks"]
+    candidates: list[Runner] = []
     if onnx_enc is not None:
-        candidates["onnx fp32"] = ("fp32", lambda: (ORTBackend(onnx_enc, threads), ORTBackend(onnx_dec, threads)))
+        candidates.append(Runner("onnx fp32", "fp32", lambda: (ORTBackend(onnx_enc, threads),
+                                                               ORTBackend(onnx_dec, threads))))
     for prec, (enc_p, dec_p) in mnn_files.items():
         for label, tol, rp, memory in mnn_candidates(prec):
-            candidates[label] = (tol, lambda e=enc_p, d=dec_p, rp=rp, m=memory: (
-                MNNBackend(e, list(ENCODER_INPUTS), list(ENCODER_OUTPUTS), rp, threads, memory=m),
-                MNNBackend(d, dec_in, dec_out, rp, threads, memory=m)))
+            candidates.append(Runner(label, tol, lambda e=enc_p, d=dec_p, rp=rp, m=memory: (
+                MNNBackend(e, enc_in, enc_out, rp, threads, memory=m),
+                MNNBackend(d, dec_in, dec_out, rp, threads, memory=m))))
     for prec, (enc_p, dec_p) in (openvino_files or {}).items():
         # fp16 IR = half weights, f32 arithmetic: judged by the fp16 tolerances like MNN fp16.
-        candidates[f"openvino {prec}"] = (prec, lambda e=enc_p, d=dec_p: (OpenVINOBackend(e, threads),
-                                                                          OpenVINOBackend(d, threads)))
-    cells: list[Cell] = []
-    for label, (prec, load) in candidates.items():
-        log(f"  parity: {label}")
-        enc, dec = load()
-        emb = enc.run({"image": x})["image_embeddings"]
-        cells.append(compare("encoder", "image_embeddings", emb_t, emb, prec, label, "torch"))
-        got = {name: dec.run(f) for name, f in cases.items()}
-        logits_r = np.concatenate([ref[n]["low_res_masks"] for n in cases])
-        logits_g = np.concatenate([got[n]["low_res_masks"] for n in cases])
-        scores_r = np.concatenate([ref[n]["iou_predictions"] for n in cases])
-        scores_g = np.concatenate([got[n]["iou_predictions"] for n in cases])
-        cells.append(compare("decoder", "low_res_masks", logits_r, logits_g, prec, label, "torch", "logits"))
-        c = compare("decoder", "iou_predictions", scores_r, scores_g, prec, label, "torch", "scores")
-        c.top_change_rate = top_change_rate(scores_r, scores_g)
-        cells.append(c)
-        # End to end: this format's embedding into this format's decoder.
-        e2e_feeds = dict(cases["box_point"], image_embeddings=emb)
-        if full:
-            e2e_feeds["orig_im_size"] = np.array(size, np.int32)
-        e2e = dec.run(e2e_feeds)["low_res_masks"]
-        cells.append(compare("end_to_end", "low_res_masks", ref["box_point"]["low_res_masks"], e2e, prec,
-                             label, "torch", "logits"))
-        if full:
-            cells.extend(_full_cells(dec, cases["boxes_batch"], ref["boxes_batch"], prec, label))
-    return cells
+        candidates.append(Runner(f"openvino {prec}", prec, lambda e=enc_p, d=dec_p: (OpenVINOBackend(e, threads),
+                                                                                   OpenVINOBackend(d, threads))))
+    reference = torch_runner(sam)
+    extra = _FullCells(reference, contract) if full else None
+    report = run_parity(reference, candidates, [("gate scene", scene())], contract, log, extra)
+    return report.cells
+
+
+class _FullCells:
+    """The full variant's ``masks`` output against torch's postprocess_masks, at several aspect ratios
+    (the decoder fed torch's embedding and the batch of boxes)."""
+
+    def __init__(self, reference: Runner, contract: Contract):
+        self.reference, self.contract, self.feeds, self.ref = reference, contract, None, None
+
+    def __call__(self, runner: Runner, enc, dec) -> list[Cell]:
+        if self.ref is None:  # torch's outputs, once
+            from edgesam.runtime.preprocess import preprocess
+
+            t_enc, t_dec = self.reference.load()
+            img = scene()
+            x, _ = preprocess(img, self.contract.preprocess)
+            emb = t_enc.run({self.contract.encoder.image_input: x})
+            self.feeds = {**emb, **prompt_set(img.shape[:2], None, None)["boxes_batch"]}
+            self.ref = t_dec.run(self.feeds)
+        return _full_cells(dec, self.feeds, self.ref, runner.tolerance, runner.label)
 
 
 def _full_cells(dec, feeds: dict, ref: dict, prec: str, label: str) -> list[Cell]:

@@ -14,8 +14,8 @@ from typing import Callable, Optional
 from edgesam import __version__
 from edgesam.bundle import FORMAT, VERSION, atomic_dir, file_record, sha256_file, write_manifest
 from edgesam.errors import ConversionError, InputError, ParityError
-from edgesam.manifest import SAM_TENSORS
-from edgesam.specs import IMAGE_SIZE, LOWRES, PIXEL_MEAN, PIXEL_STD, get_spec
+from edgesam.manifest import sam_sections
+from edgesam.specs import IMAGE_SIZE, get_spec
 
 PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
@@ -362,19 +362,14 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         from edgesam.convert.openvino import openvino_version
 
         versions["openvino"] = openvino_version()
+    sections = sam_sections(opts.decoder)
     return {
         "format": FORMAT, "version": VERSION, "model": opts.model, "family": get_spec(opts.model).family,
         "untrained": untrained,
         "checkpoint": ckpt,
         "source": source,
-        "preprocess": {"resize": "longest_side", "image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN), "pixel_std": list(PIXEL_STD),
-                       "channel_order": "RGB", "pad": "bottom-right"},
-        "encoder": dict(SAM_TENSORS["encoder"]),
-        "decoder": {"variant": opts.decoder, "graph": opts.decoder_graph, "lowres_size": LOWRES,
-                    "inputs": {**SAM_TENSORS["inputs"], **(SAM_TENSORS["full_inputs"] if opts.decoder == "full" else {})},
-                    "outputs": dict(SAM_TENSORS["outputs"]),
-                    "multimask_outputs": 3, "mask_tokens": 4,
-                    "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0,
+        **sections,
+        "decoder": {**sections["decoder"], "graph": opts.decoder_graph, "multimask_outputs": 3,
                     **({"mnn_graph": _mnn_graph_note()} if "mnn" in opts.formats else {})},
         "files": files,
         "flops": flops,

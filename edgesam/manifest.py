@@ -174,6 +174,44 @@ def parse_manifest(data: Any, where: str) -> Manifest:
         family = MODELS[model].family
     else:
         family = r.choice(data, "family", FAMILIES, "")
+    pre, enc, dec = parse_sections(data, where, v1)
+    files = r.get(data, "files", list, "")
+    entries = []
+    for i, f in enumerate(files):
+        at = f"files[{i}]"
+        if not isinstance(f, dict):
+            raise r.fail(at, "must be an object")
+        role = r.get(f, "role", str, at)
+        fmt = r.get(f, "format", str, at)
+        model_file = role in ("encoder", "decoder") and fmt in MODEL_FORMATS
+        if model_file:
+            ins, outs = (r.shapes(f, "inputs", at), r.shapes(f, "outputs", at)) if not v1 or "inputs" in f \
+                else _v1_io(role)
+        else:
+            ins, outs = {}, {}
+        size = r.get(f, "bytes", int, at)
+        if size < 0:
+            raise r.fail(f"{at}.bytes", f"must be >= 0, not {size}")
+        entries.append(FileEntry(role=role, format=fmt, precision=r.get(f, "precision", str, at),
+                                 path=r.get(f, "path", str, at), sha256=r.get(f, "sha256", str, at),
+                                 bytes=size, inputs=ins, outputs=outs, record=f))
+    seen: dict[tuple, str] = {}
+    for e in entries:
+        key = (e.role, e.format, e.precision)
+        if key in seen and e.format in MODEL_FORMATS:
+            raise BundleError(f"{where}: two {e.format} {e.role} files at precision {e.precision} "
+                              f"({seen[key]}, {e.path}); a bundle holds one of each")
+        seen[key] = e.path
+    untrained = data.get("untrained")
+    if untrained is None:
+        untrained = "random_init_seed" in (data.get("checkpoint") or {})
+    return Manifest(version=version, family=family, model=model, untrained=bool(untrained),
+                    preprocess=pre, encoder=enc, decoder=dec, files=tuple(entries))
+
+
+def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess, EncoderSpec, DecoderSpec]:
+    """The "preprocess", "encoder" and "decoder" sections of a manifest, validated and typed."""
+    r = _Reader(where)
     p = r.get(data, "preprocess", dict, "")
     pre = Preprocess(resize=r.choice(p, "resize", RESIZES, "preprocess", "longest_side" if v1 else ...),
                      image_size=r.get(p, "image_size", int, "preprocess"),
@@ -207,38 +245,21 @@ def parse_manifest(data: Any, where: str) -> Manifest:
     if not tokens or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < dec.mask_tokens
                              for t in used):
         raise r.fail("decoder.multimask_tokens", f"must list token indices below mask_tokens ({dec.mask_tokens})")
-    files = r.get(data, "files", list, "")
-    entries = []
-    for i, f in enumerate(files):
-        at = f"files[{i}]"
-        if not isinstance(f, dict):
-            raise r.fail(at, "must be an object")
-        role = r.get(f, "role", str, at)
-        fmt = r.get(f, "format", str, at)
-        model_file = role in ("encoder", "decoder") and fmt in MODEL_FORMATS
-        if model_file:
-            ins, outs = (r.shapes(f, "inputs", at), r.shapes(f, "outputs", at)) if not v1 or "inputs" in f \
-                else _v1_io(role)
-        else:
-            ins, outs = {}, {}
-        size = r.get(f, "bytes", int, at)
-        if size < 0:
-            raise r.fail(f"{at}.bytes", f"must be >= 0, not {size}")
-        entries.append(FileEntry(role=role, format=fmt, precision=r.get(f, "precision", str, at),
-                                 path=r.get(f, "path", str, at), sha256=r.get(f, "sha256", str, at),
-                                 bytes=size, inputs=ins, outputs=outs, record=f))
-    seen: dict[tuple, str] = {}
-    for e in entries:
-        key = (e.role, e.format, e.precision)
-        if key in seen and e.format in MODEL_FORMATS:
-            raise BundleError(f"{where}: two {e.format} {e.role} files at precision {e.precision} "
-                              f"({seen[key]}, {e.path}); a bundle holds one of each")
-        seen[key] = e.path
-    untrained = data.get("untrained")
-    if untrained is None:
-        untrained = "random_init_seed" in (data.get("checkpoint") or {})
-    return Manifest(version=version, family=family, model=model, untrained=bool(untrained),
-                    preprocess=pre, encoder=enc, decoder=dec, files=tuple(entries))
+    return pre, enc, dec
+
+
+def sam_sections(variant: str) -> dict:
+    """The "preprocess", "encoder" and "decoder" sections of a SAM / MobileSAM bundle: what the
+    converter writes, and what its parity gate checks the files against before they are written."""
+    from edgesam.specs import IMAGE_SIZE, LOWRES, PIXEL_MEAN, PIXEL_STD
+
+    return {"preprocess": {"resize": "longest_side", "image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN),
+                           "pixel_std": list(PIXEL_STD), "channel_order": "RGB", "pad": "bottom-right"},
+            "encoder": dict(SAM_TENSORS["encoder"]),
+            "decoder": {"variant": variant, "lowres_size": LOWRES, "mask_tokens": 4, "single_mask_token": 0,
+                        "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0,
+                        "inputs": {**SAM_TENSORS["inputs"], **(SAM_TENSORS["full_inputs"] if variant == "full" else {})},
+                        "outputs": dict(SAM_TENSORS["outputs"])}}
 
 
 def find_entry(m: Manifest, role: str, format: str, precision: str) -> Optional[FileEntry]:

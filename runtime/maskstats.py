@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from edgesam.runtime.postprocess import axis_matrix, column_blocks
+from edgesam.runtime.postprocess import axis_matrix, upscaled_bands
 from edgesam.specs import IMAGE_SIZE
 
 # Rounding slack for the bound: an upscaled logit is a weighted sum of <= 16 low-res
@@ -93,25 +93,25 @@ def upscale_with_stability(low_res: np.ndarray, input_size: tuple[int, int], siz
     bands), and all three thresholds are applied to each band as it is made, so the
     full-size float logits never exist for more than one band.
     """
-    (ih, iw), (h, w) = input_size, size
-    low_side = low_res.shape[-1]
-    rows_m = axis_matrix(h, ih, frame, low_side)
-    y1 = int(np.flatnonzero(np.any(rows_m != 0, axis=0))[-1]) + 1
-    low = np.asarray(low_res, np.float32)[:, :y1]
-    k = low.shape[0]
-    rows = np.matmul(rows_m[:, :y1], low)  # K x H x 256
+    h, w = size
+    k = low_res.shape[0]
     masks = np.empty((k, h, w), bool)
     inter = np.zeros(k, np.int64)
     union = np.zeros(k, np.int64)
     t, t_hi, t_lo = (np.float32(v) for v in (threshold, threshold + offset, threshold - offset))
-    for o0, o1, s0, s1, band in column_blocks(w, iw, frame, low_side):
-        block = np.matmul(rows[:, :, s0:s1], band)
+    for o0, o1, block in upscaled_bands(low_res, input_size, size, frame):
         inter += np.count_nonzero(block > t_hi, axis=(1, 2))
         union += np.count_nonzero(block > t_lo, axis=(1, 2))
         masks[:, :, o0:o1] = block > t
     with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 -> nan, as torch gives
         stability = inter.astype(np.float32) / union.astype(np.float32)
     return masks, stability
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two bool masks of one shape (1.0 when both are empty)."""
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 1.0
 
 
 def mask_boxes(masks: np.ndarray) -> np.ndarray:

@@ -147,13 +147,25 @@ def upscale_logits(low_res: np.ndarray, input_size: tuple[int, int], original_si
         return threshold_masks(low_res, input_size, original_size, threshold, frame)
     lead = low_res.shape[:-2]
     low = low_res.shape[-1]
-    flat = low_res.reshape(-1, low, low).astype(np.float32, copy=False)
-    rows = np.matmul(axis_matrix(h, ih, frame, low), flat)  # C x H x 256
+    flat = low_res.reshape(-1, low, low)
     out = np.empty((flat.shape[0], h, w), np.float32 if threshold is None else bool)
-    for o0, o1, s0, s1, band in column_blocks(w, iw, frame, low):
-        block = np.matmul(rows[:, :, s0:s1], band)
+    for o0, o1, block in upscaled_bands(flat, input_size, original_size, frame):
         out[:, :, o0:o1] = block if threshold is None else block > threshold
     return out.reshape(*lead, h, w)
+
+
+def upscaled_bands(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
+                   frame: int = IMAGE_SIZE):
+    """KxLxL logits -> yields (o0, o1, K x H x (o1-o0) float32): the upscaled logits of output
+    columns o0:o1, band by band, left to right. Rows first (one BLAS product over the low-res rows
+    that any output row reads), then each band of columns from its narrow source band."""
+    (ih, iw), (h, w) = input_size, original_size
+    low = low_res.shape[-1]
+    rows_m = axis_matrix(h, ih, frame, low)
+    y1 = int(np.flatnonzero(np.any(rows_m != 0, axis=0))[-1]) + 1  # rows below the image: weight 0
+    rows = np.matmul(rows_m[:, :y1], np.asarray(low_res, np.float32)[:, :y1])  # K x H x L
+    for o0, o1, s0, s1, band in column_blocks(w, iw, frame, low):
+        yield o0, o1, np.matmul(rows[:, :, s0:s1], band)
 
 
 @lru_cache(maxsize=1)

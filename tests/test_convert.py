@@ -18,7 +18,8 @@ torch = pytest.importorskip("torch")
 
 def test_bundle_manifest(vit_t_bundle):
     m = json.loads((vit_t_bundle / "manifest.json").read_text())
-    assert m["format"] == "edgesam-bundle" and m["version"] == 1 and m["model"] == "vit_t"
+    assert m["format"] == "edgesam-bundle" and m["version"] == 2 and m["model"] == "vit_t"
+    assert m["family"] == "mobilesam" and m["preprocess"]["resize"] == "longest_side"
     assert m["untrained"] is False and m["checkpoint"]["file"] == "demo_vit_t.pt"
     assert m["checkpoint"]["sha256"] == m["source"] and len(m["source"]) == 64
     kinds = {(f["role"], f["format"], f["precision"]) for f in m["files"]}

@@ -18,11 +18,11 @@ def test_parity_passes_fp32_and_reports_fp16_int8(vit_t_bundle, tmp_path):
     got = {(c["candidate"], c["stage"], c["output"]) for c in r["cells"]}
     for prec in ("fp32", "fp16", "int8"):
         for stage, out in (("encoder", "image_embeddings"), ("decoder", "low_res_masks"),
-                           ("decoder", "iou_predictions"), ("final", "masks")):
+                           ("decoder", "iou_predictions"), ("end_to_end", "masks")):
             assert (f"mnn {prec}/high", stage, out) in got
     fp32 = [c for c in r["cells"] if c["candidate"] == "mnn fp32/high"]
     assert all(c["cosine"] > 0.9999 for c in fp32)
-    assert [c["mask_iou"] for c in fp32 if c["stage"] == "final"][0] > 0.99
+    assert [c["mask_iou"] for c in fp32 if c["stage"] == "end_to_end"][0] > 0.99
     assert "mnn int8/high" in p.stdout and "top-chg" in p.stdout
 
 

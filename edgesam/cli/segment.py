@@ -42,13 +42,14 @@ def _check_outputs(req: SegmentRequest) -> None:
 
 
 def mask_bbox(m: np.ndarray) -> list[int]:
-    """XYWH of a bool mask ([0, 0, 0, 0] if empty), as segment-anything's AMG reports it."""
-    ys, xs = np.any(m, 1), np.any(m, 0)
-    if not ys.any():
+    """XYWH of a bool mask, width and height counted in pixels (COCO's extent; [0, 0, 0, 0] if empty).
+    The AMG's records differ by one: segment-anything's ``box_xyxy_to_xywh`` on inclusive boxes."""
+    from edgesam.runtime.maskstats import mask_boxes
+
+    if not m.any():
         return [0, 0, 0, 0]
-    y0, y1 = np.argmax(ys), len(ys) - 1 - np.argmax(ys[::-1])
-    x0, x1 = np.argmax(xs), len(xs) - 1 - np.argmax(xs[::-1])
-    return [int(x0), int(y0), int(x1 - x0 + 1), int(y1 - y0 + 1)]
+    x0, y0, x1, y1 = (int(v) for v in mask_boxes(m[None])[0])
+    return [x0, y0, x1 - x0 + 1, y1 - y0 + 1]
 
 
 def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = None) -> dict:

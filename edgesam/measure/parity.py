@@ -61,9 +61,9 @@ def tolerance_key(model_precision: str, runtime_precision: str) -> str:
 
 def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of ``a > 0`` and ``b > 0`` over all elements (1.0 when both are empty)."""
-    ma, mb = a > 0, b > 0
-    union = np.count_nonzero(ma | mb)
-    return 1.0 if union == 0 else np.count_nonzero(ma & mb) / union
+    from edgesam.runtime.maskstats import mask_iou as iou
+
+    return iou(a > 0, b > 0)
 
 
 def compare(stage: str, output: str, ref: np.ndarray, got: np.ndarray, precision: str, candidate: str,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgesam.runtime import prompts
+from edgesam.specs import IMAGE_SIZE, LOWRES
 
 
 def scene(h: int = 683, w: int = 1024, seed: int = 7) -> np.ndarray:
@@ -23,8 +24,11 @@ def scene(h: int = 683, w: int = 1024, seed: int = 7) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def prompt_set(size: tuple[int, int], embedding: np.ndarray, prev_logits: np.ndarray | None) -> dict:
-    """Named decoder feeds for points, pos+neg points, box, box+point and a batch of boxes."""
+def prompt_set(size: tuple[int, int], embedding: np.ndarray | None, prev_logits: np.ndarray | None, *,
+               long_side: int = IMAGE_SIZE, lowres: int = LOWRES) -> dict:
+    """Named decoder feeds for points, pos+neg points, box, box+point and a batch of boxes (and a
+    point with ``prev_logits`` as mask input), as ``prompts.decoder_feeds`` makes them."""
+    kw = {"long_side": long_side, "lowres": lowres}
     h, w = size
     cases = {
         "point": (np.array([[w * 0.3, h * 0.4]]), np.array([1]), None),
@@ -36,9 +40,9 @@ def prompt_set(size: tuple[int, int], embedding: np.ndarray, prev_logits: np.nda
     feeds = {}
     for name, (c, l, b) in cases.items():
         coords, labels = prompts.validate_points(c, l)
-        feeds[name] = prompts.decoder_feeds(coords, labels, prompts.validate_boxes(b), None, size, embedding)
+        feeds[name] = prompts.decoder_feeds(coords, labels, prompts.validate_boxes(b), None, size, embedding, **kw)
     if prev_logits is not None:
         coords, labels = prompts.validate_points(np.array([[w * 0.3, h * 0.4]]), np.array([1]))
-        mask = prompts.validate_mask_input(prev_logits, 1)
-        feeds["point_mask"] = prompts.decoder_feeds(coords, labels, None, mask, size, embedding)
+        mask = prompts.validate_mask_input(prev_logits, 1, lowres)
+        feeds["point_mask"] = prompts.decoder_feeds(coords, labels, None, mask, size, embedding, **kw)
     return feeds

@@ -187,6 +187,8 @@ def interior_point(mask: np.ndarray) -> tuple[float, float]:
 
 
 def mask_box(mask: np.ndarray) -> np.ndarray:
-    """XYXY box of a mask, in pixel-edge coordinates as SAM's boxes are given."""
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+    """XYXY box of a non-empty mask, in pixel-edge coordinates as SAM's boxes are given (the far
+    corner one past the last pixel; runtime.maskstats.mask_boxes gives the last pixel itself)."""
+    from edgesam.runtime.maskstats import mask_boxes
+
+    return (mask_boxes(np.asarray(mask, bool)[None])[0] + (0, 0, 1, 1)).astype(np.float32)
