@@ -117,3 +117,36 @@ def test_requests_compose_run_options_and_are_keyword_only():
         with pytest.raises(dataclasses.FrozenInstanceError):
             req.image = "j.png"
     assert EverythingRequest(bundle="b", image="i.png").options.output_mode == "coco_rle"
+
+
+def test_bench_and_parity_options_keyword_only_with_cli_defaults():
+    from edgesam.measure.bench import BenchOptions
+    from edgesam.measure.paritymatrix import ParityOptions
+
+    for cls in (BenchOptions, ParityOptions):
+        with pytest.raises(TypeError):
+            cls("bundle")
+    bench = BenchOptions(bundle="b")
+    a = build_parser().parse_args(["bench", "b"])
+    assert (tuple(a.backend), tuple(a.precision), tuple(a.runtime_precision), tuple(a.int8_compute)) == \
+        (bench.backends, bench.precisions, bench.runtime_precisions, bench.int8_compute)
+    assert (a.threads, a.runs, a.warmup, a.batch) == (bench.threads, bench.runs, bench.warmup, bench.batch)
+    parity = ParityOptions(bundle="b")
+    q = build_parser().parse_args(["parity", "b"])
+    assert (q.reference, tuple(q.runtime_precision), q.threads) == \
+        (parity.reference, parity.runtime_precisions, parity.threads)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(backends=("mnn", "tflite")), "backend must be one of mnn, ort, openvino, tensorrt, not 'tflite'"),
+    (dict(backends=()), "--backend needs at least one value"),
+    (dict(runtime_precisions=("high", "fp16")), "runtime precision must be one of high, normal, low"),
+    (dict(int8_compute=("auto", "yes")), "int8 compute must be one of auto, on, off"),
+    (dict(threads=(1, 0)), "threads must be an integer >= 1"),
+    (dict(runs=0), "--runs and --batch must be >= 1"),
+])
+def test_bench_values_checked_like_run_options(kwargs, match):
+    from edgesam.measure.bench import BenchOptions
+
+    with pytest.raises(InputError, match=match):
+        BenchOptions(bundle="b", **kwargs).validate()

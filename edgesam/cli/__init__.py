@@ -13,7 +13,7 @@ import signal
 import sys
 import tempfile
 import traceback
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
@@ -49,6 +49,11 @@ def _floats(n_allowed: tuple[int, ...]) -> Callable[[str], list[float]]:
             raise argparse.ArgumentTypeError(f"expected {' or '.join(map(str, n_allowed))} numbers, got {s!r}")
         return vals
     return parse
+
+
+def _defaults(options_class: type) -> dict:
+    """An options dataclass's field defaults: the flags read them, so each is written once."""
+    return {f.name: f.default for f in fields(options_class) if f.default is not MISSING}
 
 
 def write_json(dest: Optional[str], data: dict) -> None:
@@ -193,7 +198,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     from edgesam.runtime.backends import BACKEND_FORMATS, INT8_COMPUTE, MNN_PRECISIONS
     from edgesam.runtime.options import RunOptions
 
-    run = {f.name: f.default for f in fields(RunOptions)}
+    run = _defaults(RunOptions)
     p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_FORMATS))
     p.add_argument("--precision", default=run["precision"], help="model precision in the bundle: fp32, fp16, int8")
     p.add_argument("--runtime-precision", default=run["runtime_precision"], choices=list(MNN_PRECISIONS),
@@ -207,6 +212,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from edgesam.cli.everything import OUTPUT_MODE
+    from edgesam.measure.bench import BenchOptions
+    from edgesam.measure.paritymatrix import ParityOptions
     from edgesam.runtime.amg import OUTPUT_MODES, AmgOptions
 
     p = _Parser(prog="edgesam", description="Segment Anything on edge devices: convert, run, check, measure.")
@@ -260,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("everything", help="automatic mask generation (segment everything) on one image")
     e.add_argument("bundle")
     e.add_argument("image")
-    amg = {f.name: f.default for f in fields(AmgOptions)}  # the defaults, written once in AmgOptions
+    amg = _defaults(AmgOptions)
     e.add_argument("--points-per-side", type=int, default=None,
                    help=f"grid points per side (default {amg['points_per_side']})")
     e.add_argument("--point-grids", metavar="FILE.npy", help="Nx2 or LxNx2 points in [0,1], one grid per crop layer")
@@ -286,27 +293,32 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("parity", help="stage x format x precision parity matrix of a bundle")
     q.add_argument("bundle")
     q.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (default: synthetic scenes)")
-    q.add_argument("--reference", default="onnx", choices=["onnx", "torch"])
+    parity = _defaults(ParityOptions)
+    q.add_argument("--reference", default=parity["reference"], choices=["onnx", "torch"])
     q.add_argument("--checkpoint", help="with --reference torch, for a bundle made from a checkpoint")
-    q.add_argument("--runtime-precision", type=_csv(), default=["high", "normal", "low"],
+    q.add_argument("--runtime-precision", type=_csv(), default=list(parity["runtime_precisions"]),
                    help="MNN arithmetic precisions to check (high,normal,low)")
-    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    q.add_argument("--threads", type=int, default=parity["threads"], help="CPU threads (default: every core)")
     q.add_argument("--json", metavar="FILE")
     q.set_defaults(func=cmd_parity)
 
     bn = sub.add_parser("bench", help="per-stage latency, swept over backends/precisions/threads")
     bn.add_argument("bundle", nargs="?")
     bn.add_argument("--image", help="JPEG/PNG/BMP (default: a synthetic 600x400 image)")
-    bn.add_argument("--backend", type=_csv(), default=["mnn"], help="comma list: mnn,ort,openvino (tensorrt: "
-                    "only where the tensorrt package imports)")
-    bn.add_argument("--precision", type=_csv(), default=["fp32"], help="model precisions: fp32,fp16,int8")
-    bn.add_argument("--runtime-precision", type=_csv(), default=["high"], help="MNN arithmetic: high,normal,low")
-    bn.add_argument("--int8-compute", type=_csv(), default=["auto"],
+    bench = _defaults(BenchOptions)
+    bn.add_argument("--backend", type=_csv(), default=list(bench["backends"]), help="comma list: mnn,ort,openvino "
+                    "(tensorrt: only where the tensorrt package imports)")
+    bn.add_argument("--precision", type=_csv(), default=list(bench["precisions"]),
+                    help="model precisions: fp32,fp16,int8")
+    bn.add_argument("--runtime-precision", type=_csv(), default=list(bench["runtime_precisions"]),
+                    help="MNN arithmetic: high,normal,low")
+    bn.add_argument("--int8-compute", type=_csv(), default=list(bench["int8_compute"]),
                     help="int8 files on MNN: comma list of auto,on,off (on = int8 arithmetic)")
-    bn.add_argument("--threads", type=_csv(int), default=None, help="comma list, e.g. 1,2,4 (default: every core)")
-    bn.add_argument("--runs", type=int, default=5)
-    bn.add_argument("--warmup", type=int, default=1)
-    bn.add_argument("--batch", type=int, default=16, help="prompts in the batched decoder stage")
+    bn.add_argument("--threads", type=_csv(int), default=bench["threads"],
+                    help="comma list, e.g. 1,2,4 (default: every core)")
+    bn.add_argument("--runs", type=int, default=bench["runs"])
+    bn.add_argument("--warmup", type=int, default=bench["warmup"])
+    bn.add_argument("--batch", type=int, default=bench["batch"], help="prompts in the batched decoder stage")
     bn.add_argument("--compare", nargs="+", metavar="JSON", help="print bench JSON files side by side")
     bn.add_argument("--json", metavar="FILE")
     bn.set_defaults(func=cmd_bench)
