@@ -35,9 +35,13 @@ OUTPUT_MODES = ("binary_mask", "uncompressed_rle", "coco_rle")
 ProgressFn = Callable[[int, int, int, int], None]  # (batches done, batches total, crop index, crops)
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, kw_only=True)
 class AmgOptions:
-    """The official generator's keyword arguments, with its defaults (tuned for ViT-H)."""
+    """The official generator's keyword arguments, with its defaults (tuned for ViT-H).
+
+    The one place these defaults are written: ``SamAutomaticMaskGenerator``'s signature and
+    the ``edgesam everything`` flags read them from here.
+    """
 
     points_per_side: Optional[int] = 32
     points_per_batch: int = 64
@@ -88,6 +92,9 @@ class AmgOptions:
             return [np.asarray(g, np.float64) for g in self.point_grids]
         return [point_grid(int(int(self.points_per_side) / int(self.crop_n_points_downscale_factor) ** i))
                 for i in range(int(self.crop_n_layers) + 1)]
+
+
+_DEFAULTS = AmgOptions()  # SamAutomaticMaskGenerator's signature reads its defaults from here
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
@@ -150,17 +157,24 @@ class SamAutomaticMaskGenerator:
     ``min_mask_region_area`` needs no OpenCV (see regions.py).
     """
 
-    def __init__(self, predictor: Any, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
-                 pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
-                 stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
-                 crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,
-                 crop_n_points_downscale_factor: int = 1, point_grids: Optional[Sequence[np.ndarray]] = None,
-                 min_mask_region_area: int = 0, output_mode: str = "binary_mask",
-                 progress: Optional[ProgressFn] = None) -> None:
-        self.options = AmgOptions(points_per_side, points_per_batch, pred_iou_thresh, stability_score_thresh,
-                                  stability_score_offset, box_nms_thresh, crop_n_layers, crop_nms_thresh,
-                                  crop_overlap_ratio, crop_n_points_downscale_factor, point_grids,
-                                  min_mask_region_area, output_mode).validate()
+    def __init__(self, predictor: Any, points_per_side: Optional[int] = _DEFAULTS.points_per_side,
+                 points_per_batch: int = _DEFAULTS.points_per_batch,
+                 pred_iou_thresh: float = _DEFAULTS.pred_iou_thresh,
+                 stability_score_thresh: float = _DEFAULTS.stability_score_thresh,
+                 stability_score_offset: float = _DEFAULTS.stability_score_offset,
+                 box_nms_thresh: float = _DEFAULTS.box_nms_thresh, crop_n_layers: int = _DEFAULTS.crop_n_layers,
+                 crop_nms_thresh: float = _DEFAULTS.crop_nms_thresh,
+                 crop_overlap_ratio: float = _DEFAULTS.crop_overlap_ratio,
+                 crop_n_points_downscale_factor: int = _DEFAULTS.crop_n_points_downscale_factor,
+                 point_grids: Optional[Sequence[np.ndarray]] = _DEFAULTS.point_grids,
+                 min_mask_region_area: int = _DEFAULTS.min_mask_region_area,
+                 output_mode: str = _DEFAULTS.output_mode, progress: Optional[ProgressFn] = None) -> None:
+        self.options = AmgOptions(
+            points_per_side=points_per_side, points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh, stability_score_offset=stability_score_offset,
+            box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh,
+            crop_overlap_ratio=crop_overlap_ratio, crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+            point_grids=point_grids, min_mask_region_area=min_mask_region_area, output_mode=output_mode).validate()
         if isinstance(predictor, (str, os.PathLike)):
             from edgesam.runtime.predictor import SamPredictor
 

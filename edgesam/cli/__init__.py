@@ -13,11 +13,16 @@ import signal
 import sys
 import tempfile
 import traceback
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from edgesam import __version__
 from edgesam.errors import EdgesamError, InputError
+
+if TYPE_CHECKING:
+    from edgesam.runtime.amg import AmgOptions
+    from edgesam.runtime.options import RunOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +49,11 @@ def _floats(n_allowed: tuple[int, ...]) -> Callable[[str], list[float]]:
             raise argparse.ArgumentTypeError(f"expected {' or '.join(map(str, n_allowed))} numbers, got {s!r}")
         return vals
     return parse
+
+
+def _defaults(options_class: type) -> dict:
+    """An options dataclass's field defaults: the flags read them, so each is written once."""
+    return {f.name: f.default for f in fields(options_class) if f.default is not MISSING}
 
 
 def write_json(dest: Optional[str], data: dict) -> None:
@@ -93,10 +103,8 @@ def cmd_segment(a: argparse.Namespace) -> int:
     from edgesam.cli.segment import SegmentRequest, segment
 
     req = SegmentRequest(bundle=a.bundle, image=a.image, points=a.point or [], boxes=a.box or [],
-                         mask_input=a.mask_input, multimask=a.multimask, backend=a.backend,
-                         precision=a.precision, runtime_precision=a.runtime_precision, threads=a.threads,
-                         out=a.out, overlay=a.overlay, npz=a.npz,
-                         decoder_runtime_precision=a.decoder_runtime_precision, int8_compute=a.int8_compute)
+                         mask_input=a.mask_input, multimask=a.multimask, run=run_options(a),
+                         out=a.out, overlay=a.overlay, npz=a.npz)
     result = segment(req)
     if a.json != "-":
         print(result["summary"])
@@ -104,24 +112,32 @@ def cmd_segment(a: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_everything(a: argparse.Namespace) -> int:
+def run_options(a: argparse.Namespace) -> RunOptions:
+    """The --backend ... --int8-compute flags (see add_run_arguments) as RunOptions."""
+    from edgesam.runtime.options import RunOptions
+
+    return RunOptions(backend=a.backend, precision=a.precision, threads=a.threads,
+                      runtime_precision=a.runtime_precision, decoder_runtime_precision=a.decoder_runtime_precision,
+                      int8_compute=a.int8_compute)
+
+
+def amg_options(a: argparse.Namespace) -> AmgOptions:
+    """The ``everything`` generator flags as AmgOptions. --points-per-side defaults to None on the
+    command line so that giving it with --point-grids can be refused; left out, AmgOptions' default holds."""
     from edgesam.runtime.amg import AmgOptions
+
+    given = {f.name: getattr(a, f.name) for f in fields(AmgOptions)
+             if f.name not in ("points_per_side", "point_grids")}
+    if a.point_grids or a.points_per_side is not None:
+        given["points_per_side"] = a.points_per_side  # None with --point-grids; both given: refused by everything()
+    return AmgOptions(**given)
+
+
+def cmd_everything(a: argparse.Namespace) -> int:
     from edgesam.cli.everything import EverythingRequest, everything
 
-    if a.point_grids and a.points_per_side is not None:
-        raise InputError("give --points-per-side or --point-grids, not both")
-    pps = None if a.point_grids else (32 if a.points_per_side is None else a.points_per_side)
-    opts = AmgOptions(points_per_side=pps, points_per_batch=a.points_per_batch, pred_iou_thresh=a.pred_iou_thresh,
-                      stability_score_thresh=a.stability_score_thresh,
-                      stability_score_offset=a.stability_score_offset, box_nms_thresh=a.box_nms_thresh,
-                      crop_n_layers=a.crop_n_layers, crop_nms_thresh=a.crop_nms_thresh,
-                      crop_overlap_ratio=a.crop_overlap_ratio,
-                      crop_n_points_downscale_factor=a.crop_n_points_downscale_factor,
-                      min_mask_region_area=a.min_mask_region_area, output_mode=a.output_mode)
-    req = EverythingRequest(bundle=a.bundle, image=a.image, options=opts, point_grids=a.point_grids,
-                            backend=a.backend, precision=a.precision, runtime_precision=a.runtime_precision,
-                            threads=a.threads, out=a.out, overlay=a.overlay, progress=not a.quiet,
-                            decoder_runtime_precision=a.decoder_runtime_precision, int8_compute=a.int8_compute)
+    req = EverythingRequest(bundle=a.bundle, image=a.image, options=amg_options(a), point_grids=a.point_grids,
+                            run=run_options(a), out=a.out, overlay=a.overlay, progress=not a.quiet)
     result = everything(req)
     if a.json != "-":
         print(result["summary"])
@@ -176,7 +192,30 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0 if report["parity_ok"] else 1
 
 
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--backend, --precision, --runtime-precision, --decoder-runtime-precision, --threads and
+    --int8-compute, defaulting to RunOptions' defaults (read by run_options)."""
+    from edgesam.runtime.backends import BACKEND_FORMATS, INT8_COMPUTE, MNN_PRECISIONS
+    from edgesam.runtime.options import RunOptions
+
+    run = _defaults(RunOptions)
+    p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_FORMATS))
+    p.add_argument("--precision", default=run["precision"], help="model precision in the bundle: fp32, fp16, int8")
+    p.add_argument("--runtime-precision", default=run["runtime_precision"], choices=list(MNN_PRECISIONS),
+                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+    p.add_argument("--decoder-runtime-precision", choices=list(MNN_PRECISIONS),
+                   default=run["decoder_runtime_precision"],
+                   help="the decoder's, if different (e.g. low encoder, high decoder)")
+    p.add_argument("--threads", type=int, default=run["threads"], help="CPU threads (default: every core)")
+    p.add_argument("--int8-compute", default=run["int8_compute"], choices=list(INT8_COMPUTE), help=INT8_COMPUTE_HELP)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from edgesam.cli.everything import OUTPUT_MODE
+    from edgesam.measure.bench import BenchOptions
+    from edgesam.measure.paritymatrix import ParityOptions
+    from edgesam.runtime.amg import OUTPUT_MODES, AmgOptions
+
     p = _Parser(prog="edgesam", description="Segment Anything on edge devices: convert, run, check, measure.")
     p.add_argument("--version", action="version", version=f"edgesam {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -218,15 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--box", action="append", type=_floats((4,)), metavar="X0,Y0,X1,Y1")
     s.add_argument("--mask-input", metavar="FILE.npy")
     s.add_argument("--multimask", action="store_true")
-    s.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
-    s.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
-    s.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"],
-                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
-    s.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
-                   help="the decoder's, if different (e.g. low encoder, high decoder)")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
-    s.add_argument("--int8-compute", default="auto", choices=["auto", "on", "off"],
-                   help=INT8_COMPUTE_HELP)
+    add_run_arguments(s)
     s.add_argument("--out", metavar="MASK.png")
     s.add_argument("--overlay", metavar="OUT.png")
     s.add_argument("--npz", metavar="FILE.npz")
@@ -236,29 +267,23 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("everything", help="automatic mask generation (segment everything) on one image")
     e.add_argument("bundle")
     e.add_argument("image")
-    e.add_argument("--points-per-side", type=int, default=None, help="grid points per side (default 32)")
+    amg = _defaults(AmgOptions)
+    e.add_argument("--points-per-side", type=int, default=None,
+                   help=f"grid points per side (default {amg['points_per_side']})")
     e.add_argument("--point-grids", metavar="FILE.npy", help="Nx2 or LxNx2 points in [0,1], one grid per crop layer")
-    e.add_argument("--points-per-batch", type=int, default=64, help="prompts per decoder call")
-    e.add_argument("--pred-iou-thresh", type=float, default=0.88)
-    e.add_argument("--stability-score-thresh", type=float, default=0.95)
-    e.add_argument("--stability-score-offset", type=float, default=1.0)
-    e.add_argument("--box-nms-thresh", type=float, default=0.7)
-    e.add_argument("--crop-n-layers", type=int, default=0)
-    e.add_argument("--crop-nms-thresh", type=float, default=0.7)
-    e.add_argument("--crop-overlap-ratio", type=float, default=512 / 1500)
-    e.add_argument("--crop-n-points-downscale-factor", type=int, default=1)
-    e.add_argument("--min-mask-region-area", type=int, default=0)
-    e.add_argument("--output-mode", default="coco_rle", choices=["coco_rle", "uncompressed_rle", "binary_mask"],
+    e.add_argument("--points-per-batch", type=int, default=amg["points_per_batch"], help="prompts per decoder call")
+    e.add_argument("--pred-iou-thresh", type=float, default=amg["pred_iou_thresh"])
+    e.add_argument("--stability-score-thresh", type=float, default=amg["stability_score_thresh"])
+    e.add_argument("--stability-score-offset", type=float, default=amg["stability_score_offset"])
+    e.add_argument("--box-nms-thresh", type=float, default=amg["box_nms_thresh"])
+    e.add_argument("--crop-n-layers", type=int, default=amg["crop_n_layers"])
+    e.add_argument("--crop-nms-thresh", type=float, default=amg["crop_nms_thresh"])
+    e.add_argument("--crop-overlap-ratio", type=float, default=amg["crop_overlap_ratio"])
+    e.add_argument("--crop-n-points-downscale-factor", type=int, default=amg["crop_n_points_downscale_factor"])
+    e.add_argument("--min-mask-region-area", type=int, default=amg["min_mask_region_area"])
+    e.add_argument("--output-mode", default=OUTPUT_MODE, choices=list(OUTPUT_MODES),
                    help="records in --out: RLE in a .json file, or binary masks in a .npz")
-    e.add_argument("--backend", default="mnn", choices=["mnn", "ort", "openvino"])
-    e.add_argument("--precision", default="fp32", help="model precision in the bundle: fp32, fp16, int8")
-    e.add_argument("--runtime-precision", default="high", choices=["high", "normal", "low"],
-                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
-    e.add_argument("--decoder-runtime-precision", choices=["high", "normal", "low"], default=None,
-                   help="the decoder's, if different (e.g. low encoder, high decoder)")
-    e.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
-    e.add_argument("--int8-compute", default="auto", choices=["auto", "on", "off"],
-                   help=INT8_COMPUTE_HELP)
+    add_run_arguments(e)
     e.add_argument("--out", metavar="masks.json", help="the records (official keys), COCO-style JSON")
     e.add_argument("--overlay", metavar="OUT.png", help="every mask tinted over the image")
     e.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
@@ -268,27 +293,32 @@ def build_parser() -> argparse.ArgumentParser:
     q = sub.add_parser("parity", help="stage x format x precision parity matrix of a bundle")
     q.add_argument("bundle")
     q.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (default: synthetic scenes)")
-    q.add_argument("--reference", default="onnx", choices=["onnx", "torch"])
+    parity = _defaults(ParityOptions)
+    q.add_argument("--reference", default=parity["reference"], choices=["onnx", "torch"])
     q.add_argument("--checkpoint", help="with --reference torch, for a bundle made from a checkpoint")
-    q.add_argument("--runtime-precision", type=_csv(), default=["high", "normal", "low"],
+    q.add_argument("--runtime-precision", type=_csv(), default=list(parity["runtime_precisions"]),
                    help="MNN arithmetic precisions to check (high,normal,low)")
-    q.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
+    q.add_argument("--threads", type=int, default=parity["threads"], help="CPU threads (default: every core)")
     q.add_argument("--json", metavar="FILE")
     q.set_defaults(func=cmd_parity)
 
     bn = sub.add_parser("bench", help="per-stage latency, swept over backends/precisions/threads")
     bn.add_argument("bundle", nargs="?")
     bn.add_argument("--image", help="JPEG/PNG/BMP (default: a synthetic 600x400 image)")
-    bn.add_argument("--backend", type=_csv(), default=["mnn"], help="comma list: mnn,ort,openvino (tensorrt: "
-                    "only where the tensorrt package imports)")
-    bn.add_argument("--precision", type=_csv(), default=["fp32"], help="model precisions: fp32,fp16,int8")
-    bn.add_argument("--runtime-precision", type=_csv(), default=["high"], help="MNN arithmetic: high,normal,low")
-    bn.add_argument("--int8-compute", type=_csv(), default=["auto"],
+    bench = _defaults(BenchOptions)
+    bn.add_argument("--backend", type=_csv(), default=list(bench["backends"]), help="comma list: mnn,ort,openvino "
+                    "(tensorrt: only where the tensorrt package imports)")
+    bn.add_argument("--precision", type=_csv(), default=list(bench["precisions"]),
+                    help="model precisions: fp32,fp16,int8")
+    bn.add_argument("--runtime-precision", type=_csv(), default=list(bench["runtime_precisions"]),
+                    help="MNN arithmetic: high,normal,low")
+    bn.add_argument("--int8-compute", type=_csv(), default=list(bench["int8_compute"]),
                     help="int8 files on MNN: comma list of auto,on,off (on = int8 arithmetic)")
-    bn.add_argument("--threads", type=_csv(int), default=None, help="comma list, e.g. 1,2,4 (default: every core)")
-    bn.add_argument("--runs", type=int, default=5)
-    bn.add_argument("--warmup", type=int, default=1)
-    bn.add_argument("--batch", type=int, default=16, help="prompts in the batched decoder stage")
+    bn.add_argument("--threads", type=_csv(int), default=bench["threads"],
+                    help="comma list, e.g. 1,2,4 (default: every core)")
+    bn.add_argument("--runs", type=int, default=bench["runs"])
+    bn.add_argument("--warmup", type=int, default=bench["warmup"])
+    bn.add_argument("--batch", type=int, default=bench["batch"], help="prompts in the batched decoder stage")
     bn.add_argument("--compare", nargs="+", metavar="JSON", help="print bench JSON files side by side")
     bn.add_argument("--json", metavar="FILE")
     bn.set_defaults(func=cmd_bench)

@@ -31,7 +31,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     from edgesam.convert.pipeline import ConvertOptions, convert
     from edgesam.runtime.imageio import read_image
     from edgesam.measure.parity import Cell, format_table
-    from edgesam.runtime.predictor import SamPredictor
+    from edgesam.runtime.options import RunOptions
     from edgesam.cli.segment import SegmentRequest, segment
 
     out = Path(out)
@@ -55,7 +55,8 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     print("Parity (torch reference) of the converted bundle:")
     print(format_table(cells))
     results = []
-    predictor = SamPredictor(bundle, threads=threads)  # one model load for every sample
+    run = RunOptions(threads=threads)
+    predictor = run.predictor(bundle)  # one model load for every sample
     for name, (fx, fy) in SAMPLES.items():
         src = ASSETS / name
         if not src.is_file():
@@ -65,7 +66,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
         image = read_image(src)
         h, w = image.shape[:2]
         req = SegmentRequest(bundle=str(bundle), image=str(src), points=[[w * fx, h * fy, 1]],
-                             boxes=[], multimask=True, threads=threads,
+                             boxes=[], multimask=True, run=run,
                              out=str(out / f"{stem}.mask.png"), overlay=str(out / f"{stem}.overlay.png"))
         res = segment(req, predictor=predictor, image=image)
         print(res["summary"].splitlines()[0])

@@ -5,7 +5,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -14,20 +14,20 @@ import numpy as np
 from edgesam.bundle import atomic_write_bytes
 from edgesam.errors import InputError
 from edgesam.runtime.amg import AmgOptions
+from edgesam.runtime.options import RunOptions
+
+# Records go to a file: RLE in JSON by default, not one full-size bool array per mask (the
+# official generator's "binary_mask"). The one difference from AmgOptions' defaults.
+OUTPUT_MODE = "coco_rle"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EverythingRequest:
     bundle: str
     image: str
-    options: AmgOptions = field(default_factory=lambda: AmgOptions(output_mode="coco_rle"))
+    options: AmgOptions = field(default_factory=lambda: AmgOptions(output_mode=OUTPUT_MODE))
     point_grids: Optional[str] = None  # .npy of an Nx2 grid or an LxNx2 stack, normalised to [0, 1]
-    backend: str = "mnn"
-    precision: str = "fp32"
-    runtime_precision: str = "high"
-    decoder_runtime_precision: Optional[str] = None  # None: as runtime_precision
-    threads: Optional[int] = None  # None: every core
-    int8_compute: str = "auto"
+    run: RunOptions = field(default_factory=RunOptions)  # backend, precision, threads, arithmetic
     out: Optional[str] = None  # .json (coco_rle / uncompressed_rle) or .npz (binary_mask)
     overlay: Optional[str] = None
     progress: bool = True
@@ -104,20 +104,17 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     """Run one request and return a JSON-ready summary; writes ``req.out`` / ``req.overlay`` atomically."""
     from edgesam.runtime.amg import SamAutomaticMaskGenerator
     from edgesam.runtime.imageio import read_image, write_image
-    from edgesam.runtime.predictor import SamPredictor
 
     opts = req.options
     if req.point_grids:
         if opts.points_per_side is not None:
             raise InputError("give --points-per-side or --point-grids, not both")
-        opts = AmgOptions(**{**asdict(opts), "point_grids": _load_grids(req.point_grids)})
+        opts = replace(opts, point_grids=_load_grids(req.point_grids))
     opts.validate()
     _check_outputs(req)
     image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
-    pred = SamPredictor(req.bundle, backend=req.backend, precision=req.precision, threads=req.threads,
-                        runtime_precision=req.runtime_precision,
-                        decoder_runtime_precision=req.decoder_runtime_precision, int8_compute=req.int8_compute)
+    pred = req.run.predictor(req.bundle)
     t_load = time.perf_counter() - t0
     gen = SamAutomaticMaskGenerator(pred, **{k: v for k, v in asdict(opts).items()},
                                     progress=stderr_progress() if req.progress else None)
@@ -137,7 +134,7 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     untrained = pred.bundle.untrained
     summary = (f"{Path(req.image).name}: {len(records)} mask(s) from {int(gen.stats['decoded'])} candidates "
                f"in {t_gen:.1f} s (encoder {gen.stats['t_encoder']:.1f} s, decoder {gen.stats['t_decoder']:.1f} s, "
-               f"filters {gen.stats['t_filter']:.1f} s; {req.backend} {req.precision})"
+               f"filters {gen.stats['t_filter']:.1f} s; {req.run.backend} {req.run.precision})"
                + ("  [untrained model: masks are meaningless]" if untrained else ""))
     if not records and gen.stats["decoded"]:
         summary += "\n" + _why_no_masks(gen.stats, opts)

@@ -11,9 +11,10 @@ import numpy as np
 
 from edgesam.bundle import atomic_write_bytes
 from edgesam.errors import InputError
+from edgesam.runtime.options import RunOptions
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SegmentRequest:
     bundle: str
     image: str
@@ -21,12 +22,7 @@ class SegmentRequest:
     boxes: list = field(default_factory=list)  # [x0, y0, x1, y1]
     mask_input: Optional[str] = None
     multimask: bool = False
-    backend: str = "mnn"
-    precision: str = "fp32"
-    runtime_precision: str = "high"
-    decoder_runtime_precision: Optional[str] = None  # None: as runtime_precision
-    threads: Optional[int] = None  # None: every core
-    int8_compute: str = "auto"
+    run: RunOptions = field(default_factory=RunOptions)  # backend, precision, threads, arithmetic
     out: Optional[str] = None
     overlay: Optional[str] = None
     npz: Optional[str] = None
@@ -57,7 +53,6 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
     RGB pixels of ``req.image``) let a caller segmenting many images load and decode only once."""
     from edgesam.cli import draw
     from edgesam.runtime.imageio import read_image, write_image
-    from edgesam.runtime.predictor import SamPredictor
 
     _check_outputs(req)
     coords = labels = None
@@ -76,10 +71,7 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
     if image is None:
         image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
-    pred = predictor or SamPredictor(req.bundle, backend=req.backend, precision=req.precision,
-                                     threads=req.threads, runtime_precision=req.runtime_precision,
-                                     decoder_runtime_precision=req.decoder_runtime_precision,
-                                     int8_compute=req.int8_compute)
+    pred = predictor or req.run.predictor(req.bundle)
     t_load = time.perf_counter() - t0
     # Prompts are checked before the encoder runs, so bad input fails fast.
     from edgesam.runtime import prompts as P
@@ -124,7 +116,7 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
     flat_scores = np.asarray(scores).reshape(-1).tolist()
     summary = (f"{Path(req.image).name}: {best.shape[0]} mask(s), best score "
                f"{float(np.max(scores)):.3f}, area {int(best.sum())} px; embed {t_embed:.2f} s, decode+post "
-               f"{t_decode * 1e3:.0f} ms ({req.backend} {req.precision})"
+               f"{t_decode * 1e3:.0f} ms ({req.run.backend} {req.run.precision})"
                + ("  [untrained model: masks are meaningless]" if untrained else ""))
     if written:
         summary += "\nwrote " + ", ".join(written)

@@ -23,12 +23,17 @@ import numpy as np
 
 from edgesam.bundle import load_bundle
 from edgesam.errors import InputError
+from edgesam.runtime.options import RunOptions
 
 STAGES = ("image_decode", "preprocess", "encoder", "decoder_1", "decoder_batch", "postprocess", "end_to_end")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BenchOptions:
+    """A sweep: each run setting is a list, and every combination that the backend can run
+    becomes one ``RunOptions`` (see ``_configs``). The values are checked one by one with the
+    same functions as ``RunOptions``, so a bad one is refused before any model loads."""
+
     bundle: str
     image: Optional[str] = None  # default: a synthetic 600x400 PNG written to a temp folder
     backends: tuple[str, ...] = ("mnn",)
@@ -43,16 +48,21 @@ class BenchOptions:
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.batch < 1:
             raise InputError("--runs and --batch must be >= 1 and --warmup >= 0")
-        from edgesam.runtime.backends import BACKENDS, INT8_COMPUTE, require_tensorrt, resolve_threads
+        from edgesam.runtime.backends import BACKENDS, INT8_COMPUTE, MNN_PRECISIONS, require_tensorrt, resolve_threads
+        from edgesam.runtime.options import check_choice
 
+        for flag, values in (("--backend", self.backends), ("--precision", self.precisions),
+                             ("--runtime-precision", self.runtime_precisions), ("--int8-compute", self.int8_compute)):
+            if not values:
+                raise InputError(f"{flag} needs at least one value")
+        for b in self.backends:
+            check_choice("backend", b, BACKENDS)
+        for rp in self.runtime_precisions:
+            check_choice("runtime precision", rp, MNN_PRECISIONS)
+        for mode in self.int8_compute:
+            check_choice("int8 compute", mode, INT8_COMPUTE)
         for t in self.threads or ():
             resolve_threads(t)
-        if not self.int8_compute or any(m not in INT8_COMPUTE for m in self.int8_compute):
-            raise InputError(f"--int8-compute takes a comma list of {','.join(INT8_COMPUTE)}")
-
-        unknown = [b for b in self.backends if b not in BACKENDS]
-        if unknown or not self.backends:
-            raise InputError(f"--backend takes a comma list of {','.join(BACKENDS)}, got {','.join(self.backends)}")
         if "tensorrt" in self.backends:
             require_tensorrt()  # exit 2 with the reason, before any other backend loads
 
@@ -113,6 +123,14 @@ def _configs(bundle, opts: BenchOptions) -> list[dict]:
     return out
 
 
+def _run_options(cfg: dict) -> RunOptions:
+    """The RunOptions of one configuration ("-", no runtime precision, runs as the default "high")."""
+    rp = cfg["runtime_precision"]
+    return RunOptions(backend=cfg["backend"], precision=cfg["precision"], threads=cfg["threads"],
+                      runtime_precision=RunOptions.runtime_precision if rp == "-" else rp,
+                      int8_compute=cfg.get("int8_compute", RunOptions.int8_compute))
+
+
 def _key(cfg: dict) -> str:
     i8 = " i8" if cfg.get("int8_compute") == "on" else ""  # int8 arithmetic
     return f"{cfg['backend']} {cfg['precision']}/{cfg['runtime_precision']} t{cfg['threads']}{i8}"
@@ -168,8 +186,6 @@ def _stats(values: list[float]) -> dict:
 
 
 def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> dict:
-    from edgesam.runtime.predictor import SamPredictor
-
     opts.validate()
     bundle = load_bundle(opts.bundle, verify=True)
     configs = _configs(bundle, opts)
@@ -182,10 +198,7 @@ def run_bench(opts: BenchOptions, log: Callable[[str], None] = lambda m: print(m
         preds, loads = [], []
         for cfg in configs:
             s = time.perf_counter()
-            preds.append(SamPredictor(bundle, backend=cfg["backend"], precision=cfg["precision"],
-                                      threads=cfg["threads"], int8_compute=cfg.get("int8_compute", "auto"),
-                                      runtime_precision="high" if cfg["runtime_precision"] == "-"
-                                      else cfg["runtime_precision"]))
+            preds.append(_run_options(cfg).predictor(bundle))
             loads.append((time.perf_counter() - s, _rss_mb()))
         samples = [{k: [] for k in STAGES} for _ in configs]
         total = opts.warmup + opts.runs

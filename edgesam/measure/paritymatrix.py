@@ -27,13 +27,15 @@ SYNTHETIC_SIZES = ((683, 1024), (1024, 600), (300, 1000))  # landscape, portrait
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ParityOptions:
     bundle: str
     images: tuple[str, ...] = ()  # files or folders; empty = three synthetic scenes
     reference: str = "onnx"  # "onnx" (ONNX Runtime fp32) or "torch" (needs the convert extra)
     checkpoint: Optional[str] = None  # for --reference torch on a checkpoint-made bundle
     runtime_precisions: tuple[str, ...] = MNN_PRECISIONS
+    # The one run setting shared with RunOptions. Not a RunOptions: the matrix runs every format and
+    # precision in the bundle itself, so a backend, precision or int8 compute given here would do nothing.
     threads: Optional[int] = None  # None: every core
 
 
