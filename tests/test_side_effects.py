@@ -1,0 +1,147 @@
+"""Library code leaves process state alone; bad destinations are input errors; leftovers are cleaned."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+# Another process watches this one's working directory and descriptors 1 and 2 through /proc while
+# a conversion runs: unlike a check before and after, it sees a change that is undone at the end,
+# and unlike a thread it needs no GIL while the converter's C code runs.
+WATCHER = """
+import json, os, sys
+pid, out = sys.argv[1], sys.argv[2]
+seen = set()
+while not os.path.exists(out + ".stop"):
+    for what in ("cwd", "fd/1", "fd/2"):
+        try:
+            seen.add((what, os.readlink(f"/proc/{pid}/{what}")))
+        except OSError:
+            pass
+    if not os.path.exists(out + ".ready"):
+        open(out + ".ready", "w").close()
+with open(out, "w") as f:
+    json.dump(sorted(seen), f)
+"""
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_ino, st.st_dev
+
+
+def _matmul_chain(path: Path, layers: int = 40, width: int = 256) -> None:
+    """A small ONNX model (MatMul + Relu chain) whose conversion takes some tens of milliseconds."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, prev = [], [], "x"
+    for i in range(layers):
+        inits.append(numpy_helper.from_array(rng.normal(0, 0.05, (width, width)).astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"layer{i}.matmul"))
+        nodes.append(helper.make_node("Relu", [f"m{i}"], [f"r{i}"]))
+        prev = f"r{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"]))
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+@pytest.mark.skipif(not Path("/proc/self/cwd").exists(), reason="needs /proc")
+def test_conversion_leaves_cwd_and_descriptors_alone(tmp_path, monkeypatch):
+    from edgesam.convert.mnn import onnx_to_mnn
+
+    _matmul_chain(tmp_path / "m.onnx")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    cwd, fd1, fd2 = os.getcwd(), _identity(1), _identity(2)
+    links = {w: os.readlink(f"/proc/self/{w}") for w in ("cwd", "fd/1", "fd/2")}
+    report = tmp_path / "watch.json"
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, str(os.getpid()), str(report)])
+    try:
+        deadline = time.time() + 30
+        while not Path(f"{report}.ready").exists() and time.time() < deadline:
+            time.sleep(0.01)
+        for prec in ("fp32", "int8"):
+            onnx_to_mnn(tmp_path / "m.onnx", tmp_path / f"m.{prec}.mnn", prec)
+    finally:
+        Path(f"{report}.stop").touch()
+        watcher.wait(timeout=30)
+    assert (os.getcwd(), _identity(1), _identity(2)) == (cwd, fd1, fd2)
+    seen = json.loads(report.read_text())
+    assert seen and all(target == links[what] for what, target in seen), seen
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("watch")) == [
+        "here", "m.fp32.mnn", "m.int8.mnn", "m.onnx"]
+    assert list((tmp_path / "here").iterdir()) == []
+
+
+def test_converter_child_runs_in_a_private_folder(tmp_path, monkeypatch):
+    """The converter spills weights to ./.__convert_external_data.bin: its child process runs in a
+    scratch folder beside the output (removed after), never in the caller's working directory."""
+    from edgesam.convert import mnn
+
+    seen = tmp_path / "child-cwd.txt"
+    fake = ("import os, sys\n"
+            "argv = sys.argv[2:]\n"
+            f"open({str(seen)!r}, 'w').write(os.getcwd())\n"
+            "open('.__convert_external_data.bin', 'wb').write(b'spill')\n"
+            "open(argv[argv.index('--MNNModel') + 1], 'wb').write(b'model')\n"
+            "print('Converted Success!')\n")
+    monkeypatch.setattr(mnn, "_CORE", fake)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    mnn.onnx_to_mnn(Path("m.onnx"), Path("out/m.mnn"), "fp32")
+    child_cwd = Path(seen.read_text())
+    assert os.getcwd() == str(tmp_path) and child_cwd.parent == tmp_path / "out"
+    assert child_cwd.name.startswith(".mnnconvert-") and not child_cwd.exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.mnn"]
+    assert not (tmp_path / ".__convert_external_data.bin").exists()
+
+
+def test_converter_failures_keep_status_and_log(tmp_path, monkeypatch):
+    from edgesam.convert import mnn
+    from edgesam.errors import ConversionError
+
+    (tmp_path / "bad.onnx").write_bytes(b"not a model")
+    with pytest.raises(ConversionError, match=r"MNN conversion of bad.onnx to fp32 failed \(True\): .+"):
+        mnn.onnx_to_mnn(tmp_path / "bad.onnx", tmp_path / "bad.mnn", "fp32")
+    monkeypatch.setattr(mnn, "_CORE", "raise SystemExit(5)")
+    rc, _ = mnn._run_quiet(["mnnconvert"], cwd=tmp_path)
+    assert rc == "converter exited with status 5"
+    monkeypatch.setattr(mnn, "_CORE", "import os; os.kill(os.getpid(), 9)")
+    assert mnn._run_quiet(["mnnconvert"], cwd=tmp_path)[0] == "converter killed by signal 9"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+
+
+def test_core_exceptions_and_false_are_reported(tmp_path):
+    """What the core raises or returns other than True comes back as the status. (A stand-in
+    ``_tools`` in the child's working directory, which comes first on its sys.path.)"""
+    from edgesam.convert import mnn
+
+    (tmp_path / "_tools.py").write_text("def mnnconvert(argv):\n"
+                                         "    if argv[1] == 'raise':\n"
+                                         "        raise ValueError('boom ' + argv[0])\n"
+                                         "    return False\n")
+    assert mnn._run_quiet(["mnnconvert", "raise"], cwd=tmp_path)[0] == "ValueError: boom mnnconvert"
+    assert mnn._run_quiet(["mnnconvert", "no"], cwd=tmp_path)[0] == "converter core returned False"
+
+
+def test_mnn_import_banner_stays_off_stdout():
+    code = ("import os; a = os.fstat(1)\n"
+            "from edgesam.runtime._mnn import import_mnn, cpu_features\n"
+            "import_mnn(); b = os.fstat(1)\n"
+            "print(sorted(cpu_features()), (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.splitlines() == [f"{sorted(['fp16', 'i8mm', 'i8sdot', 'sme2', 'sve2'])} True"], p.stdout
