@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from edgesam import __version__
-from edgesam.bundle import FORMAT, VERSION, atomic_dir, file_record, sha256_file, write_manifest
+from edgesam.bundle import FORMAT, VERSION, atomic_dir, check_out_dir, file_record, sha256_file, write_manifest
 from edgesam.errors import ConversionError, InputError, ParityError
 from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD, get_spec
 
@@ -93,6 +93,7 @@ def _stderr(msg: str) -> None:
 def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     """Build the bundle at ``opts.out``; returns its manifest. Nothing is written unless parity holds."""
     opts.validate()
+    check_out_dir(opts.out, force=opts.force)  # an unwritable or taken --out fails before minutes of export
     if "openvino" in opts.formats:  # fail before minutes of export, not after
         from edgesam.convert.openvino import import_openvino
 

@@ -129,37 +129,80 @@ def write_manifest(root: Path, manifest: dict) -> None:
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
+def _output_error(path: Path, e: OSError) -> Exception:
+    """The one-line error for a destination that cannot be written (exit code 2)."""
+    from edgesam.errors import OutputError
+
+    if isinstance(e, FileNotFoundError) and not path.parent.exists():
+        return OutputError(f"{path}: folder {path.parent} does not exist")
+    return OutputError(f"{path}: cannot write there ({e.strerror or type(e).__name__})")
+
+
+def _check_free(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        if not out.is_dir() or any(out.iterdir()):
+            raise InputError(f"{out}: already exists; choose another --out or pass --force")
+
+
+def check_out_dir(out: str | os.PathLike, force: bool = False) -> None:
+    """Fail now, not after minutes of work, if ``atomic_dir(out, force)`` could not write: ``out``
+    taken (without ``force``), or no folder can be made where it goes (probed with an empty
+    temporary folder, removed at once; missing parents are not created here)."""
+    out = Path(out)
+    try:
+        _check_free(out, force)
+        where = out.parent
+        while not where.exists() and where != where.parent:  # atomic_dir would create the missing parents
+            where = where.parent
+        os.rmdir(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=where))
+    except OSError as e:
+        raise _output_error(out, e) from None
+
+
+def _temp_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-"
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; rename it to ``out`` only on success.
 
     On any exception (KeyboardInterrupt included) the temporary folder is removed,
-    so a failed or interrupted write leaves nothing behind.
+    so a failed or interrupted write leaves nothing behind. A destination that
+    cannot be written raises OutputError (exit code 2), nothing written.
     """
     out = Path(out)
-    if out.exists() and not force:
-        if not out.is_dir() or any(out.iterdir()):
-            raise InputError(f"{out}: already exists; choose another --out or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _check_free(out, force)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=out.parent))
+    except OSError as e:
+        raise _output_error(out, e) from None
     try:
         yield tmp
-        # mkdtemp makes the folder 0700; a bundle is meant to be copied and read by others.
-        mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)
-        for p in tmp.rglob("*"):
-            if p.is_file() and not p.is_symlink():
-                os.chmod(p, 0o666 & ~mask)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        try:
+            _publish(tmp, out)
+        except OSError as e:
+            raise _output_error(out, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    # mkdtemp makes the folder 0700; a bundle is meant to be copied and read by others.
+    mask = _umask()
+    os.chmod(tmp, 0o777 & ~mask)
+    for p in tmp.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, 0o666 & ~mask)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        tmp.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
 
 
 def _umask() -> int:
@@ -169,15 +212,21 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file through a temporary name and rename, so readers never see half of it."""
+    """Write a file through a temporary name and rename, so readers never see half of it.
+    A destination that cannot be written raises OutputError (exit code 2), nothing left there."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise _output_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _output_error(path, e) from None
         raise

@@ -145,3 +145,63 @@ def test_mnn_import_banner_stays_off_stdout():
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
     assert p.stdout.splitlines() == [f"{sorted(['fp16', 'i8mm', 'i8sdot', 'sme2', 'sve2'])} True"], p.stdout
+
+
+# --- destinations that cannot be written: exit 2, one line naming the path, nothing written ---------
+
+UNWRITABLE = Path("/proc")  # refuses new files even to root (a read-only chmod would not stop root)
+needs_proc = pytest.mark.skipif(not (UNWRITABLE / "self").exists(), reason="needs Linux /proc")
+
+
+@needs_proc
+def test_convert_to_an_unwritable_out_fails_at_once(tmp_path):
+    from conftest import one_line_error, run_cli
+
+    t = time.perf_counter()
+    line = one_line_error(run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", UNWRITABLE / "b"))
+    assert str(UNWRITABLE / "b") in line and time.perf_counter() - t < 30  # checked before building the model
+    (tmp_path / "file").write_text("x")  # an --out under a file
+    line = one_line_error(run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out",
+                                  tmp_path / "file" / "b"))
+    assert str(tmp_path / "file" / "b") in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@needs_proc
+def test_segment_and_everything_to_unwritable_outputs(vit_t_random_fp32, tmp_path):
+    from conftest import REPO, one_line_error, run_cli
+
+    bundle, made = vit_t_random_fp32
+    assert made.returncode == 0, made.stderr[-2000:]
+    img = REPO / "assets" / "landscape.png"
+    cases = [("segment", "--point", "100,100", "--out", UNWRITABLE / "x.png"),
+             ("segment", "--point", "100,100", "--json", UNWRITABLE / "x.json"),
+             ("segment", "--point", "100,100", "--npz", UNWRITABLE / "x.npz"),
+             ("segment", "--point", "100,100", "--npz", tmp_path / "no" / "x.npz"),
+             ("segment", "--point", "100,100", "--json", tmp_path),  # a folder
+             ("everything", "--points-per-side", "2", "--quiet", "--out", UNWRITABLE / "m.json"),
+             ("everything", "--points-per-side", "2", "--quiet", "--json", UNWRITABLE / "s.json")]
+    for command, *args in cases:
+        line = one_line_error(run_cli(command, bundle, img, *args, cwd=tmp_path))
+        assert str(args[-1]) in line, (args, line)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_helpers_raise_output_error(tmp_path):
+    from edgesam.bundle import atomic_dir, atomic_write_bytes, check_out_dir
+    from edgesam.errors import OutputError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot write there"):
+        atomic_write_bytes(tmp_path, b"{}")
+    with pytest.raises(OutputError, match="does not exist"):
+        atomic_write_bytes(tmp_path / "no" / "r.json", b"{}")
+    for target in (tmp_path / "file" / "b", tmp_path / "file" / "deeper" / "b"):  # under a file
+        with pytest.raises(OutputError, match=str(target)):
+            check_out_dir(target)
+        with pytest.raises(OutputError, match=str(target)):
+            with atomic_dir(target):
+                pytest.fail("atomic_dir yielded a folder it cannot make")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+    check_out_dir(tmp_path / "new" / "b")  # missing parents are fine (atomic_dir makes them); none made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
