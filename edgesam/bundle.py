@@ -159,8 +159,74 @@ def check_out_dir(out: str | os.PathLike, force: bool = False) -> None:
         raise _output_error(out, e) from None
 
 
+# A write in progress lives in ".NAME.tmp-HOST-PID-START-XXXXXXXX" beside NAME: HOST and PID name its
+# owner, START is that process's start time (clock ticks after boot, from /proc; 0 where unknown),
+# so that a reused pid is not taken for the owner. A process killed with SIGKILL cannot remove its
+# temporary folder; the next atomic_dir to the same NAME does (_remove_stale_temps).
 def _temp_prefix(out: Path) -> str:
-    return f".{out.name}.tmp-"
+    return f".{out.name}.tmp-{_host_tag()}-{os.getpid()}-{_start_time(os.getpid()) or 0}-"
+
+
+def _host_tag() -> str:
+    import socket
+
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in socket.gethostname() or "localhost")[:32]
+
+
+def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
+    """(state, start time in clock ticks after boot) of a process, from /proc/PID/stat; None where
+    there is no /proc or no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the command name (in parentheses) may hold spaces
+        return fields[0].decode(), int(fields[19])  # fields 3 and 22 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _start_time(pid: int) -> Optional[int]:
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def _owner_gone(host: str, pid: int, start: int) -> bool:
+    """Whether the process that made a temporary folder is certainly gone. Unsure means no."""
+    if os.name == "nt" or pid <= 0:  # Windows' os.kill terminates instead of probing; pid 0 is a group
+        return False
+    if host != _host_tag():
+        return False  # a folder shared between machines: a pid from another one says nothing here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    except OSError:
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc (macOS): a live pid is taken for the owner, reused or not
+        return False
+    state, started = stat
+    return state == "Z" or (start != 0 and started != start)  # killed but not reaped, or a reused pid
+
+
+def _remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary folders of earlier writes to ``out`` whose owner is gone; the removed."""
+    head, removed = f".{out.name}.tmp-", []
+    try:
+        candidates = [p for p in out.parent.iterdir() if p.name.startswith(head)]
+    except OSError:
+        return removed
+    for p in candidates:
+        parts = p.name[len(head):].rsplit("-", 3)  # HOST may hold "-"; PID, START and mkdtemp's suffix do not
+        if len(parts) != 4 or not (parts[1].isdigit() and parts[2].isdigit()):
+            continue  # not made by this scheme (or by an older edgesam): its owner is unknown, keep it
+        if p.is_symlink() or not p.is_dir() or not _owner_gone(parts[0], int(parts[1]), int(parts[2])):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
+    return removed
 
 
 @contextlib.contextmanager
@@ -168,13 +234,16 @@ def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; rename it to ``out`` only on success.
 
     On any exception (KeyboardInterrupt included) the temporary folder is removed,
-    so a failed or interrupted write leaves nothing behind. A destination that
-    cannot be written raises OutputError (exit code 2), nothing written.
+    so a failed or interrupted write leaves nothing behind. A write killed outright
+    (SIGKILL) cannot clean up: its folder is removed by the next atomic_dir to the
+    same ``out`` once its owner is gone. A destination that cannot be written raises
+    OutputError (exit code 2), nothing written.
     """
     out = Path(out)
     try:
         _check_free(out, force)
         out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(out)
         tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=out.parent))
     except OSError as e:
         raise _output_error(out, e) from None

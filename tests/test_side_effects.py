@@ -205,3 +205,73 @@ def test_write_helpers_raise_output_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
     check_out_dir(tmp_path / "new" / "b")  # missing parents are fine (atomic_dir makes them); none made
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+# --- temporary folders of writes killed outright ------------------------------------------------------
+
+def _temp_named(parent: Path, out_name: str, pid: int, start: int | None) -> Path:
+    from edgesam.bundle import _host_tag
+
+    p = parent / f".{out_name}.tmp-{_host_tag()}-{pid}-{start or 0}-abcd_123"
+    p.mkdir()
+    (p / "encoder.onnx").write_bytes(b"partial")
+    return p
+
+
+def test_later_write_removes_leftovers_of_dead_owners_only(tmp_path):
+    from edgesam.bundle import _start_time, atomic_dir
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = _temp_named(tmp_path, "b", dead.pid, _start_time(os.getpid()))
+        alive = _temp_named(tmp_path, "b", live.pid, _start_time(live.pid))
+        other = _temp_named(tmp_path, "c", dead.pid, None)  # another --out's: not this write's business
+        older = tmp_path / ".b.tmp-k3j_x9a1"  # made before owners were named: unknown, kept
+        older.mkdir()
+        with atomic_dir(tmp_path / "b") as t:
+            (t / "manifest.json").write_text("{}")
+        assert not stale.exists()
+        assert alive.exists() and other.exists() and older.exists()
+        assert (tmp_path / "b" / "manifest.json").is_file()
+    finally:
+        live.kill()
+        live.wait()
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="start times come from /proc")
+def test_a_reused_pid_does_not_keep_a_leftover(tmp_path):
+    """The pid is alive but started at another time than the folder's owner: it is not the owner."""
+    from edgesam.bundle import _start_time, atomic_dir
+
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        reused = _temp_named(tmp_path, "b", live.pid, _start_time(live.pid) - 1)
+        with atomic_dir(tmp_path / "b") as t:
+            (t / "x").write_text("x")
+        assert not reused.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_sigkilled_convert_leftover_is_removed_by_the_next_write(tmp_path):
+    """A real writer killed with SIGKILL leaves its folder; the next write to the same out removes it."""
+    from edgesam.bundle import atomic_dir
+
+    code = ("import sys, time; from edgesam.bundle import atomic_dir\n"
+            "with atomic_dir(sys.argv[1]) as t:\n"
+            "    (t / 'half').write_text('x'); print(t.name, flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "b")], stdout=subprocess.PIPE, text=True)
+    name = proc.stdout.readline().strip()
+    with atomic_dir(tmp_path / "b2") as t:  # another out: the live writer's folder is untouched either way
+        pass
+    assert (tmp_path / name).is_dir()
+    proc.kill()
+    proc.wait()
+    proc.stdout.close()
+    assert (tmp_path / name).is_dir() and not (tmp_path / "b").exists()
+    with atomic_dir(tmp_path / "b") as t:
+        (t / "whole").write_text("x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b2"]
