@@ -275,7 +275,16 @@ def _publish(tmp: Path, out: Path) -> None:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without setting it where /proc says it (Linux 4.7+): os.umask can
+    only be read by setting it, and a file another thread creates meanwhile would get the wrong mode."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
