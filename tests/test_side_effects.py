@@ -275,3 +275,20 @@ def test_sigkilled_convert_leftover_is_removed_by_the_next_write(tmp_path):
     with atomic_dir(tmp_path / "b") as t:
         (t / "whole").write_text("x")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "b2"]
+
+
+def test_umask_is_read_without_setting_it(monkeypatch):
+    from edgesam import bundle
+
+    if not Path("/proc/self/status").exists() or "Umask:" not in Path("/proc/self/status").read_text():
+        pytest.skip("no Umask line in /proc/self/status")
+    old = os.umask(0o027)
+    try:
+        def refuse(mask):
+            raise AssertionError("os.umask called: it changes the process's umask, if briefly")
+
+        monkeypatch.setattr(bundle.os, "umask", refuse)
+        assert bundle._umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(old)
