@@ -292,3 +292,20 @@ def test_umask_is_read_without_setting_it(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(old)
+
+
+def test_progress_stage_takes_a_zero_argument_callable():
+    from functools import partial
+
+    from edgesam.convert.pipeline import Progress
+
+    lines = []
+    prog = Progress(lines.append)
+    assert prog.stage("add", partial(int, "11", base=2)) == 3
+    assert prog.stage("quiet", lambda: "x", announce=False) == "x"
+    with pytest.raises(TypeError):
+        prog.stage("flag", int, "11", 2)  # positional arguments for fn are refused, not forwarded
+    with pytest.raises(TypeError):
+        prog.stage("flag", lambda: None, False)  # so is a positional announce
+    assert lines[0] == "[add] ..." and lines[1].startswith("[add] done in ") and lines[2].startswith("[quiet] done")
+    assert len(lines) == 3 and set(prog.times) == {"add", "quiet"}
