@@ -268,7 +268,11 @@ def _publish(tmp: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(old)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)
+        except OSError:
+            old.rename(out)  # put the previous one back rather than leave no out at all
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         tmp.rename(out)

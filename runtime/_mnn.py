@@ -26,6 +26,7 @@ starting threads that print.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -51,7 +52,8 @@ def _import_capturing_fd1() -> str:
     """``import MNN`` with fd 1 pointed at a temporary file; returns what was written there."""
     for stream in (sys.stdout, sys.__stdout__):
         if stream is not None:
-            stream.flush()
+            with contextlib.suppress(ValueError, OSError):  # closed or broken: nothing to keep in order
+                stream.flush()
     try:
         saved = os.dup(1)
     except OSError:  # fd 1 is closed: the banner has nowhere to go anyway

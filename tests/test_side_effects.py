@@ -309,3 +309,28 @@ def test_progress_stage_takes_a_zero_argument_callable():
         prog.stage("flag", lambda: None, False)  # so is a positional announce
     assert lines[0] == "[add] ..." and lines[1].startswith("[add] done in ") and lines[2].startswith("[quiet] done")
     assert len(lines) == 3 and set(prog.times) == {"add", "quiet"}
+
+
+def test_failed_swap_keeps_the_previous_out(tmp_path, monkeypatch):
+    """With --force, the old out is moved aside before the new one takes its name: if that rename
+    fails, the old one is put back (not left under a hidden name with no out at all)."""
+    import errno
+
+    from edgesam import bundle
+    from edgesam.errors import OutputError
+
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text("old")
+    real_rename = Path.rename
+
+    def rename(self, target):
+        if self.name.startswith(".b.tmp-"):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(bundle.Path, "rename", rename)
+    with pytest.raises(OutputError, match="cannot write there"):
+        with bundle.atomic_dir(tmp_path / "b", force=True) as t:
+            (t / "manifest.json").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert (tmp_path / "b" / "manifest.json").read_text() == "old"
