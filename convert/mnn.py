@@ -2,7 +2,9 @@
 
 Never through ``MNN.tools.mnnconvert`` or the ``mnnconvert`` script: those send
 telemetry and pip-install packages. The core's return value is not trusted
-either: success means the output file exists and loads.
+either: success means the output file exists and loads. The core runs in a child
+interpreter (``_run_quiet``), so a conversion changes neither this process's working
+directory nor its file descriptors.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import contextlib
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -53,28 +56,45 @@ def int8_float_layers(role: str, precision: str) -> tuple[str, ...]:
     return ("patch_embed",) if (role, precision) == ("encoder", "int8") else ()
 
 
-def _run_quiet(argv: list[str]) -> tuple[int, str]:
-    """Run the converter core with its stdout/stderr captured (it prints a lot at C level)."""
-    with tempfile.TemporaryFile(mode="w+b") as log:
-        saved = os.dup(1), os.dup(2)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            import _tools  # MNN's converter core (it prints a CPU banner on import); no telemetry module
+# The converter core runs in a child interpreter: it prints a lot at C level (only a process of its
+# own can have its descriptors 1 and 2 pointed at a log without touching the caller's), and it
+# spills weights into its working directory (a child can have a private one without os.chdir in
+# the caller). The child exits 0 only when the core returned True; anything else is reported on
+# its stderr, which is the log, and as its exit status.
+_CORE = """\
+import sys
+MARK = sys.argv.pop(1)
+try:
+    import _tools  # MNN's converter core; never MNN.tools, whose wrapper sends telemetry
+    rc = _tools.mnnconvert(sys.argv[1:])
+except Exception as e:  # the core raises on some malformed graphs
+    sys.stderr.write(f"\\n{MARK}{type(e).__name__}: {e}\\n")
+    sys.exit(3)
+if rc is not True:
+    sys.stderr.write(f"\\n{MARK}converter core returned {rc!r}\\n")
+sys.exit(0 if rc is True else 4)
+"""
+_MARK = "edgesam-mnnconvert: "  # the child's own lines in the log (the core's C output may follow them)
 
-            rc = _tools.mnnconvert(argv)
-        except Exception as e:  # the core raises on some malformed graphs
-            rc = f"{type(e).__name__}: {e}"
-        finally:
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+
+def _run_quiet(argv: list[str], cwd: str | os.PathLike | None = None) -> tuple[bool | str, str]:
+    """Run the converter core on ``argv`` (``argv[0]`` is the program name) in a child interpreter,
+    in ``cwd`` (default: this process's), with its stdout and stderr captured. Returns (True or
+    what went wrong, the log). This process's working directory and descriptors are left alone."""
+    if not sys.executable:
+        raise ConversionError("MNN conversion needs a Python interpreter to run its converter in "
+                              "(sys.executable is empty in this embedded Python)")
+    with tempfile.TemporaryFile(mode="w+b") as log:
+        proc = subprocess.run([sys.executable, "-c", _CORE, _MARK, *argv], cwd=cwd, stdin=subprocess.DEVNULL,
+                              stdout=log, stderr=subprocess.STDOUT, check=False)
         log.seek(0)
         text = log.read().decode("utf-8", "replace")
-    return rc, text
+    if proc.returncode == 0:
+        return True, text
+    if proc.returncode < 0:
+        return f"converter killed by signal {-proc.returncode}", text
+    said = [line[len(_MARK):] for line in text.splitlines() if line.startswith(_MARK)]
+    return (said[-1] if said else f"converter exited with status {proc.returncode}"), text
 
 
 SQRT2 = math.sqrt(2.0)
@@ -210,26 +230,25 @@ def onnx_to_mnn(onnx_path: Path, mnn_path: Path, precision: str, biz_code: str =
     # while it optimises. Two conversions sharing a working directory overwrite each other's
     # spill file and produce silently wrong weights (seen here: an int8 encoder at cosine -0.89
     # against torch while another conversion ran from the same folder). So each run gets a
-    # private working directory, removed afterwards.
+    # private working directory (the converter's child process runs there; this process's own
+    # working directory is never changed), removed afterwards.
     onnx_abs, mnn_abs = Path(onnx_path).resolve(), Path(mnn_path).resolve()
-    cwd = os.getcwd()
     scratch = Path(tempfile.mkdtemp(prefix=".mnnconvert-", dir=mnn_abs.parent))
     try:
-        os.chdir(scratch)
         if not keep_float:
             _convert_checked(["-f", "ONNX", "--modelFile", str(onnx_abs), "--keepInputFormat",
-                              *PRECISION_FLAGS[precision]], mnn_abs, biz_code, f"{onnx_abs.name} to {precision}")
+                              *PRECISION_FLAGS[precision]], mnn_abs, biz_code, f"{onnx_abs.name} to {precision}",
+                             scratch)
             return []
         return _int8_keeping_float(onnx_abs, mnn_abs, biz_code, keep_float, scratch)
     finally:
-        os.chdir(cwd)
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _convert_checked(args: list[str], out: Path, biz_code: str, what: str) -> str:
-    """One converter-core run writing ``out``; its log. The core returns True even when it failed,
-    so it is judged by its log and by the file itself."""
-    rc, log = _run_quiet(["mnnconvert", *args, "--MNNModel", str(out), "--bizCode", biz_code])
+def _convert_checked(args: list[str], out: Path, biz_code: str, what: str, cwd: Path) -> str:
+    """One converter-core run in ``cwd`` writing ``out``; its log. The core returns True even when it
+    failed, so it is judged by its log and by the file itself."""
+    rc, log = _run_quiet(["mnnconvert", *args, "--MNNModel", str(out), "--bizCode", biz_code], cwd=cwd)
     tail = " | ".join(log.strip().splitlines()[-3:])
     if rc is not True or "Converted Success" not in log or "[ERROR]" in log:
         raise ConversionError(f"MNN conversion of {what} failed ({rc}): {tail}")
@@ -252,11 +271,11 @@ def _int8_keeping_float(onnx_path: Path, mnn_path: Path, biz_code: str, keep_flo
 
     base = scratch / "float.mnn"
     _convert_checked(["-f", "ONNX", "--modelFile", str(onnx_path), "--keepInputFormat"], base, biz_code,
-                     f"{onnx_path.name} to float")
+                     f"{onnx_path.name} to float", scratch)
     quant = ["-f", "MNN", "--modelFile", str(base), *PRECISION_FLAGS["int8"]]
     guide = scratch / "layers.json"
     _convert_checked([*quant, "--compressionParamsFile", str(guide)], scratch / "guide.mnn", biz_code,
-                     f"{onnx_path.name} to int8 (layer list)")
+                     f"{onnx_path.name} to int8 (layer list)", scratch)
     params = json.loads(guide.read_text())
     layers = [layer for algo in params.get("algo", []) for layer in algo.get("quantParams", {}).get("layer", [])]
     kept = []
@@ -271,5 +290,6 @@ def _int8_keeping_float(onnx_path: Path, mnn_path: Path, biz_code: str, keep_flo
                               f"(the converter listed {len(layers)} layers)")
     chosen = scratch / "layers-chosen.json"
     chosen.write_text(json.dumps(params))
-    _convert_checked([*quant, "--compressionParamsFile", str(chosen)], mnn_path, biz_code, f"{onnx_path.name} to int8")
+    _convert_checked([*quant, "--compressionParamsFile", str(chosen)], mnn_path, biz_code, f"{onnx_path.name} to int8",
+                     scratch)
     return kept

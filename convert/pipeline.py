@@ -8,11 +8,12 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, TypeVar
 
 from edgesam import __version__
-from edgesam.bundle import FORMAT, VERSION, atomic_dir, file_record, sha256_file, write_manifest
+from edgesam.bundle import FORMAT, VERSION, atomic_dir, check_out_dir, file_record, sha256_file, write_manifest
 from edgesam.errors import ConversionError, InputError, ParityError
 from edgesam.manifest import sam_sections
 from edgesam.specs import IMAGE_SIZE, get_spec
@@ -23,6 +24,7 @@ DECODER_VARIANTS = ("lowres", "full")
 DECODER_GRAPHS = ("folded", "reference")  # = export.DECODER_GRAPHS (export imports torch; this module must not)
 MNN_GELU = ("fused", "exact")
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,12 @@ class Progress:
     def __init__(self, log: Callable[[str], None]):
         self.log, self.times = log, {}
 
-    def stage(self, name: str, fn: Callable, *args, announce: bool = True, **kwargs):
+    def stage(self, name: str, fn: Callable[[], T], /, *, announce: bool = True) -> T:
+        """Time ``fn()``: no arguments here (a lambda, or a partial with keywords: no positional flags)."""
         if announce:  # quick stages that validate input stay silent until done (one-line errors)
             self.log(f"[{name}] ...")
         t = time.perf_counter()
-        result = fn(*args, **kwargs)
+        result = fn()
         self.times[name] = round(time.perf_counter() - t, 2)
         self.log(f"[{name}] done in {self.times[name]:.1f} s")
         return result
@@ -94,6 +97,7 @@ def _stderr(msg: str) -> None:
 def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     """Build the bundle at ``opts.out``; returns its manifest. Nothing is written unless parity holds."""
     opts.validate()
+    check_out_dir(opts.out, force=opts.force)  # an unwritable or taken --out fails before minutes of export
     if "openvino" in opts.formats:  # fail before minutes of export, not after
         from edgesam.convert.openvino import import_openvino
 
@@ -111,24 +115,27 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     prog = Progress(log)
     untrained = opts.random_init is not None
     if untrained:
-        sam = prog.stage("build random (untrained)", models.random_model, opts.model, opts.random_init)
+        sam = prog.stage("build random (untrained)", partial(models.random_model, opts.model, seed=opts.random_init))
         ckpt = {"random_init_seed": opts.random_init, "untrained": True}
     else:
-        sam = prog.stage("load checkpoint", models.model_from_checkpoint, opts.model, opts.checkpoint,
+        sam = prog.stage("load checkpoint", partial(models.model_from_checkpoint, opts.model, path=opts.checkpoint),
                          announce=False)
         ckpt = {"file": Path(opts.checkpoint).name, "sha256": sha256_file(Path(opts.checkpoint))}
     log(f"model {opts.model}" + (" (UNTRAINED: random weights, masks are meaningless)" if untrained else ""))
-    flops = prog.stage("count FLOPs", count_flops, sam, opts.decoder_graph)
+    flops = prog.stage("count FLOPs", partial(count_flops, sam, decoder_graph=opts.decoder_graph))
+    full = opts.decoder == "full"
+    run_gate = partial(gate.run_gate, sam, threads=threads, log=log, full=full)
     with atomic_dir(opts.out, force=opts.force) as tmp:
         enc_onnx, dec_onnx = tmp / "encoder.onnx", tmp / "decoder.onnx"
-        prog.stage("export encoder", export.export_encoder, sam, enc_onnx, opts.opset)
-        prog.stage("export decoder", export.export_decoder, sam, dec_onnx, opts.opset, opts.decoder_graph)
+        prog.stage("export encoder", partial(export.export_encoder, sam, path=enc_onnx, opset=opts.opset))
+        prog.stage("export decoder", partial(export.export_decoder, sam, path=dec_onnx, opset=opts.opset,
+                                             graph=opts.decoder_graph))
         meta = {"edgesam_version": __version__, "model": opts.model, "untrained": str(untrained),
                 "checkpoint": json.dumps(ckpt)}
         notes = {}
         for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
-            notes[role] = prog.stage(f"finalise {role} onnx", finalise_onnx, path, meta, opts.simplify,
-                                     opts.decoder == "full" and role == "decoder")
+            notes[role] = prog.stage(f"finalise {role} onnx", partial(
+                finalise_onnx, path, meta=meta, simplify=opts.simplify, make_full=full and role == "decoder"))
         mnn_precisions = opts.precisions if "mnn" in opts.formats else ()
         mnn_files = {prec: (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn") for prec in mnn_precisions}
         gelu = {(role, prec): opts.mnn_gelu for role in ("encoder", "decoder") for prec in mnn_precisions}
@@ -138,21 +145,21 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             sources = {"encoder": enc_onnx, "decoder": Path(work) / "decoder.onnx"}
             if mnn_precisions:
                 # MNN's decoder comes from the same graph with its workarounds (export.decoder_wrapper).
-                prog.stage("export decoder for mnn", export.export_decoder, sam, sources["decoder"], opts.opset,
-                           opts.decoder_graph, mnn=True)
-                prog.stage("finalise mnn decoder onnx", finalise_onnx, sources["decoder"], meta, opts.simplify,
-                           opts.decoder == "full")
+                prog.stage("export decoder for mnn", partial(export.export_decoder, sam, path=sources["decoder"],
+                                                             opset=opts.opset, graph=opts.decoder_graph, mnn=True))
+                prog.stage("finalise mnn decoder onnx", partial(finalise_onnx, sources["decoder"], meta=meta,
+                                                                simplify=opts.simplify, make_full=full))
                 float_layers = convert_mnn(sources, gelu, tmp, opts.model, prog)
             if "openvino" in opts.formats:
                 from edgesam.convert.openvino import onnx_to_openvino
 
                 for prec in (p for p in opts.precisions if p in ("fp32", "fp16")):
                     for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
-                        prog.stage(f"openvino {role} {prec}", onnx_to_openvino, path, tmp / f"{role}.{prec}.xml",
-                                   prec)
+                        prog.stage(f"openvino {role} {prec}", partial(
+                            onnx_to_openvino, path, xml_path=tmp / f"{role}.{prec}.xml", precision=prec))
                     ov_files[prec] = (tmp / f"encoder.{prec}.xml", tmp / f"decoder.{prec}.xml")
-            cells = prog.stage("parity", gate.run_gate, sam, enc_onnx, dec_onnx, mnn_files, threads, log,
-                               opts.decoder == "full", ov_files)
+            cells = prog.stage("parity", partial(run_gate, onnx_enc=enc_onnx, onnx_dec=dec_onnx, mnn_files=mnn_files,
+                                                 openvino_files=ov_files))
             redo = gelu_fallbacks(cells, gelu)
             if redo:  # measured parity chooses: files whose fused GELU failed are made exact and re-checked
                 for (role, prec), why in redo.items():
@@ -162,12 +169,11 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                 again = sorted({prec for _, prec in redo})
                 labels = {row[0] for prec in again for row in gate.mnn_candidates(prec)}
                 cells = [c for c in cells if c.candidate not in labels] + prog.stage(
-                    "parity (exact GELU)", gate.run_gate, sam, None, None, {p: mnn_files[p] for p in again},
-                    threads, log, opts.decoder == "full")
+                    "parity (exact GELU)", partial(run_gate, onnx_enc=None, onnx_dec=None,
+                                                   mnn_files={p: mnn_files[p] for p in again}))
         trt = None
         if "tensorrt" in opts.formats:
-            trt, trt_cells = prog.stage("tensorrt profile", _tensorrt, sam, tmp, enc_onnx, dec_onnx,
-                                        opts, log)
+            trt, trt_cells = prog.stage("tensorrt profile", partial(_tensorrt, sam, tmp, enc_onnx, dec_onnx, opts, log))
             cells = cells + trt_cells
         log(format_table(cells))
         failed = [c for c in cells if not c.ok]
@@ -198,10 +204,10 @@ def convert_mnn(sources: dict[str, Path], gelu: dict[tuple[str, str], str], out:
                 continue
             with exact_gelu_source(path) if mode == "exact" else contextlib.nullcontext(path) as src:
                 for prec in precs:
-                    kept[(role, prec)] = prog.stage(
-                        f"mnn {role} {prec} ({mode} GELU)", onnx_to_mnn, src, out / f"{role}.{prec}.mnn",
-                        weight_storage(role, prec), f"edgesam:{model}:{prec}", rewrite_gelu=False,
-                        keep_float=int8_float_layers(role, prec))
+                    kept[(role, prec)] = prog.stage(f"mnn {role} {prec} ({mode} GELU)", partial(
+                        onnx_to_mnn, src, mnn_path=out / f"{role}.{prec}.mnn", precision=weight_storage(role, prec),
+                        biz_code=f"edgesam:{model}:{prec}", rewrite_gelu=False,
+                        keep_float=int8_float_layers(role, prec)))
     return kept
 
 

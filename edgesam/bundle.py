@@ -149,55 +149,186 @@ def write_manifest(root: Path, manifest: dict) -> None:
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
 
 
+def _output_error(path: Path, e: OSError) -> Exception:
+    """The one-line error for a destination that cannot be written (exit code 2)."""
+    from edgesam.errors import OutputError
+
+    if isinstance(e, FileNotFoundError) and not path.parent.exists():
+        return OutputError(f"{path}: folder {path.parent} does not exist")
+    return OutputError(f"{path}: cannot write there ({e.strerror or type(e).__name__})")
+
+
+def _check_free(out: Path, force: bool) -> None:
+    if out.exists() and not force:
+        if not out.is_dir() or any(out.iterdir()):
+            raise InputError(f"{out}: already exists; choose another --out or pass --force")
+
+
+def check_out_dir(out: str | os.PathLike, force: bool = False) -> None:
+    """Fail now, not after minutes of work, if ``atomic_dir(out, force)`` could not write: ``out``
+    taken (without ``force``), or no folder can be made where it goes (probed with an empty
+    temporary folder, removed at once; missing parents are not created here)."""
+    out = Path(out)
+    try:
+        _check_free(out, force)
+        where = out.parent
+        while not where.exists() and where != where.parent:  # atomic_dir would create the missing parents
+            where = where.parent
+        os.rmdir(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=where))
+    except OSError as e:
+        raise _output_error(out, e) from None
+
+
+# A write in progress lives in ".NAME.tmp-HOST-PID-START-XXXXXXXX" beside NAME: HOST and PID name its
+# owner, START is that process's start time (clock ticks after boot, from /proc; 0 where unknown),
+# so that a reused pid is not taken for the owner. A process killed with SIGKILL cannot remove its
+# temporary folder; the next atomic_dir to the same NAME does (_remove_stale_temps).
+def _temp_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-{_host_tag()}-{os.getpid()}-{_start_time(os.getpid()) or 0}-"
+
+
+def _host_tag() -> str:
+    import socket
+
+    return "".join(c if c.isalnum() or c in ".-" else "_" for c in socket.gethostname() or "localhost")[:32]
+
+
+def _proc_stat(pid: int) -> Optional[tuple[str, int]]:
+    """(state, start time in clock ticks after boot) of a process, from /proc/PID/stat; None where
+    there is no /proc or no such process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()  # the command name (in parentheses) may hold spaces
+        return fields[0].decode(), int(fields[19])  # fields 3 and 22 of proc(5)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _start_time(pid: int) -> Optional[int]:
+    stat = _proc_stat(pid)
+    return stat[1] if stat else None
+
+
+def _owner_gone(host: str, pid: int, start: int) -> bool:
+    """Whether the process that made a temporary folder is certainly gone. Unsure means no."""
+    if os.name == "nt" or pid <= 0:  # Windows' os.kill terminates instead of probing; pid 0 is a group
+        return False
+    if host != _host_tag():
+        return False  # a folder shared between machines: a pid from another one says nothing here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        pass
+    except OSError:
+        return False
+    stat = _proc_stat(pid)
+    if stat is None:  # no /proc (macOS): a live pid is taken for the owner, reused or not
+        return False
+    state, started = stat
+    return state == "Z" or (start != 0 and started != start)  # killed but not reaped, or a reused pid
+
+
+def _remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary folders of earlier writes to ``out`` whose owner is gone; the removed."""
+    head, removed = f".{out.name}.tmp-", []
+    try:
+        candidates = [p for p in out.parent.iterdir() if p.name.startswith(head)]
+    except OSError:
+        return removed
+    for p in candidates:
+        parts = p.name[len(head):].rsplit("-", 3)  # HOST may hold "-"; PID, START and mkdtemp's suffix do not
+        if len(parts) != 4 or not (parts[1].isdigit() and parts[2].isdigit()):
+            continue  # not made by this scheme (or by an older edgesam): its owner is unknown, keep it
+        if p.is_symlink() or not p.is_dir() or not _owner_gone(parts[0], int(parts[1]), int(parts[2])):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; rename it to ``out`` only on success.
 
     On any exception (KeyboardInterrupt included) the temporary folder is removed,
-    so a failed or interrupted write leaves nothing behind.
+    so a failed or interrupted write leaves nothing behind. A write killed outright
+    (SIGKILL) cannot clean up: its folder is removed by the next atomic_dir to the
+    same ``out`` once its owner is gone. A destination that cannot be written raises
+    OutputError (exit code 2), nothing written.
     """
     out = Path(out)
-    if out.exists() and not force:
-        if not out.is_dir() or any(out.iterdir()):
-            raise InputError(f"{out}: already exists; choose another --out or pass --force")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        _check_free(out, force)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(out)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(out), dir=out.parent))
+    except OSError as e:
+        raise _output_error(out, e) from None
     try:
         yield tmp
-        # mkdtemp makes the folder 0700; a bundle is meant to be copied and read by others.
-        mask = _umask()
-        os.chmod(tmp, 0o777 & ~mask)
-        for p in tmp.rglob("*"):
-            if p.is_file() and not p.is_symlink():
-                os.chmod(p, 0o666 & ~mask)
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
+        try:
+            _publish(tmp, out)
+        except OSError as e:
+            raise _output_error(out, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 
+def _publish(tmp: Path, out: Path) -> None:
+    # mkdtemp makes the folder 0700; a bundle is meant to be copied and read by others.
+    mask = _umask()
+    os.chmod(tmp, 0o777 & ~mask)
+    for p in tmp.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            os.chmod(p, 0o666 & ~mask)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+        try:
+            tmp.rename(out)
+        except OSError:
+            old.rename(out)  # put the previous one back rather than leave no out at all
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        tmp.rename(out)
+
+
 def _umask() -> int:
-    mask = os.umask(0)
+    """The process's umask, read without setting it where /proc says it (Linux 4.7+): os.umask can
+    only be read by setting it, and a file another thread creates meanwhile would get the wrong mode."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file through a temporary name and rename, so readers never see half of it."""
+    """Write a file through a temporary name and rename, so readers never see half of it.
+    A destination that cannot be written raises OutputError (exit code 2), nothing left there."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as e:
+        raise _output_error(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would outlive the rename
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _output_error(path, e) from None
         raise

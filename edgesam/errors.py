@@ -16,6 +16,11 @@ class InputError(EdgesamError, ValueError):
     """A bad argument, prompt or image (also a ValueError, as in segment-anything)."""
 
 
+class OutputError(InputError):
+    """A destination (--out, --json, ...) that cannot be written: a missing or read-only folder,
+    a file system that takes no new files, a full disk. Nothing is left there."""
+
+
 class ImageError(InputError):
     """An image that is missing, unreadable or of an unsupported kind."""
 

@@ -1,12 +1,32 @@
 """Importing MNN quietly, and what it says about the CPU.
 
 ``import MNN`` prints "The device supports: i8sdot:0, fp16:0, ..." on file
-descriptor 1 from C code. That would corrupt ``--json -`` output, so the
-import runs with fd 1 pointed at a temporary file, and the line is kept as
-the machine's feature report.
+descriptor 1 from C code (libMNN, while the extension module is loaded). That
+would corrupt ``--json -`` output, so the import runs with fd 1 pointed at a
+temporary file, and the line is kept as the machine's feature report.
+
+Why this module, unlike the rest of the library, touches a process-wide
+resource: the line is written by C code straight to descriptor 1, below
+``sys.stdout``, so redirecting ``sys.stdout`` does not catch it; and the import
+has to happen in this process, because the runtime uses the module's objects
+here. A child process could capture its own banner, but this process would
+print the line again when it imports MNN itself. Descriptor 1 is shared by the
+whole process, so the only way to keep the line off the caller's stdout is to
+point fd 1 elsewhere for the duration of the import. (The converter, which only
+needs files, runs in a child instead: ``edgesam.convert.mnn._run_quiet``.)
+
+How it is kept safe: it happens once per process (later calls find MNN in
+``sys.modules``); Python's own stdout buffer is flushed before the swap, so
+nothing already printed ends up in the capture; C stdio buffers are flushed
+before the swap back, so nothing MNN buffered surfaces later on the real
+stdout; fd 1 is restored on every path (a failed import, an interrupt); and the
+saved descriptor is always closed. Output that another thread writes to fd 1
+during the import lands in the capture, not on stdout: import MNN before
+starting threads that print.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
@@ -18,22 +38,50 @@ from edgesam.errors import BackendError
 _features: dict[str, int] = {}
 
 
+def _flush_c_stdio() -> None:
+    """fflush(NULL): push out whatever C code buffered in stdio (POSIX; a no-op where unavailable)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError, TypeError):  # no C library handle (Windows): nothing to flush
+        pass
+
+
+def _import_capturing_fd1() -> str:
+    """``import MNN`` with fd 1 pointed at a temporary file; returns what was written there."""
+    for stream in (sys.stdout, sys.__stdout__):
+        if stream is not None:
+            with contextlib.suppress(ValueError, OSError):  # closed or broken: nothing to keep in order
+                stream.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # fd 1 is closed: the banner has nowhere to go anyway
+        import MNN  # noqa: F401
+
+        return ""
+    try:
+        with tempfile.TemporaryFile() as cap:
+            _flush_c_stdio()
+            os.dup2(cap.fileno(), 1)
+            try:
+                import MNN  # noqa: F401,F811
+            finally:
+                _flush_c_stdio()
+                os.dup2(saved, 1)
+            cap.seek(0)
+            return cap.read().decode("utf-8", "replace")
+    finally:
+        os.close(saved)
+
+
 def import_mnn() -> ModuleType:
     if "MNN" in sys.modules:
         return sys.modules["MNN"]
-    with tempfile.TemporaryFile() as cap:
-        sys.stdout.flush()
-        saved = os.dup(1)
-        os.dup2(cap.fileno(), 1)
-        try:
-            import MNN  # noqa: F401
-        except ImportError as e:
-            raise BackendError(f"MNN is not installed ({e}); pip install MNN") from None
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-        cap.seek(0)
-        text = cap.read().decode("utf-8", "replace")
+    try:
+        text = _import_capturing_fd1()
+    except ImportError as e:
+        raise BackendError(f"MNN is not installed ({e}); pip install MNN") from None
     for key, val in re.findall(r"(\w+):\s*(\d+)", text):
         _features[key] = int(val)
     return sys.modules["MNN"]
