@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import venv
 from pathlib import Path
 
 import numpy as np
@@ -77,3 +79,53 @@ def chunk_sums(graph) -> list:
     """The ReduceSum nodes that add partial products over chunks of image keys (inputs made by a MatMul)."""
     made_by = {o: n.op_type for n in graph.node for o in n.output}
     return [n for n in graph.node if n.op_type == "ReduceSum" and made_by.get(n.input[0]) == "MatMul"]
+
+
+# --- a base (runtime-only, non-editable) install in a fresh venv, offline after the first run ---
+
+# Runtime dependency wheels (MNN, numpy, threadpoolctl) are downloaded here once; later runs
+# install from this folder with --no-index and need no network.
+WHEEL_CACHE = Path(os.environ.get("EDGESAM_WHEEL_CACHE", Path.home() / ".cache" / "edgesam-test"))
+PACKAGE_FILES = ("pyproject.toml", "README.md", "LICENSE", "edgesam", "convert", "runtime")
+
+
+def pip(python: Path | str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([str(python), "-m", "pip", *args], capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="session")
+def edgesam_wheel(tmp_path_factory) -> Path:
+    """This checkout as a wheel, built once per session without network (no build isolation: the
+    running environment's setuptools). Built from a copy, so no stale build/ folder leaks in."""
+    pytest.importorskip("setuptools")
+    src, out = tmp_path_factory.mktemp("src"), tmp_path_factory.mktemp("wheel")
+    for name in PACKAGE_FILES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif (REPO / name).is_file():
+            shutil.copy2(REPO / name, src / name)
+    p = pip(sys.executable, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src))
+    assert p.returncode == 0, p.stderr[-3000:]
+    return next(out.glob("edgesam-*.whl"))
+
+
+@pytest.fixture(scope="session")
+def base_venv(edgesam_wheel, tmp_path_factory) -> Path:
+    """A fresh venv holding a plain ``pip install`` of the wheel with only the base dependencies;
+    returns its python. The dependencies come from WHEEL_CACHE (downloaded on the first run)."""
+    env_dir = tmp_path_factory.mktemp("base") / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    cache = WHEEL_CACHE / f"py{sys.version_info.major}{sys.version_info.minor}"
+    install = ("install", "-q", "--no-index", "--find-links", str(cache), str(edgesam_wheel))
+    p = pip(py, *install)
+    if p.returncode != 0:  # first run, or the dependencies changed: fill the cache, then offline again
+        cache.mkdir(parents=True, exist_ok=True)
+        d = pip(py, "download", "-q", "-d", str(cache), str(edgesam_wheel))
+        assert d.returncode == 0, d.stderr[-3000:]
+        for stale in cache.glob("edgesam-*.whl"):
+            stale.unlink()
+        p = pip(py, *install)
+    assert p.returncode == 0, p.stderr[-3000:]
+    return py

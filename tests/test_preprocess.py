@@ -1,8 +1,8 @@
 """MNN.cv preprocessing against the official ResizeLongestSide (PIL bilinear, antialiased) + normalise.
 
 Measured on this machine (mean abs error in 0..255 pixel units over the resized area):
-  12 MP 3000x4000:  pyramid 2.5,  plain bilinear 6.2
-  2000x1500:        pyramid 1.3,  plain bilinear 4.4
+  12 MP 3000x4000:  pyramid 2.54, plain bilinear 5.92
+  2000x1500:        pyramid 1.23, plain bilinear 4.28
   400x600 (upscale): both 0.19 (max 1: uint8 rounding)
 Mean signed error of pyramid: +0.12 at 12 MP, 2000x1500 and 1100x800, 0.00 for the upscale.
 "pyramid" is the default because it keeps the embedding closest to the official one.
@@ -35,7 +35,8 @@ def _noisy(h, w, seed):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-@pytest.mark.parametrize("hw,limit_pyr,limit_lin", [((3000, 4000), 3.5, 99), ((2000, 1500), 2.0, 99),
+# Bounds: the measured errors above plus ~10 % (plain bilinear 5.92 -> 6.5, 4.28 -> 4.8).
+@pytest.mark.parametrize("hw,limit_pyr,limit_lin", [((3000, 4000), 3.5, 6.5), ((2000, 1500), 2.0, 4.8),
                                                     ((400, 600), 0.3, 0.3), ((40, 56), 0.3, 0.3)])
 def test_close_to_official(hw, limit_pyr, limit_lin):
     img = _noisy(*hw, seed=1)

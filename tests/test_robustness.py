@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO, one_line_error, run_cli
@@ -91,14 +91,28 @@ sizes = st.tuples(st.integers(1, 6000), st.integers(1, 6000))
 
 @settings(max_examples=FUZZ * 10, deadline=None)
 @given(size=sizes, xy=st.tuples(st.floats(-1e4, 1e4), st.floats(-1e4, 1e4)))
+@example(size=(1, 6000), xy=(3.0, 0.5))  # short side resizes to 0: official and edgesam agree on 0
+@example(size=(1333, 1), xy=(0.25, 1000.0))
+@example(size=(3, 5), xy=(2.0, 1.0))  # 1024 x 1706.67 -> rounding on both axes
 def test_apply_coords_is_the_official_per_axis_scale(size, xy):
+    """preprocess_shape, apply_coords and apply_boxes give exactly what segment_anything's
+    ResizeLongestSide gives (same float arithmetic, so bit for bit)."""
+    transforms = pytest.importorskip("segment_anything.utils.transforms")
+    official = transforms.ResizeLongestSide(1024)
     h, w = size
     nh, nw = P.preprocess_shape(h, w)
-    assert max(nh, nw) == 1024 and min(nh, nw) >= 0
-    got = P.apply_coords(np.array([xy]), size)[0]
-    assert got[0] == pytest.approx(xy[0] * (nw / w)) and got[1] == pytest.approx(xy[1] * (nh / h))
-    box = P.apply_boxes(np.array([*xy, *xy]), size)[0]
-    assert np.allclose(box[:2], got) and np.allclose(box[2:], got)
+    assert (nh, nw) == official.get_preprocess_shape(h, w, 1024)
+    assert max(nh, nw) == 1024
+    if min(nh, nw) == 0:
+        # The official shape is 0 here too (PIL then fails on it); edgesam's image preprocessing
+        # refuses such images with "too elongated ... above 2048:1" (test_too_elongated_image_...).
+        assert max(h, w) > 2048 * min(h, w)
+    got = P.apply_coords(np.array([xy]), size)
+    want = official.apply_coords(np.array([xy]), size)
+    assert got.dtype == want.dtype == np.float64 and np.array_equal(got, want)
+    boxes = np.array([[*xy, xy[0] + 7.5, xy[1] + 3.25], [*xy, *xy]])
+    got_b, want_b = P.apply_boxes(boxes, size), official.apply_boxes(boxes, size)
+    assert got_b.shape == want_b.shape == (2, 4) and np.array_equal(got_b, want_b)
 
 
 # --- predictor fuzz ----------------------------------------------------------------------------
@@ -117,18 +131,63 @@ finite = st.floats(-500, 700, allow_nan=False)
 anything = st.one_of(finite, st.just(float("nan")), st.just(float("inf")), st.floats(-1e9, 1e9))
 
 
+def _prompt_is_valid(pc, pl, box) -> bool:
+    """Whether predict must accept the prompt, decided here and not by the code under test.
+
+    The official SamPredictor.predict takes Nx2 point_coords with N labels (1 foreground, 0
+    background) and/or one XYXY box, and at least one of them. edgesam's documented rules
+    (runtime/prompts.py) add: labels only with coords, no empty point list, finite numbers,
+    labels exactly 0 or 1 (not the encoder's internal -1/2/3), and a box with x1 > x0, y1 > y0.
+    Points outside the image are valid (test_out_of_image_points_are_valid_...).
+    """
+    if pc is None and pl is None and box is None:
+        return False
+    if (pc is None) != (pl is None):
+        return False
+    if pc is not None:
+        if len(pc) != len(pl) or not all(np.isfinite(v) for xy in pc for v in xy):
+            return False
+        if not all(label in (0, 1) for label in pl):
+            return False
+    if box is not None:
+        x0, y0, x1, y1 = box
+        if not all(np.isfinite(v) for v in box) or not (x1 > x0 and y1 > y0):
+            return False
+    return True
+
+
+# Half of the draws lean towards valid prompts, so that both branches are exercised.
+labels_st = st.lists(st.one_of(st.integers(0, 1), st.integers(-1, 3)), min_size=4, max_size=4)
+coords_st = st.lists(st.one_of(finite, anything), min_size=8, max_size=8)
+box_st = st.one_of(st.none(), st.lists(anything, min_size=4, max_size=4),
+                   st.tuples(finite, finite, st.floats(0.5, 300), st.floats(0.5, 300)).map(
+                       lambda t: [t[0], t[1], t[0] + t[2], t[1] + t[3]]))
+
+
 @settings(max_examples=FUZZ, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(0, 4), m=st.integers(0, 4), coords=st.lists(anything, min_size=8, max_size=8),
-       labels=st.lists(st.integers(-1, 2), min_size=4, max_size=4), box=st.one_of(st.none(), st.lists(anything, min_size=4, max_size=4)),
-       multimask=st.booleans())
+@given(n=st.integers(0, 4), m=st.one_of(st.none(), st.integers(0, 4)), coords=coords_st, labels=labels_st,
+       box=box_st, multimask=st.booleans())
+@example(n=2, m=None, coords=[10.0, 20.0, 150.0, 90.0] + [0.0] * 4, labels=[1, 0, 0, 0], box=None, multimask=True)
+@example(n=0, m=None, coords=[0.0] * 8, labels=[1] * 4, box=[5.0, 5.0, 80.0, 60.0], multimask=False)
+@example(n=1, m=None, coords=[-40.0, 500.0] + [0.0] * 6, labels=[0] * 4, box=[0.0, 0.0, 0.5, 0.5], multimask=True)
+@example(n=1, m=None, coords=[10.0, 20.0] + [0.0] * 6, labels=[2] * 4, box=None, multimask=True)  # label 2
+@example(n=0, m=None, coords=[0.0] * 8, labels=[1] * 4, box=[5.0, 5.0, 5.0, 60.0], multimask=True)  # 0 area
+@example(n=0, m=None, coords=[0.0] * 8, labels=[1] * 4, box=None, multimask=True)  # nothing
 def test_predict_valid_or_input_error(predictor, n, m, coords, labels, box, multimask):
-    """Any prompt either gives official shapes and dtypes or raises InputError; nothing else."""
-    pc = np.array(coords[:2 * n]).reshape(n, 2) if n else None
-    pl = np.array(labels[:m]) if m else None
-    try:
-        masks, scores, low = predictor.predict(pc, pl, None if box is None else np.array(box), None, multimask)
-    except InputError:
+    """A valid prompt gives official shapes and dtypes; an invalid one raises InputError; nothing
+    else. m=None: as many labels as points."""
+    m = n if m is None else m
+    pc = [coords[2 * i:2 * i + 2] for i in range(n)] if n else None
+    pl = labels[:m] if m else None
+    call = (None if pc is None else np.array(pc).reshape(n, 2), None if pl is None else np.array(pl),
+            None if box is None else np.array(box))
+    valid = _prompt_is_valid(pc, pl, box)
+    event("valid prompt" if valid else "invalid prompt")
+    if not valid:
+        with pytest.raises(InputError):
+            predictor.predict(*call, None, multimask)
         return
+    masks, scores, low = predictor.predict(*call, None, multimask)
     c = 3 if multimask else 1
     assert masks.shape == (c, 120, 200) and masks.dtype == bool
     assert scores.shape == (c,) and low.shape == (c, 256, 256) and np.all(np.isfinite(low))
