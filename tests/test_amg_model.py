@@ -218,7 +218,7 @@ def test_everything_cli_writes_records_and_overlay(vit_t_bundle, tmp_path):
                 "--stability-score-thresh", "0", "--out", tmp_path / "m.json", "--overlay", tmp_path / "o.png",
                 "--json", tmp_path / "s.json")
     assert p.returncode == 0, p.stderr[-2000:]
-    assert "batch 1/1" in p.stderr  # the progress bar
+    assert "1/1 [" in p.stderr and "batch/s, crop 1/1]" in p.stderr  # the tqdm progress bar
     records = json.loads((tmp_path / "m.json").read_text())
     assert records and set(records[0]) == {"segmentation", "area", "bbox", "predicted_iou", "point_coords",
                                            "stability_score", "crop_box"}

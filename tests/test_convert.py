@@ -290,31 +290,6 @@ def test_usage_errors(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_mnn_converter_runs_in_a_private_directory(tmp_path, monkeypatch):
-    """MNN's converter spills weights to ./.__convert_external_data.bin; conversions sharing a
-    working directory corrupted each other. Each run now gets its own folder, removed after."""
-    from edgesam.convert import mnn
-
-    seen = {}
-
-    def fake_run(argv):
-        seen["cwd"] = os.getcwd()
-        open(".__convert_external_data.bin", "wb").write(b"spill")
-        out = argv[argv.index("--MNNModel") + 1]
-        open(out, "wb").write(b"model")
-        return True, "Converted Success!"
-
-    monkeypatch.setattr(mnn, "_run_quiet", fake_run)
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "out").mkdir()
-    (tmp_path / "m.onnx").write_bytes(b"x")
-    mnn.onnx_to_mnn(Path("m.onnx"), Path("out/m.mnn"), "fp32")
-    assert os.getcwd() == str(tmp_path) and seen["cwd"] != str(tmp_path)
-    assert Path(seen["cwd"]).parent == tmp_path / "out"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["m.mnn"]
-    assert not (tmp_path / ".__convert_external_data.bin").exists()
-
-
 def test_gelu_is_exact_in_mnn_and_fused_in_ort(tmp_path):
     """MNN's converter fuses torch's exported erf-GELU pattern into an approximate kernel (max abs
     error 4.7e-4 near x = -2.7 on MNN 3.6.1; the trained demo encoder's MNN embedding was 5 % off at

@@ -46,28 +46,27 @@ def _check_outputs(req: EverythingRequest) -> None:
 
 
 def _load_grids(path: str) -> list[np.ndarray]:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable .npy array ({e})") from None
-    arr = np.asarray(arr, np.float64)
+    from edgesam.cli.segment import load_npy
+
+    arr = np.asarray(load_npy(path), np.float64)
     return [arr] if arr.ndim == 2 else list(arr)
 
 
 def stderr_progress(prefix: str = "everything") -> Callable[[int, int, int, int], None]:
-    """A one-line progress bar on stderr over decoder batches, naming the crop."""
-    start = time.perf_counter()
+    """A tqdm bar on stderr over decoder batches (elapsed, rate, ETA), naming the crop. tqdm redraws
+    in place on a terminal and writes plain updates, rate-limited, to a file or a pipe."""
+    from tqdm import tqdm
+
+    bar = None
 
     def show(done: int, total: int, crop: int, n_crops: int) -> None:
-        width = 30
-        fill = int(width * done / max(total, 1))
-        elapsed = time.perf_counter() - start
-        eta = elapsed / done * (total - done) if done else 0.0
-        sys.stderr.write(f"\r{prefix}: [{'#' * fill}{'.' * (width - fill)}] batch {done}/{total} "
-                         f"crop {crop + 1}/{n_crops} {elapsed:.0f}s eta {eta:.0f}s")
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=prefix, unit="batch", file=sys.stderr, leave=True)
+        bar.set_postfix_str(f"crop {crop + 1}/{n_crops}", refresh=False)
+        bar.update(done - bar.n)
         if done == total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
+            bar.close()
     return show
 
 

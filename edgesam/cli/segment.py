@@ -37,6 +37,14 @@ def _check_outputs(req: SegmentRequest) -> None:
             raise InputError(f"{path}: image outputs must end in .png, .jpg or .bmp")
 
 
+def load_npy(path: str) -> np.ndarray:
+    """A .npy array (never a pickle), or one line (InputError) naming the file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable .npy array ({e})") from None
+
+
 def mask_bbox(m: np.ndarray) -> list[int]:
     """XYWH of a bool mask, width and height counted in pixels (COCO's extent; [0, 0, 0, 0] if empty).
     The AMG's records differ by one: segment-anything's ``box_xyxy_to_xywh`` on inclusive boxes."""
@@ -64,10 +72,7 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
         raise InputError("empty prompt: give at least one --point X,Y[,LABEL] or --box X0,Y0,X1,Y1")
     mask_input = None
     if req.mask_input:
-        try:
-            mask_input = np.load(req.mask_input, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{req.mask_input}: not a readable .npy array ({e})") from None
+        mask_input = load_npy(req.mask_input)
     if image is None:
         image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
