@@ -12,7 +12,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from edgesam.convert.reference import sam_contract, torch_runner
+from edgesam.convert.families import FAMILIES, Family
+from edgesam.convert.families import contract as family_contract
 from edgesam.measure.engine import Contract, Runner, run_parity
 from edgesam.measure.parity import Cell, compare, tolerance_key
 from edgesam.runtime import prompts
@@ -43,11 +44,13 @@ def mnn_candidates(prec: str) -> list[tuple[str, str, str, str]]:
 @torch.no_grad()
 def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
              mnn_files: dict[str, tuple[Path, Path]], threads: int | None, log: Callable[[str], None],
-             full: bool = False, openvino_files: dict[str, tuple[Path, Path]] | None = None) -> list[Cell]:
+             full: bool = False, openvino_files: dict[str, tuple[Path, Path]] | None = None,
+             family: Family | None = None) -> list[Cell]:
     """Every candidate against torch, through the one parity engine (measure/engine.py), with the
     tensor names the bundle's manifest will have. ``onnx_enc=None`` leaves ONNX Runtime out (a
-    re-check of re-converted MNN files only)."""
-    contract = sam_contract("full" if full else "lowres")
+    re-check of re-converted MNN files only). ``family``: the model's export family (default: SAM's)."""
+    family = family or FAMILIES["sam"]
+    contract = family_contract(family, "full" if full else "lowres")
     enc_in = [contract.encoder.image_input]
     enc_out = [contract.encoder.embedding_output]
     dec_in = enc_out + [contract.decoder.inputs[k] for k in ("point_coords", "point_labels", "mask_input",
@@ -68,7 +71,7 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
         # fp16 IR = half weights, f32 arithmetic: judged by the fp16 tolerances like MNN fp16.
         candidates.append(Runner(f"openvino {prec}", prec, lambda e=enc_p, d=dec_p: (OpenVINOBackend(e, threads),
                                                                                    OpenVINOBackend(d, threads))))
-    reference = torch_runner(sam)
+    reference = family.reference(sam)
     extra = _FullCells(reference, contract) if full else None
     report = run_parity(reference, candidates, [("gate scene", scene())], contract, log, extra)
     return report.cells

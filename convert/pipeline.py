@@ -15,7 +15,6 @@ from typing import Callable, Optional, TypeVar
 from edgesam import __version__
 from edgesam.bundle import FORMAT, VERSION, atomic_dir, check_out_dir, file_record, sha256_file, write_manifest
 from edgesam.errors import ConversionError, InputError, ParityError
-from edgesam.manifest import sam_sections
 from edgesam.specs import IMAGE_SIZE, get_spec
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -106,7 +105,8 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     import onnx
     import torch
 
-    from edgesam.convert import export, gate, models
+    from edgesam.convert import gate
+    from edgesam.convert.families import family_of
     from edgesam.runtime.backends import resolve_threads
     from edgesam.measure.parity import format_table
 
@@ -114,21 +114,22 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
     torch.set_num_threads(threads)
     prog = Progress(log)
     untrained = opts.random_init is not None
+    family = family_of(opts.model)
     if untrained:
-        sam = prog.stage("build random (untrained)", partial(models.random_model, opts.model, seed=opts.random_init))
+        sam = prog.stage("build random (untrained)", partial(family.build, opts.model, seed=opts.random_init))
         ckpt = {"random_init_seed": opts.random_init, "untrained": True}
     else:
-        sam = prog.stage("load checkpoint", partial(models.model_from_checkpoint, opts.model, path=opts.checkpoint),
+        sam = prog.stage("load checkpoint", partial(family.build, opts.model, checkpoint=opts.checkpoint),
                          announce=False)
         ckpt = {"file": Path(opts.checkpoint).name, "sha256": sha256_file(Path(opts.checkpoint))}
     log(f"model {opts.model}" + (" (UNTRAINED: random weights, masks are meaningless)" if untrained else ""))
     flops = prog.stage("count FLOPs", partial(count_flops, sam, decoder_graph=opts.decoder_graph))
     full = opts.decoder == "full"
-    run_gate = partial(gate.run_gate, sam, threads=threads, log=log, full=full)
+    run_gate = partial(gate.run_gate, sam, threads=threads, log=log, full=full, family=family)
     with atomic_dir(opts.out, force=opts.force) as tmp:
         enc_onnx, dec_onnx = tmp / "encoder.onnx", tmp / "decoder.onnx"
-        prog.stage("export encoder", partial(export.export_encoder, sam, path=enc_onnx, opset=opts.opset))
-        prog.stage("export decoder", partial(export.export_decoder, sam, path=dec_onnx, opset=opts.opset,
+        prog.stage("export encoder", partial(family.export_encoder, sam, path=enc_onnx, opset=opts.opset))
+        prog.stage("export decoder", partial(family.export_decoder, sam, path=dec_onnx, opset=opts.opset,
                                              graph=opts.decoder_graph))
         meta = {"edgesam_version": __version__, "model": opts.model, "untrained": str(untrained),
                 "checkpoint": json.dumps(ckpt)}
@@ -145,7 +146,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             sources = {"encoder": enc_onnx, "decoder": Path(work) / "decoder.onnx"}
             if mnn_precisions:
                 # MNN's decoder comes from the same graph with its workarounds (export.decoder_wrapper).
-                prog.stage("export decoder for mnn", partial(export.export_decoder, sam, path=sources["decoder"],
+                prog.stage("export decoder for mnn", partial(family.export_decoder, sam, path=sources["decoder"],
                                                              opset=opts.opset, graph=opts.decoder_graph, mnn=True))
                 prog.stage("finalise mnn decoder onnx", partial(finalise_onnx, sources["decoder"], meta=meta,
                                                                 simplify=opts.simplify, make_full=full))
@@ -368,7 +369,9 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         from edgesam.convert.openvino import openvino_version
 
         versions["openvino"] = openvino_version()
-    sections = sam_sections(opts.decoder)
+    from edgesam.convert.families import family_of
+
+    sections = family_of(opts.model).sections(opts.decoder)
     return {
         "format": FORMAT, "version": VERSION, "model": opts.model, "family": get_spec(opts.model).family,
         "untrained": untrained,

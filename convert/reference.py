@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from edgesam.manifest import SAM_TENSORS
-from edgesam.measure.engine import Contract, Runner
+from edgesam.measure.engine import Runner
 from edgesam.specs import DECODER_INPUTS
 
 
@@ -38,10 +38,3 @@ def torch_runner(sam: torch.nn.Module, label: str = "torch") -> Runner:
                 TorchBackend(DecoderWrapper(sam), list(DECODER_INPUTS), [out["scores"], out["low_res_logits"]]))
 
     return Runner(label, "fp32", load)
-
-
-def sam_contract(variant: str) -> Contract:
-    """The tensor names and geometry a SAM / MobileSAM bundle of this decoder variant will have."""
-    from edgesam.manifest import parse_sections, sam_sections
-
-    return Contract(*parse_sections(sam_sections(variant), "convert"))

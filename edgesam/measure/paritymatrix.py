@@ -58,13 +58,13 @@ def _collect_images(paths: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
 def _torch_reference(bundle: Bundle, checkpoint: Optional[str]) -> Runner:
     """The bundle's weights in torch (host with the convert extra only), as the gate's reference."""
     try:
-        from edgesam.convert import models
-        from edgesam.convert.reference import torch_runner
+        from edgesam.convert.families import family_of
     except ImportError:
         raise BackendError("--reference torch needs the convert extra: pip install 'edgesam[convert]'") from None
     ck = bundle.manifest["checkpoint"]
+    family = family_of(bundle.model)
     if "random_init_seed" in ck:
-        sam = models.random_model(bundle.model, int(ck["random_init_seed"]))
+        sam = family.build(bundle.model, seed=int(ck["random_init_seed"]))
     else:
         if not checkpoint:
             raise InputError("this bundle was made from a checkpoint: pass --checkpoint PATH for --reference torch")
@@ -72,8 +72,8 @@ def _torch_reference(bundle: Bundle, checkpoint: Optional[str]) -> Runner:
 
         if sha256_file(Path(checkpoint)) != ck.get("sha256"):
             raise InputError(f"{checkpoint}: sha256 differs from the checkpoint this bundle was made from")
-        sam = models.model_from_checkpoint(bundle.model, checkpoint)
-    return torch_runner(sam)
+        sam = family.build(bundle.model, checkpoint=Path(checkpoint))
+    return family.reference(sam)
 
 
 def _pair(bundle: Bundle, backend: str, precision: str, threads: int | None, runtime_precision: str = "high",
