@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO, one_line_error, run_cli
 from edgesam.runtime import maskstats as MS
+from edgesam.runtime.preprocess import SAM_PREPROCESS
 from edgesam.runtime.amg import AmgOptions, SamAutomaticMaskGenerator, crop_boxes, point_grid
 from edgesam.runtime.prompts import apply_coords, preprocess_shape
 from edgesam.runtime.regions import label_runs, remove_small_regions
@@ -290,7 +291,11 @@ def fake_decoder(image: np.ndarray, points_input: np.ndarray) -> tuple[np.ndarra
 
 
 class RuntimeFake:
-    """The three things the runtime generator asks of a SamPredictor."""
+    """What the runtime generator asks of a SamPredictor: set_image, reset_image and decode, and the
+    bundle's mask threshold and preprocessing (the SAM family's)."""
+
+    mask_threshold = 0.0
+    preprocess_spec = SAM_PREPROCESS
 
     def set_image(self, image):
         self.image, self.original_size = image, image.shape[:2]
