@@ -41,7 +41,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgesam.convert.export import AV_CHUNK, DecoderWrapper
+from edgesam.convert.sam_decoder import AV_CHUNK, DecoderWrapper
 from edgesam.specs import IMAGE_SIZE
 
 
@@ -54,7 +54,7 @@ def _per_batch(w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def _sum_over_keys(attn: torch.Tensor, values: torch.Tensor, chunk: int) -> torch.Tensor:
     """attn^T @ values for attn (B, N, K) and values (B or 1, N, C). With ``chunk`` > 0 the sum over N
-    runs in chunks of ``chunk`` keys (export.ChunkedKeyAttention: MNN's ARM fp16 MatMul accumulates in
+    runs in chunks of ``chunk`` keys (sam_decoder.ChunkedKeyAttention: MNN's ARM fp16 MatMul accumulates in
     fp16); then values must have the batch B."""
     b, n, k = attn.shape
     if not chunk or n <= chunk or n % chunk:

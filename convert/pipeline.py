@@ -14,7 +14,7 @@ from typing import Callable, Optional, TypeVar
 
 from edgesam import __version__
 from edgesam.bundle import FORMAT, VERSION, atomic_dir, check_out_dir, file_record, sha256_file, write_manifest
-from edgesam.errors import ConversionError, InputError, ParityError
+from edgesam.errors import InputError, ParityError
 from edgesam.specs import IMAGE_SIZE, get_spec
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -22,7 +22,6 @@ FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + p
 DECODER_VARIANTS = ("lowres", "full")
 DECODER_GRAPHS = ("folded", "reference")  # = export.DECODER_GRAPHS (export imports torch; this module must not)
 MNN_GELU = ("fused", "exact")
-EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GiB limit, with headroom
 T = TypeVar("T")
 
 
@@ -102,7 +101,6 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
 
         import_openvino()
     # Heavy imports only here, so that `edgesam --help` stays instant.
-    import onnx
     import torch
 
     from edgesam.convert import gate
@@ -266,6 +264,7 @@ def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool) -> di
     """Simplify (kept only if it checks), add the full-size postprocessing, stamp provenance, check."""
     import onnx
 
+    from edgesam.convert.export import EXTERNAL_DATA_BYTES
     from edgesam.convert.full_decoder import append_postprocessing
 
     model = onnx.load(str(path))
