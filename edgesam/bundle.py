@@ -313,10 +313,30 @@ def _umask() -> int:
     return mask
 
 
+def check_writable_file(path: str | os.PathLike) -> None:
+    """Fail now, before any work, if ``atomic_write_bytes(path)`` could not write there: the folder
+    is probed with an empty temporary file, removed at once (OutputError, exit code 2)."""
+    path = Path(path)
+    if path.is_dir():
+        from edgesam.errors import OutputError
+
+        raise OutputError(f"{path}: is a folder; give a file name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise _output_error(path, e) from None
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write a file through a temporary name and rename, so readers never see half of it.
     A destination that cannot be written raises OutputError (exit code 2), nothing left there."""
     path = Path(path)
+    if path.is_dir():
+        from edgesam.errors import OutputError
+
+        raise OutputError(f"{path}: is a folder; give a file name")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as e:

@@ -164,6 +164,11 @@ def test_convert_to_an_unwritable_out_fails_at_once(tmp_path):
     line = one_line_error(run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out",
                                   tmp_path / "file" / "b"))
     assert str(tmp_path / "file" / "b") in line
+    # an unwritable --json fails before the conversion too, with no bundle written
+    t = time.perf_counter()
+    line = one_line_error(run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", tmp_path / "b",
+                                  "--json", UNWRITABLE / "c.json"))
+    assert str(UNWRITABLE / "c.json") in line and time.perf_counter() - t < 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
@@ -179,6 +184,10 @@ def test_segment_and_everything_to_unwritable_outputs(vit_t_random_fp32, tmp_pat
              ("segment", "--point", "100,100", "--npz", UNWRITABLE / "x.npz"),
              ("segment", "--point", "100,100", "--npz", tmp_path / "no" / "x.npz"),
              ("segment", "--point", "100,100", "--json", tmp_path),  # a folder
+             # one good and one bad destination: refused before either is written
+             ("segment", "--point", "100,100", "--out", tmp_path / "ok.png", "--overlay", UNWRITABLE / "o.png"),
+             ("everything", "--points-per-side", "2", "--quiet", "--out", tmp_path / "ok.json", "--overlay",
+              UNWRITABLE / "o.png"),
              ("everything", "--points-per-side", "2", "--quiet", "--out", UNWRITABLE / "m.json"),
              ("everything", "--points-per-side", "2", "--quiet", "--json", UNWRITABLE / "s.json")]
     for command, *args in cases:

@@ -343,6 +343,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         args = build_parser().parse_args(argv)
+        dest = getattr(args, "json", None)
+        if dest and dest != "-":  # an unwritable --json fails before the work, not after it
+            from edgesam.bundle import check_writable_file
+
+            check_writable_file(dest)
         return args.func(args)
     except EdgesamError as e:
         print(f"edgesam: error: {e}", file=sys.stderr)

@@ -34,9 +34,13 @@ class EverythingRequest:
 
 
 def _check_outputs(req: EverythingRequest) -> None:
+    from edgesam.bundle import check_writable_file
+
     for path in (req.out, req.overlay):
         if path and not Path(path).resolve().parent.is_dir():
             raise InputError(f"{path}: output folder does not exist")
+        if path:
+            check_writable_file(path)  # all destinations before any is written
     if req.overlay and Path(req.overlay).suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
         raise InputError(f"{req.overlay}: the overlay must end in .png, .jpg or .bmp")
     if req.out:

@@ -9,7 +9,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgesam.bundle import atomic_write_bytes
+from edgesam.bundle import atomic_write_bytes, check_writable_file
 from edgesam.errors import InputError
 from edgesam.runtime.options import RunOptions
 
@@ -32,6 +32,8 @@ def _check_outputs(req: SegmentRequest) -> None:
     for path in (req.out, req.overlay, req.npz):
         if path and not Path(path).resolve().parent.is_dir():
             raise InputError(f"{path}: output folder does not exist")
+        if path:
+            check_writable_file(path)  # all destinations before any is written
     for path in (req.out, req.overlay):
         if path and Path(path).suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
             raise InputError(f"{path}: image outputs must end in .png, .jpg or .bmp")

@@ -29,6 +29,12 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
+# Against the official predictor (PIL's resize there, MNN.cv's here), a mask of a few hundred pixels can
+# lose a few % IoU over boundary pixels whose logits sit within the ~5e-3 preprocessing difference of 0:
+# such a mask also passes when under this fraction of the image's pixels disagree.
+OFFICIAL_MAX_FLIP_RATE = 1e-3
+
+
 @dataclass
 class Cell:
     stage: str  # "encoder", "decoder", "end_to_end"
