@@ -99,17 +99,21 @@ def cmd_info(a: argparse.Namespace) -> int:
     return 0
 
 
+def _summary_and_json(a: argparse.Namespace, result: dict) -> int:
+    """Print a command's one-paragraph summary (unless its JSON goes to stdout) and write --json."""
+    if a.json != "-":
+        print(result["summary"])
+    write_json(a.json, result)
+    return 0
+
+
 def cmd_segment(a: argparse.Namespace) -> int:
     from edgesam.cli.segment import SegmentRequest, segment
 
     req = SegmentRequest(bundle=a.bundle, image=a.image, points=a.point or [], boxes=a.box or [],
                          mask_input=a.mask_input, multimask=a.multimask, run=run_options(a),
                          out=a.out, overlay=a.overlay, npz=a.npz)
-    result = segment(req)
-    if a.json != "-":
-        print(result["summary"])
-    write_json(a.json, result)
-    return 0
+    return _summary_and_json(a, segment(req))
 
 
 def run_options(a: argparse.Namespace) -> RunOptions:
@@ -138,11 +142,7 @@ def cmd_everything(a: argparse.Namespace) -> int:
 
     req = EverythingRequest(bundle=a.bundle, image=a.image, options=amg_options(a), point_grids=a.point_grids,
                             run=run_options(a), out=a.out, overlay=a.overlay, progress=not a.quiet)
-    result = everything(req)
-    if a.json != "-":
-        print(result["summary"])
-    write_json(a.json, result)
-    return 0
+    return _summary_and_json(a, everything(req))
 
 
 def cmd_parity(a: argparse.Namespace) -> int:
