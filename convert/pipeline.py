@@ -25,7 +25,7 @@ MNN_GELU = ("fused", "exact")
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ConvertOptions:
     model: str
     out: Path

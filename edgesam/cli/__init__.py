@@ -212,6 +212,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from edgesam.cli.everything import OUTPUT_MODE
+    from edgesam.convert.pipeline import DECODER_GRAPHS, DECODER_VARIANTS, ConvertOptions  # no torch at import
     from edgesam.measure.bench import BenchOptions
     from edgesam.measure.paritymatrix import ParityOptions
     from edgesam.runtime.amg import OUTPUT_MODES, AmgOptions
@@ -220,22 +221,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"edgesam {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    conv = _defaults(ConvertOptions)
     c = sub.add_parser("convert", help="checkpoint -> verified ONNX/MNN bundle")
     c.add_argument("--model", required=True, choices=["vit_t", "vit_b", "vit_l", "vit_h"])
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="official state_dict (.pt/.pth), loaded with weights_only=True")
     src.add_argument("--random-init", type=int, metavar="SEED", help="seeded random weights (untrained)")
     c.add_argument("--out", required=True)
-    c.add_argument("--precision", type=_csv(), default=["fp32", "fp16", "int8"], help="fp32,fp16,int8")
-    c.add_argument("--format", type=_csv(), default=["onnx", "mnn"],
+    c.add_argument("--precision", type=_csv(), default=list(conv["precisions"]), help="fp32,fp16,int8")
+    c.add_argument("--format", type=_csv(), default=list(conv["formats"]),
                    help="comma list: onnx,mnn,openvino,tensorrt (tensorrt = checked ONNX, profile and trtexec "
                         "lines; engines are built on the device)")
-    c.add_argument("--decoder", default="lowres", choices=["lowres", "full"])
-    c.add_argument("--decoder-graph", default="folded", choices=["folded", "reference"],
+    c.add_argument("--decoder", default=conv["decoder"], choices=DECODER_VARIANTS)
+    c.add_argument("--decoder-graph", default=conv["decoder_graph"], choices=DECODER_GRAPHS,
                    help="folded (default): the official function with its projections folded onto the prompt "
                         "tokens (2.1 instead of 3.7 GFLOP a prompt on vit_t); reference: the official "
                         "step-by-step graph")
-    c.add_argument("--opset", type=int, default=17)
+    c.add_argument("--opset", type=int, default=conv["opset"])
     c.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     c.add_argument("--force", action="store_true", help="replace an existing --out")
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
