@@ -253,15 +253,14 @@ def _open_openvino(r: ModelRequest) -> Backend:
 @dataclass(frozen=True)
 class BackendKind:
     format: str  # the manifest format of the files it runs
-    precisions: tuple  # the file precisions it runs
     open: Callable[[ModelRequest], Backend]
 
 
 # The backends that run bundle models: one row each (TensorRT runs through trtexec, see require_tensorrt).
 BACKEND_TABLE = {
-    "mnn": BackendKind("mnn", ("fp32", "fp16", "int8"), _open_mnn),
-    "ort": BackendKind("onnx", ("fp32",), _open_ort),
-    "openvino": BackendKind("openvino", ("fp32", "fp16"), _open_openvino),
+    "mnn": BackendKind("mnn", _open_mnn),
+    "ort": BackendKind("onnx", _open_ort),
+    "openvino": BackendKind("openvino", _open_openvino),
 }
 BACKEND_FORMATS = {name: kind.format for name, kind in BACKEND_TABLE.items()}
 BACKENDS = ("mnn", "ort", "openvino", "tensorrt")  # tensorrt: refused unless it imports (see require_tensorrt)

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, BundleError, InputError
-from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS, PRECISIONS
+from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import (BACKEND_TABLE, Backend, ModelRequest, mnn_memory_mode, require_tensorrt,
                                       resolve_threads)
@@ -34,9 +34,6 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
     kind = BACKEND_TABLE.get(backend)
     if kind is None:
         raise InputError(f"unknown backend {backend!r}; choose {', '.join(BACKEND_TABLE)}")
-    if precision not in kind.precisions and precision in PRECISIONS:
-        raise InputError(f"backend {backend!r} runs the {', '.join(kind.precisions)} models only; use --precision "
-                         f"{kind.precisions[0]}")
     path, entry = bundle.open(role, kind.format, precision)
     spec = bundle.spec
     if role == "encoder":
