@@ -18,17 +18,16 @@ from edgesam.measure.engine import Contract, Runner, run_parity
 from edgesam.measure.parity import Cell, compare, tolerance_key
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
-from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
+from edgesam.specs import IMAGE_SIZE
 from edgesam.synthetic.gate import prompt_set, scene
 
 
 def gate_encoder_input(img: np.ndarray) -> np.ndarray:
-    """Normalise and pad to 1x3x1024x1024 (resize-free: the gate scene is already <= 1024)."""
-    h, w = img.shape[:2]
-    x = (img.astype(np.float32) - np.array(PIXEL_MEAN, np.float32)) / np.array(PIXEL_STD, np.float32)
-    out = np.zeros((1, 3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
-    out[0, :, :h, :w] = x.transpose(2, 0, 1)
-    return out
+    """The 1x3x1024x1024 encoder input the runtime makes of ``img`` (runtime.preprocess: the one
+    resize-and-normalise of the project)."""
+    from edgesam.runtime.preprocess import preprocess
+
+    return preprocess(img)[0]
 
 
 def mnn_candidates(prec: str) -> list[tuple[str, str, str, str]]:

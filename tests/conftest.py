@@ -7,8 +7,9 @@ import sys
 import venv
 from pathlib import Path
 
-import numpy as np
 import pytest
+
+from edgesam.synthetic.gate import upsampled_scene as scene  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -61,18 +62,6 @@ def vit_t_model():
     from edgesam.convert.models import model_from_checkpoint
 
     return model_from_checkpoint("vit_t", DEMO_CHECKPOINT)
-
-
-def scene(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A photo-like RGB uint8 image of any size: smooth shapes plus mild noise."""
-    from edgesam.synthetic.gate import scene as synthetic
-
-    base = synthetic(256, 256, seed).astype(np.float32)
-    ys = (np.arange(h) * 256 // h).clip(0, 255)
-    xs = (np.arange(w) * 256 // w).clip(0, 255)
-    img = base[ys][:, xs]
-    rng = np.random.default_rng(seed)
-    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
 
 
 def chunk_sums(graph) -> list:
