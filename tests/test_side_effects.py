@@ -201,7 +201,7 @@ def test_write_helpers_raise_output_error(tmp_path):
     from edgesam.errors import OutputError
 
     (tmp_path / "file").write_text("x")
-    with pytest.raises(OutputError, match="cannot write there"):
+    with pytest.raises(OutputError, match="is a folder"):
         atomic_write_bytes(tmp_path, b"{}")
     with pytest.raises(OutputError, match="does not exist"):
         atomic_write_bytes(tmp_path / "no" / "r.json", b"{}")
