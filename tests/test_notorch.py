@@ -65,3 +65,11 @@ def test_base_install_venv_runs_segment(vit_t_bundle, base_venv, tmp_path):
     import json
 
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["stages"]["encoder"]["p50_ms"] > 0
+
+
+def test_version_answers_without_numpy():
+    """`edgesam --version` is answered before the parser (whose defaults import numpy) is built."""
+    code = "import sys; from edgesam.cli import main; rc = main(['--version']); print(rc, 'numpy' in sys.modules)"
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.splitlines() == ["edgesam 0.1.0", "0 False"]

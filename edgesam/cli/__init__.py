@@ -343,6 +343,10 @@ def _on_sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so cleanu
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
+        # answered before the parser is built: its defaults come from dataclasses that import numpy
+        print(f"edgesam {__version__}")
+        return 0
     try:
         args = build_parser().parse_args(argv)
         dest = getattr(args, "json", None)
