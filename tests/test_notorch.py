@@ -72,4 +72,6 @@ def test_version_answers_without_numpy():
     code = "import sys; from edgesam.cli import main; rc = main(['--version']); print(rc, 'numpy' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.splitlines() == ["edgesam 0.1.0", "0 False"]
+    from edgesam import __version__
+
+    assert p.stdout.splitlines() == [f"edgesam {__version__}", "0 False"]
