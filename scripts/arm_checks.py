@@ -119,7 +119,7 @@ def _decoder_reference(bundle: str, image_path: str):
     return x, feeds, pred.decoder.run(feeds)
 
 
-SCENE_SEED = 100_000  # runtime.quality.HELDOUT_SEEDS[0]: never trained on
+SCENE_SEED = 100_000  # edgesam.synthetic.quality.HELDOUT_SEEDS[0]: never trained on
 SCENE_PROMPTS = 2  # each prompt costs the emulator ~65 CPU s at precision low
 
 
