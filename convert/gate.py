@@ -14,12 +14,12 @@ import torch
 
 from edgesam.convert.families import FAMILIES, Family
 from edgesam.convert.families import contract as family_contract
-from edgesam.measure.engine import Contract, Runner, run_parity
+from edgesam.measure.engine import Runner, run_parity
 from edgesam.measure.parity import Cell, compare, tolerance_key
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
 from edgesam.specs import IMAGE_SIZE
-from edgesam.synthetic.gate import prompt_set, scene
+from edgesam.synthetic.gate import scene
 
 
 def gate_encoder_input(img: np.ndarray) -> np.ndarray:
@@ -71,29 +71,17 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
         candidates.append(Runner(f"openvino {prec}", prec, lambda e=enc_p, d=dec_p: (OpenVINOBackend(e, threads),
                                                                                    OpenVINOBackend(d, threads))))
     reference = family.reference(sam)
-    extra = _FullCells(reference, contract) if full else None
+    extra = _full_variant_cells if full else None
     report = run_parity(reference, candidates, [("gate scene", scene())], contract, log, extra)
     return report.cells
 
 
-class _FullCells:
-    """The full variant's ``masks`` output against torch's postprocess_masks, at several aspect ratios
-    (the decoder fed torch's embedding and the batch of boxes)."""
-
-    def __init__(self, reference: Runner, contract: Contract):
-        self.reference, self.contract, self.feeds, self.ref = reference, contract, None, None
-
-    def __call__(self, runner: Runner, enc, dec) -> list[Cell]:
-        if self.ref is None:  # torch's outputs, once
-            from edgesam.runtime.preprocess import preprocess
-
-            t_enc, t_dec = self.reference.load()
-            img = scene()
-            x, _ = preprocess(img, self.contract.preprocess)
-            emb = t_enc.run({self.contract.encoder.image_input: x})
-            self.feeds = {**emb, **prompt_set(img.shape[:2], None, None)["boxes_batch"]}
-            self.ref = t_dec.run(self.feeds)
-        return _full_cells(dec, self.feeds, self.ref, runner.tolerance, runner.label)
+def _full_variant_cells(runner: Runner, enc, dec, references: list[dict]) -> list[Cell]:
+    """The full variant's ``masks`` output against torch's postprocess_masks, at several aspect ratios:
+    the decoder fed torch's embedding and the batch of boxes (the engine's reference run of them)."""
+    ref = references[0]
+    feeds = {**ref["encoded"], **ref["cases"]["boxes_batch"]}
+    return _full_cells(dec, feeds, ref["outputs"]["boxes_batch"], runner.tolerance, runner.label)
 
 
 def _full_cells(dec, feeds: dict, ref: dict, prec: str, label: str) -> list[Cell]:

@@ -262,5 +262,4 @@ BACKEND_TABLE = {
     "ort": BackendKind("onnx", _open_ort),
     "openvino": BackendKind("openvino", _open_openvino),
 }
-BACKEND_FORMATS = {name: kind.format for name, kind in BACKEND_TABLE.items()}
-BACKENDS = ("mnn", "ort", "openvino", "tensorrt")  # tensorrt: refused unless it imports (see require_tensorrt)
+BACKENDS = (*BACKEND_TABLE, "tensorrt")  # tensorrt: refused unless it imports (see require_tensorrt)

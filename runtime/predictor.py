@@ -18,6 +18,7 @@ from edgesam.runtime.preprocess import check_image_array, preprocess
 
 FAMILIES = ("sam", "mobilesam")  # the families whose models this predictor runs
 
+
 def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int | None = None,
                  runtime_precision: str = "high", int8_compute: str = "auto") -> Backend:
     """The ``role`` model of ``bundle`` on ``backend``, found by role/format/precision, with the
@@ -177,8 +178,8 @@ class SamPredictor:
         coords, labels = prompts.validate_points(point_coords, point_labels)
         boxes = prompts.validate_boxes(boxes)
         batch = coords.shape[0] if coords is not None else (boxes.shape[0] if boxes is not None else 1)
-        mask = prompts.validate_mask_input(mask_input, batch, self.decoder_spec.lowres_size)
         d = self.decoder_spec
+        mask = prompts.validate_mask_input(mask_input, batch, d.lowres_size)
         prompt = prompts.decoder_feeds(coords, labels, boxes, mask, self.original_size,
                                        long_side=self.preprocess_spec.image_size, lowres=d.lowres_size)
         feeds = {**self._encoded, **{d.inputs[k]: v for k, v in prompt.items()}}

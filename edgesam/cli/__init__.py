@@ -195,11 +195,11 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """--backend, --precision, --runtime-precision, --decoder-runtime-precision, --threads and
     --int8-compute, defaulting to RunOptions' defaults (read by run_options)."""
-    from edgesam.runtime.backends import BACKEND_FORMATS, INT8_COMPUTE, MNN_PRECISIONS
+    from edgesam.runtime.backends import BACKEND_TABLE, INT8_COMPUTE, MNN_PRECISIONS
     from edgesam.runtime.options import RunOptions
 
     run = _defaults(RunOptions)
-    p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_FORMATS))
+    p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_TABLE))
     p.add_argument("--precision", default=run["precision"], help="model precision in the bundle: fp32, fp16, int8")
     p.add_argument("--runtime-precision", default=run["runtime_precision"], choices=list(MNN_PRECISIONS),
                    help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")

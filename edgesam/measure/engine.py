@@ -85,11 +85,13 @@ class _Run:
 
 def run_parity(reference: Runner, candidates: Iterable[Runner], images: Sequence[Image], contract: Contract,
                log: Callable[[str], None] = lambda m: None,
-               extra: Optional[Callable[[Runner, Backend, Backend], list[Cell]]] = None) -> ParityReport:
+               extra: Optional[Callable[[Runner, Backend, Backend, list[dict]], list[Cell]]] = None) -> ParityReport:
     """Every candidate against the reference, at every stage (module docstring).
 
-    ``extra(runner, encoder, decoder)`` adds cells of the caller's own while a candidate's models are
-    loaded (the gate's full-variant ``masks`` output)."""
+    ``extra(runner, encoder, decoder, references)`` adds cells of the caller's own while a candidate's
+    models are loaded (the gate's full-variant ``masks`` output); ``references`` holds, per image, the
+    reference's encoder outputs ("encoded"), the prompt cases' feeds ("cases") and its decoder outputs
+    on them ("outputs"), so that nothing the reference computed is computed again."""
     from edgesam.runtime.postprocess import upscale_logits
     from edgesam.runtime.preprocess import preprocess
 
@@ -98,6 +100,7 @@ def run_parity(reference: Runner, candidates: Iterable[Runner], images: Sequence
     frame = contract.preprocess.image_size
     ref_enc, ref_dec = reference.load()
     prepared = []  # per image: (encoder input, input_size, original size, reference outputs, prompt cases)
+    references = []  # per image, for ``extra``
     ref_run = _Run()
     for _, img in images:
         size = img.shape[:2]
@@ -107,7 +110,8 @@ def run_parity(reference: Runner, candidates: Iterable[Runner], images: Sequence
         first = ref_dec.run(_feeds(encoded, point, dec, size))
         cases = _prompt_cases(contract, size, first[low_name][:, dec.single_mask_token])
         prepared.append((x, input_size, size, encoded, cases))
-        _record(ref_run, ref_dec, encoded, encoded, cases, dec, size, input_size, frame, upscale_logits)
+        outputs = _record(ref_run, ref_dec, encoded, encoded, cases, dec, size, input_size, frame, upscale_logits)
+        references.append({"encoded": encoded, "cases": cases, "outputs": outputs})
     ref = ref_run.result()
     del ref_enc, ref_dec
     cells: list[Cell] = []
@@ -132,7 +136,7 @@ def run_parity(reference: Runner, candidates: Iterable[Runner], images: Sequence
         cells.append(compare("end_to_end", "masks", ref["final"], got["final"], tol, label, reference.label,
                              "logits"))
         if extra is not None:
-            cells.extend(extra(runner, enc, dec_b))
+            cells.extend(extra(runner, enc, dec_b, references))
     return ParityReport(reference=reference.label, images=[n for n, _ in images], cells=cells)
 
 
@@ -144,15 +148,17 @@ def _feeds(encoded: dict, prompt: dict, dec: DecoderSpec, size: tuple[int, int])
 
 
 def _record(run: _Run, decoder: Backend, own: dict, ref_encoded: dict, cases: dict, dec: DecoderSpec,
-            size: tuple[int, int], input_size: tuple[int, int], frame: int, upscale) -> None:
+            size: tuple[int, int], input_size: tuple[int, int], frame: int, upscale) -> dict:
     """Add one image's encoder outputs, decoder outputs on the reference's encoder outputs, and
-    end-to-end masks (own encoder outputs) to ``run``."""
+    end-to-end masks (own encoder outputs) to ``run``; return the decoder outputs per case."""
     low_name, score_name = dec.outputs["low_res_logits"], dec.outputs["scores"]
     for name, value in own.items():
         run.encoded.setdefault(name, []).append(value)
-    for feeds in cases.values():
-        out = decoder.run(_feeds(ref_encoded, feeds, dec, size))
+    outputs = {}
+    for case, feeds in cases.items():
+        out = outputs[case] = decoder.run(_feeds(ref_encoded, feeds, dec, size))
         run.logits.append(out[low_name].ravel())
         run.scores.append(out[score_name])
         mine = out if own is ref_encoded else decoder.run(_feeds(own, feeds, dec, size))
         run.final.append(upscale(mine[low_name], input_size, size, frame=frame).ravel())
+    return outputs
