@@ -1,9 +1,9 @@
 """One export interface per model family: everything ``convert`` needs to know about a family.
 
 The pipeline, the parity gate, ``edgesam parity --reference torch`` and the manifest writer reach a
-family only through ``family_of(model)``. Adding a family (SAM 2.1 next) is adding a class that
-implements ``Family`` (in its own module, with its model building and export wrappers) and a row
-in ``FAMILIES``; shared/DESIGN.md, "Model families", lists what its manifest must say.
+family only through ``family_of(model)``. Adding a family is adding a class that implements ``Family`` (in its
+own module, with its model building and export wrappers, as ``sam2_family.py``) and a row in
+``FAMILIES`` (or ``LAZY_FAMILIES``, when its module imports torch); shared/DESIGN.md, "Model families", lists what its manifest must say.
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:  # torch is imported by the implementations only
 
 class Family(Protocol):
     name: str
+    folds_decoder: bool  # whether --decoder-graph chooses between the folded and the reference graph
+    variants: tuple[str, ...]  # the --decoder variants this family exports
 
     def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None) -> "torch.nn.Module":
         """The torch model: from an official checkpoint (weights_only loading), or seeded random weights."""
@@ -38,11 +40,17 @@ class Family(Protocol):
     def reference(self, sam: "torch.nn.Module") -> "Runner":
         """``sam`` as the parity engine's torch reference, with the tensor names of ``sections``."""
 
+    def count_flops(self, sam: "torch.nn.Module", graph: str) -> dict:
+        """{"encoder": FLOPs, "decoder_per_prompt": FLOPs of the exported decoder for one box}."""
+
 
 class SamFamily:
     """SAM (ViT encoders) and MobileSAM (TinyViT encoder): one prompt encoder and mask decoder,
     one preprocessing, one set of tensor names; only how the torch model is built differs
     (``convert/models.py``: segment-anything's or mobile_sam's registry)."""
+
+    folds_decoder = True
+    variants = ("lowres", "full")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -75,13 +83,28 @@ class SamFamily:
 
         return torch_runner(sam)
 
+    def count_flops(self, sam, graph: str) -> dict:
+        from edgesam.convert.pipeline import count_flops
+
+        return count_flops(sam, decoder_graph=graph)
+
+
+def _sam2() -> Family:
+    from edgesam.convert.sam2_family import Sam2Family  # torch at import: only when asked for
+
+    return Sam2Family()
+
 
 FAMILIES: dict[str, Family] = {"sam": SamFamily("sam"), "mobilesam": SamFamily("mobilesam")}
+LAZY_FAMILIES = {"sam2": _sam2}
 
 
 def family_of(model: str) -> Family:
     """The family that exports ``model`` (an InputError naming the models for an unknown one)."""
-    return FAMILIES[get_spec(model).family]
+    family = get_spec(model).family
+    if family not in FAMILIES:
+        FAMILIES[family] = LAZY_FAMILIES[family]()
+    return FAMILIES[family]
 
 
 def contract(family: Family, variant: str) -> "Contract":

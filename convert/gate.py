@@ -51,7 +51,7 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
     family = family or FAMILIES["sam"]
     contract = family_contract(family, "full" if full else "lowres")
     enc_in = [contract.encoder.image_input]
-    enc_out = [contract.encoder.embedding_output]
+    enc_out = list(contract.encoder.outputs)  # every one is a decoder input of the same name
     dec_in = enc_out + [contract.decoder.inputs[k] for k in ("point_coords", "point_labels", "mask_input",
                                                              "has_mask_input")]
     dec_out = [contract.decoder.outputs["scores"], contract.decoder.outputs["low_res_logits"]]

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from edgesam.errors import CheckpointError
-from edgesam.specs import get_spec, guess_model
+from edgesam.specs import MODELS, get_spec, guess_model
 
 
 def build_model(name: str) -> torch.nn.Module:
@@ -110,9 +110,12 @@ def model_from_checkpoint(name: str, path: str | Path) -> torch.nn.Module:
                               f"(e.g. {', '.join(list(sd)[:3])})")
     if looks != name:
         raise CheckpointError(f"{path}: checkpoint looks like {looks}, not {name}; pass --model {looks}"
-                              if looks in ("vit_t", "vit_b", "vit_l", "vit_h") else
-                              f"{path}: checkpoint looks like {looks}, not {name}")
-    model = build_model(name)
+                              if looks in MODELS else f"{path}: checkpoint looks like {looks}, not {name}")
+    return load_strict(build_model(name), sd, name, path)
+
+
+def load_strict(model: torch.nn.Module, sd: dict, name: str, path: str | Path) -> torch.nn.Module:
+    """Load ``sd`` into ``model`` strictly, with one clear error naming what does not fit."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in sd]
     extra = [k for k in sd if k not in expected]

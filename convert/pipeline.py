@@ -45,7 +45,12 @@ class ConvertOptions:
     mnn_gelu: str = "fused"
 
     def validate(self) -> None:
-        get_spec(self.model)
+        if get_spec(self.model).family == "sam2":
+            if self.decoder != "lowres":
+                raise InputError("--decoder full is for SAM and MobileSAM; a SAM 2 bundle's decoder follows "
+                                 "the SAM 2 ONNX contract (low-res masks; the runtime upscales)")
+            if "tensorrt" in self.formats:
+                raise InputError("--format tensorrt is not available for SAM 2 models in this version")
         if any(f not in FORMATS for f in self.formats) or "onnx" not in self.formats:
             raise InputError(f"--format takes a comma list of {','.join(FORMATS)} that includes onnx "
                              f"(every other format is made from it), got {','.join(self.formats)}")
@@ -121,7 +126,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                          announce=False)
         ckpt = {"file": Path(opts.checkpoint).name, "sha256": sha256_file(Path(opts.checkpoint))}
     log(f"model {opts.model}" + (" (UNTRAINED: random weights, masks are meaningless)" if untrained else ""))
-    flops = prog.stage("count FLOPs", partial(count_flops, sam, decoder_graph=opts.decoder_graph))
+    flops = prog.stage("count FLOPs", partial(family.count_flops, sam, graph=opts.decoder_graph))
     full = opts.decoder == "full"
     run_gate = partial(gate.run_gate, sam, threads=threads, log=log, full=full, family=family)
     with atomic_dir(opts.out, force=opts.force) as tmp:
@@ -370,15 +375,17 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         versions["openvino"] = openvino_version()
     from edgesam.convert.families import family_of
 
-    sections = family_of(opts.model).sections(opts.decoder)
+    family = family_of(opts.model)
+    sections = family.sections(opts.decoder)
+    graph = opts.decoder_graph if family.folds_decoder else "official"
     return {
         "format": FORMAT, "version": VERSION, "model": opts.model, "family": get_spec(opts.model).family,
         "untrained": untrained,
         "checkpoint": ckpt,
         "source": source,
         **sections,
-        "decoder": {**sections["decoder"], "graph": opts.decoder_graph, "multimask_outputs": 3,
-                    **({"mnn_graph": _mnn_graph_note()} if "mnn" in opts.formats else {})},
+        "decoder": {**sections["decoder"], "graph": graph, "multimask_outputs": 3,
+                    **({"mnn_graph": _mnn_graph_note()} if "mnn" in opts.formats and family.folds_decoder else {})},
         "files": files,
         "flops": flops,
         "parity": {"reference": "torch", "ok": all(c.ok for c in cells),

@@ -10,7 +10,14 @@ Versions:
   ``inputs``/``outputs`` optional. Read as what they meant then: SAM's longest-side resize,
   SAM's token rule (token 0 alone, or tokens 1..3), the fixed tensor names of ``edgesam.specs``.
 - 2: ``family``, ``preprocess.resize`` and ``decoder.lowres_size`` and the token keys are
-  required, and every model file lists its ``inputs`` and ``outputs``.
+  required, and every model file lists its ``inputs`` and ``outputs``. Keys added since, optional,
+  whose absence means what SAM does: ``encoder.outputs`` (every encoder output, fed to the decoder
+  input of the same name; default: the embedding alone), ``decoder.prompt_layout`` ("sam": points,
+  box corners, and a padding point from the caller when there is no box; "sam2": box corners
+  first, then points, and the graph adds the padding point), ``decoder.single_mask`` ("token":
+  ``single_mask_token`` alone; "stability": SAM 2's fallback to the best multimask token when the
+  single-mask token's stability is below ``stability_thresh``, at offset ``stability_delta``)
+  and ``decoder.low_res_clamp`` (low-res logits returned clamped to +-it, as SAM 2 does).
 """
 from __future__ import annotations
 
@@ -21,8 +28,13 @@ from edgesam.errors import BundleError
 
 FORMAT = "edgesam-bundle"
 VERSION = 2
-FAMILIES = ("sam", "mobilesam")
-RESIZES = ("longest_side",)  # SAM 2's "square" arrives with that family
+FAMILIES = ("sam", "mobilesam", "sam2")
+# "longest_side": SAM's ResizeLongestSide, padded bottom-right; "square": SAM 2's resize to
+# image_size x image_size (aspect not kept, no padding; masks upscale straight from low-res).
+RESIZES = ("longest_side", "square")
+PADS = {"longest_side": "bottom-right", "square": "none"}
+PROMPT_LAYOUTS = ("sam", "sam2")
+SINGLE_MASK_RULES = ("token", "stability")
 VARIANTS = ("lowres", "full")
 MODEL_FORMATS = ("onnx", "mnn", "openvino")  # formats a backend opens; the others are companions
 # Companion files that a model file needs beside it (verified when the model file is opened).
@@ -43,16 +55,18 @@ class Preprocess:
 
 @dataclass(frozen=True)
 class EncoderSpec:
-    """Tensor names: the image input, and the output the predictor returns as "the embedding".
-    Every encoder output is fed to the decoder input of the same name."""
+    """Tensor names: the image input, the output the predictor returns as "the embedding", and every
+    output, each fed to the decoder input of the same name (SAM: the embedding alone)."""
     image_input: str
     embedding_output: str
+    outputs: tuple[str, ...] = ()
 
 
 # The decoder's tensors by meaning -> by name, as the exported graphs name them.
 DECODER_PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_RESULTS = ("scores", "low_res_logits")
-SAM_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embeddings"},
+SAM_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embeddings",
+                          "outputs": ["image_embeddings"]},
               "inputs": {"point_coords": "point_coords", "point_labels": "point_labels",
                          "mask_input": "mask_input", "has_mask_input": "has_mask_input"},
               "outputs": {"scores": "iou_predictions", "low_res_logits": "low_res_masks"},
@@ -70,6 +84,11 @@ class DecoderSpec:
     single_mask_token: int  # the token taken without multimask output
     multimask_tokens: tuple[int, ...]  # the tokens taken with multimask output
     mask_threshold: float  # logits above it are the mask
+    prompt_layout: str = "sam"  # PROMPT_LAYOUTS (module docstring)
+    single_mask: str = "token"  # SINGLE_MASK_RULES
+    stability_delta: float = 0.05  # the "stability" rule's logit offset
+    stability_thresh: float = 0.98  # ... and the stability below which it falls back
+    low_res_clamp: Optional[float] = None  # low-res logits returned clamped to +-this
 
 
 @dataclass(frozen=True)
@@ -218,9 +237,11 @@ def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess
                      pixel_mean=r.numbers(p, "pixel_mean", 3, "preprocess"),
                      pixel_std=r.numbers(p, "pixel_std", 3, "preprocess"),
                      channel_order=r.choice(p, "channel_order", ("RGB", "BGR"), "preprocess"),
-                     pad=r.choice(p, "pad", ("bottom-right",), "preprocess"))
+                     pad=r.choice(p, "pad", tuple(PADS.values()), "preprocess"))
     if pre.image_size < 1 or min(pre.pixel_std) <= 0:
         raise r.fail("preprocess", "needs image_size >= 1 and positive pixel_std")
+    if pre.pad != PADS[pre.resize]:
+        raise r.fail("preprocess.pad", f"is {pre.pad!r}; resize {pre.resize!r} pads {PADS[pre.resize]!r}")
     d = r.get(data, "decoder", dict, "")
     old = {} if not v1 else {"lowres_size": 256, "mask_tokens": 4, "single_mask_token": 0,
                              "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0}
@@ -228,8 +249,13 @@ def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess
     variant = r.choice(d, "variant", VARIANTS, "decoder", "lowres" if v1 else ...)
     needed = DECODER_PROMPT_INPUTS + (("orig_im_size",) if variant == "full" else ())
     e = r.get(data, "encoder", dict, "", SAM_TENSORS["encoder"] if v1 else ...)
-    enc = EncoderSpec(image_input=r.get(e, "image_input", str, "encoder"),
-                      embedding_output=r.get(e, "embedding_output", str, "encoder"))
+    embedding = r.get(e, "embedding_output", str, "encoder")
+    outputs = r.get(e, "outputs", list, "encoder", [embedding])
+    if not outputs or not all(isinstance(o, str) for o in outputs) or embedding not in outputs:
+        raise r.fail("encoder.outputs", f"must list tensor names, the embedding {embedding!r} among them")
+    enc = EncoderSpec(image_input=r.get(e, "image_input", str, "encoder"), embedding_output=embedding,
+                      outputs=tuple(outputs))
+    clamp = r.get(d, "low_res_clamp", (int, float, type(None)), "decoder", None)
     dec = DecoderSpec(variant=variant,
                       inputs=r.names(d, "inputs", needed, "decoder",
                                      {**SAM_TENSORS["inputs"], **SAM_TENSORS["full_inputs"]} if v1 else ...),
@@ -240,7 +266,12 @@ def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess
                                               old.get("single_mask_token", ...)),
                       multimask_tokens=tuple(tokens),
                       mask_threshold=float(r.get(d, "mask_threshold", (int, float), "decoder",
-                                                 old.get("mask_threshold", ...))))
+                                                 old.get("mask_threshold", ...))),
+                      prompt_layout=r.choice(d, "prompt_layout", PROMPT_LAYOUTS, "decoder", "sam"),
+                      single_mask=r.choice(d, "single_mask", SINGLE_MASK_RULES, "decoder", "token"),
+                      stability_delta=float(r.get(d, "stability_delta", (int, float), "decoder", 0.05)),
+                      stability_thresh=float(r.get(d, "stability_thresh", (int, float), "decoder", 0.98)),
+                      low_res_clamp=None if clamp is None else float(clamp))
     used = (dec.single_mask_token, *dec.multimask_tokens)
     if not tokens or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < dec.mask_tokens
                              for t in used):
@@ -260,6 +291,29 @@ def sam_sections(variant: str) -> dict:
                         "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0,
                         "inputs": {**SAM_TENSORS["inputs"], **(SAM_TENSORS["full_inputs"] if variant == "full" else {})},
                         "outputs": dict(SAM_TENSORS["outputs"])}}
+
+
+SAM2_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embed",
+                           "outputs": ["high_res_feats_0", "high_res_feats_1", "image_embed"]},
+                "inputs": dict(SAM_TENSORS["inputs"]),
+                "outputs": {"scores": "iou_predictions", "low_res_logits": "masks"}}
+
+
+def sam2_sections() -> dict:
+    """The "preprocess", "encoder" and "decoder" sections of a SAM 2 / 2.1 bundle: SAM2Transforms'
+    preprocessing (square 1024 resize, ImageNet mean/std: in 0-255 units the numbers are SAM's), the
+    tensor names of the SAM 2 ONNX contract (shared/DESIGN.md), and the official mask decoder's
+    token rule with its stability-based fallback for single-mask output."""
+    from edgesam.specs import IMAGE_SIZE, LOWRES, PIXEL_MEAN, PIXEL_STD
+
+    return {"preprocess": {"resize": "square", "image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN),
+                           "pixel_std": list(PIXEL_STD), "channel_order": "RGB", "pad": "none"},
+            "encoder": {**SAM2_TENSORS["encoder"], "outputs": list(SAM2_TENSORS["encoder"]["outputs"])},
+            "decoder": {"variant": "lowres", "lowres_size": LOWRES, "mask_tokens": 4, "single_mask_token": 0,
+                        "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0, "prompt_layout": "sam2",
+                        "single_mask": "stability", "stability_delta": 0.05, "stability_thresh": 0.98,
+                        "low_res_clamp": 32.0, "inputs": dict(SAM2_TENSORS["inputs"]),
+                        "outputs": dict(SAM2_TENSORS["outputs"])}}
 
 
 def find_entry(m: Manifest, role: str, format: str, precision: str) -> Optional[FileEntry]:

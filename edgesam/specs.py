@@ -30,10 +30,10 @@ DECODER_OUTPUTS = {"iou_predictions": ["B", 4], "low_res_masks": ["B", 4, LOWRES
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    family: str  # "mobilesam" (TinyViT encoder) or "sam" (ViT encoder)
+    family: str  # "mobilesam" (TinyViT encoder), "sam" (ViT encoder) or "sam2" (Hiera encoder)
     description: str
-    encoder_depth: int  # ViT blocks (sam) or TinyViT stages (mobilesam)
-    encoder_width: int  # ViT embed dim, or TinyViT's first stage width
+    encoder_depth: int  # ViT blocks (sam), TinyViT stages (mobilesam) or Hiera blocks (sam2)
+    encoder_width: int  # ViT embed dim, TinyViT's first stage width, or Hiera's patch embedding width
     user_visible: bool = True
 
 
@@ -47,6 +47,15 @@ MODELS: dict[str, ModelSpec] = {
     "vit_tiny_test": ModelSpec("vit_tiny_test", "mobilesam", "test-only tiny TinyViT + MobileSAM decoder",
                                3, 16, user_visible=False),
 }
+# SAM 2 and 2.1 (Hiera image encoders): the sam2 package's configs name them; a checkpoint is told
+# apart by its trunk's depth and width, and 2.1 from 2.0 by keys only 2.1 has.
+SAM2_SIZES = {"t": ("tiny", 12, 96), "s": ("small", 16, 96), "b+": ("base+", 24, 112), "l": ("large", 48, 144)}
+SAM2_ONLY_21_KEYS = ("no_obj_embed_spatial", "obj_ptr_tpos_proj.weight")
+MODELS.update({f"sam{v}_hiera_{size}": ModelSpec(f"sam{v}_hiera_{size}", "sam2", f"SAM {v} Hiera-{word}", depth, width)
+               for v in ("2", "2.1") for size, (word, depth, width) in SAM2_SIZES.items()})
+# Test-only: a 5-block Hiera 8 wide with SAM 2.1's neck and decoder (small enough for qemu).
+MODELS["sam2_tiny_test"] = ModelSpec("sam2_tiny_test", "sam2", "test-only tiny Hiera + SAM 2.1 decoder", 5, 8,
+                                     user_visible=False)
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -65,6 +74,8 @@ def guess_model(keys: Iterable[str], shapes: Optional[dict] = None) -> Optional[
     Returns a model name, or None when the keys look like no SAM model at all.
     """
     keys = list(keys)
+    if any(k.startswith("image_encoder.trunk.") for k in keys):
+        return _guess_sam2(keys, shapes)
     if any(k.startswith("image_encoder.layers.") for k in keys):
         return "vit_t"
     blocks = {int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.blocks\.(\d+)\.", k))}
@@ -78,3 +89,16 @@ def guess_model(keys: Iterable[str], shapes: Optional[dict] = None) -> Optional[
         if spec.family == "sam" and spec.encoder_depth == depth and width in (None, spec.encoder_width):
             return spec.name
     return f"an unknown SAM ViT ({depth} blocks, width {width})"
+
+
+def _guess_sam2(keys: list, shapes: Optional[dict]) -> str:
+    blocks = {int(m.group(1)) for k in keys if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
+    depth = max(blocks) + 1 if blocks else 0
+    width = None
+    if shapes and "image_encoder.trunk.patch_embed.proj.weight" in shapes:
+        width = int(shapes["image_encoder.trunk.patch_embed.proj.weight"][0])
+    version = "2.1" if all(k in keys for k in SAM2_ONLY_21_KEYS) else "2"
+    for size, (_, d, w) in SAM2_SIZES.items():
+        if d == depth and width in (None, w):
+            return f"sam{version}_hiera_{size}"
+    return f"an unknown SAM {version} Hiera ({depth} blocks, width {width})"

@@ -4,7 +4,7 @@ Never imports torch, torchvision, timm or onnx.
 """
 from __future__ import annotations
 
-__all__ = ["SamPredictor", "SamAutomaticMaskGenerator"]
+__all__ = ["SamPredictor", "SamAutomaticMaskGenerator", "SAM2ImagePredictor", "SAM2AutomaticMaskGenerator"]
 
 
 def __getattr__(name: str):
@@ -16,4 +16,12 @@ def __getattr__(name: str):
         from edgesam.runtime.amg import SamAutomaticMaskGenerator
 
         return SamAutomaticMaskGenerator
+    if name == "SAM2ImagePredictor":
+        from edgesam.runtime.sam2_predictor import SAM2ImagePredictor
+
+        return SAM2ImagePredictor
+    if name == "SAM2AutomaticMaskGenerator":
+        from edgesam.runtime.amg import SAM2AutomaticMaskGenerator
+
+        return SAM2AutomaticMaskGenerator
     raise AttributeError(name)

@@ -56,6 +56,11 @@ class AmgOptions:
     point_grids: Optional[Sequence[np.ndarray]] = None
     min_mask_region_area: int = 0
     output_mode: str = "binary_mask"
+    # SAM 2's generator only: its own mask threshold (None: the predictor's), one refinement of
+    # every mask with its low-res logits as mask input ("mask to mask"), and multimask output.
+    mask_threshold: Optional[float] = None
+    use_m2m: bool = False
+    multimask_output: bool = True
 
     def validate(self) -> "AmgOptions":
         if (self.points_per_side is None) == (self.point_grids is None):
@@ -95,6 +100,8 @@ class AmgOptions:
 
 
 _DEFAULTS = AmgOptions()  # SamAutomaticMaskGenerator's signature reads its defaults from here
+# SAM2AutomaticMaskGenerator's: the official SAM 2 defaults differ in these
+SAM2_DEFAULTS = AmgOptions(pred_iou_thresh=0.8, mask_threshold=0.0)
 
 
 def point_grid(n_per_side: int) -> np.ndarray:
@@ -175,6 +182,9 @@ class SamAutomaticMaskGenerator:
             box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh,
             crop_overlap_ratio=crop_overlap_ratio, crop_n_points_downscale_factor=crop_n_points_downscale_factor,
             point_grids=point_grids, min_mask_region_area=min_mask_region_area, output_mode=output_mode).validate()
+        self._setup(predictor, progress)
+
+    def _setup(self, predictor: Any, progress: Optional[ProgressFn]) -> None:
         if isinstance(predictor, (str, os.PathLike)):
             from edgesam.runtime.predictor import SamPredictor
 
@@ -264,7 +274,17 @@ class SamAutomaticMaskGenerator:
 
         o, st = self.options, self.stats
         t = time.perf_counter()
-        low, iou = self.predictor.decode(points[:, None, :], np.ones((len(points), 1)), multimask_output=True)
+        labels = np.ones((len(points), 1))
+        low, iou = self.predictor.decode(points[:, None, :], labels, multimask_output=bool(o.multimask_output))
+        if o.use_m2m:  # SAM 2: each mask refined once, its clamped low-res logits as mask input
+            clamp = self.predictor.decoder_spec.low_res_clamp
+            prev = low.reshape(-1, 1, *low.shape[2:])
+            prev = prev if clamp is None else np.clip(prev, -clamp, clamp)
+            again = np.repeat(points, low.shape[1], axis=0)
+            low, iou = self.predictor.decode(again[:, None, :], np.ones((len(again), 1)), mask_input=prev,
+                                             multimask_output=False)
+            points = again
+        low = self._clean(low)
         st["t_decoder"] += time.perf_counter() - t
         t = time.perf_counter()
         n_masks = low.shape[1]
@@ -278,9 +298,9 @@ class SamAutomaticMaskGenerator:
         if o.pred_iou_thresh > 0.0:  # float32 comparison, as torch compares a float32 tensor
             keep = keep[iou[keep] > np.float32(o.pred_iou_thresh)]
         st["iou_kept"] += len(keep)
-        input_size = self.predictor.input_size
-        # the bundle's mask threshold and encoder input side (manifest), as the predictor uses them
-        thr, frame = self.predictor.mask_threshold, self.predictor.preprocess_spec.image_size
+        # the bundle's geometry (manifest) and mask threshold, as the predictor uses them
+        input_size, frame = self.predictor.mask_geometry()
+        thr = self.predictor.mask_threshold if o.mask_threshold is None else float(o.mask_threshold)
         offset = float(o.stability_score_offset)
         with single_blas_thread():
             if o.stability_score_thresh > 0.0 and len(keep):
@@ -301,6 +321,16 @@ class SamAutomaticMaskGenerator:
         st["t_filter"] += time.perf_counter() - t
         return MaskSet(rles, boxes=boxes, iou_preds=iou[keep], points=pts[keep], stability_score=stab,
                        crop_boxes=np.tile(np.array(crop_box, np.int64), (len(keep), 1)))
+
+    def _clean(self, low: np.ndarray) -> np.ndarray:
+        """A SAM2ImagePredictor's hole and sprinkle filling on the low-res logits, as its
+        ``_predict`` applies it before the official generator sees the masks."""
+        holes, sprinkles = (float(getattr(self.predictor, k, 0.0)) for k in ("max_hole_area", "max_sprinkle_area"))
+        if holes <= 0 and sprinkles <= 0:
+            return low
+        from edgesam.runtime.sam2_predictor import fill_holes_and_sprinkles
+
+        return fill_holes_and_sprinkles(low, self.predictor.mask_threshold, holes, sprinkles)
 
     @staticmethod
     def postprocess_small_regions(data: MaskSet, min_area: int, nms_thresh: float) -> MaskSet:
@@ -344,3 +374,43 @@ def _uncropped_rles(masks: np.ndarray, crop_box: list[int], orig_size: tuple[int
         full[y0:y1, x0:x1] = m
         out.extend(mask_to_rle(full[None]))
     return out
+
+
+class SAM2AutomaticMaskGenerator(SamAutomaticMaskGenerator):
+    """Drop-in for ``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator``: the official
+    keywords and defaults (``pred_iou_thresh`` 0.8, ``mask_threshold``, ``use_m2m``,
+    ``multimask_output``) and records. ``model`` is a SAM 2 bundle folder (opened, as the official
+    class builds its predictor, with ``max_hole_area`` and ``max_sprinkle_area`` set to
+    ``min_mask_region_area``) or an edgesam ``SAM2ImagePredictor``."""
+
+    def __init__(self, model: Any, points_per_side: Optional[int] = SAM2_DEFAULTS.points_per_side,
+                 points_per_batch: int = SAM2_DEFAULTS.points_per_batch,
+                 pred_iou_thresh: float = SAM2_DEFAULTS.pred_iou_thresh,
+                 stability_score_thresh: float = SAM2_DEFAULTS.stability_score_thresh,
+                 stability_score_offset: float = SAM2_DEFAULTS.stability_score_offset,
+                 mask_threshold: float = SAM2_DEFAULTS.mask_threshold,
+                 box_nms_thresh: float = SAM2_DEFAULTS.box_nms_thresh,
+                 crop_n_layers: int = SAM2_DEFAULTS.crop_n_layers,
+                 crop_nms_thresh: float = SAM2_DEFAULTS.crop_nms_thresh,
+                 crop_overlap_ratio: float = SAM2_DEFAULTS.crop_overlap_ratio,
+                 crop_n_points_downscale_factor: int = SAM2_DEFAULTS.crop_n_points_downscale_factor,
+                 point_grids: Optional[Sequence[np.ndarray]] = SAM2_DEFAULTS.point_grids,
+                 min_mask_region_area: int = SAM2_DEFAULTS.min_mask_region_area,
+                 output_mode: str = SAM2_DEFAULTS.output_mode, use_m2m: bool = SAM2_DEFAULTS.use_m2m,
+                 multimask_output: bool = SAM2_DEFAULTS.multimask_output,
+                 progress: Optional[ProgressFn] = None, **kwargs: Any) -> None:
+        self.options = AmgOptions(
+            points_per_side=points_per_side, points_per_batch=points_per_batch, pred_iou_thresh=pred_iou_thresh,
+            stability_score_thresh=stability_score_thresh, stability_score_offset=stability_score_offset,
+            box_nms_thresh=box_nms_thresh, crop_n_layers=crop_n_layers, crop_nms_thresh=crop_nms_thresh,
+            crop_overlap_ratio=crop_overlap_ratio, crop_n_points_downscale_factor=crop_n_points_downscale_factor,
+            point_grids=point_grids, min_mask_region_area=min_mask_region_area, output_mode=output_mode,
+            mask_threshold=mask_threshold, use_m2m=use_m2m, multimask_output=multimask_output).validate()
+        if isinstance(model, (str, os.PathLike)):
+            from edgesam.runtime.sam2_predictor import SAM2ImagePredictor
+
+            model = SAM2ImagePredictor(model, max_hole_area=min_mask_region_area,
+                                       max_sprinkle_area=min_mask_region_area, **kwargs)
+        elif kwargs:
+            raise InputError(f"unexpected keyword arguments {', '.join(kwargs)} (they open a bundle path)")
+        self._setup(model, progress)

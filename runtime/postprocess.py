@@ -189,6 +189,17 @@ def single_blas_thread():
     return c.limit(limits=1, user_api="blas") if c is not None else contextlib.nullcontext()
 
 
+def mask_geometry(resize: str, image_size: int, input_size: tuple[int, int],
+                  lowres: int = LOWRES) -> tuple[tuple[int, int], int]:
+    """The (input_size, frame) arguments of ``upscale_logits`` / ``postprocess_masks`` for a
+    preprocessing: SAM's longest-side resize goes low-res -> frame -> crop -> original; SAM 2's
+    square resize goes straight from low-res to the original size (``SAM2Transforms.postprocess_masks``),
+    which is the same composition with an identity lowres -> lowres frame and no crop."""
+    if resize == "square":
+        return (lowres, lowres), lowres
+    return (int(input_size[0]), int(input_size[1])), image_size
+
+
 def postprocess_masks(low_res: np.ndarray, input_size: tuple[int, int], original_size: tuple[int, int],
                       return_logits: bool = False, threshold: float = 0.0, frame: int = IMAGE_SIZE) -> np.ndarray:
     """Upscale, then threshold (``> threshold``, bool) unless ``return_logits``."""

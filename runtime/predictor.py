@@ -8,15 +8,15 @@ import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, BundleError, InputError
-from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS
+from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS, DecoderSpec
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import (BACKEND_TABLE, Backend, ModelRequest, mnn_memory_mode, require_tensorrt,
                                       resolve_threads)
 from edgesam.runtime.options import RunOptions
-from edgesam.runtime.postprocess import postprocess_masks
+from edgesam.runtime.postprocess import mask_geometry, postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
 
-FAMILIES = ("sam", "mobilesam")  # the families whose models this predictor runs
+FAMILIES = ("sam", "mobilesam", "sam2")  # the families whose models this predictor runs
 
 
 def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int | None = None,
@@ -39,7 +39,7 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
     path, entry = bundle.open(role, kind.format, precision)
     spec = bundle.spec
     if role == "encoder":
-        inputs, outputs = [spec.encoder.image_input], list(entry.outputs)
+        inputs, outputs = [spec.encoder.image_input], list(spec.encoder.outputs)
     else:
         prompt = [spec.decoder.inputs[k] for k in DECODER_PROMPT_INPUTS]
         inputs = [n for n in entry.inputs if n in prompt or n not in spec.decoder.inputs.values()]
@@ -166,9 +166,20 @@ class SamPredictor:
         Returns masks BxCxHxW, scores BxC, low_res_logits BxCx256x256.
         """
         low, scores = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
-        masks = postprocess_masks(low, self.input_size, self.original_size, return_logits, self.mask_threshold,
-                                  frame=self.preprocess_spec.image_size)
-        return masks, scores, low
+        masks = self.upscale(low, return_logits)
+        clamp = self.decoder_spec.low_res_clamp
+        return masks, scores, (low if clamp is None else np.clip(low, -clamp, clamp))
+
+    def mask_geometry(self) -> tuple[tuple[int, int], int]:
+        """(input_size, frame) for ``postprocess.upscale_logits`` and friends (``postprocess.mask_geometry``)."""
+        p = self.preprocess_spec
+        return mask_geometry(p.resize, p.image_size, self.input_size, self.decoder_spec.lowres_size)
+
+    def upscale(self, low_res: np.ndarray, return_logits: bool = False) -> np.ndarray:
+        """Low-res logits (...x256x256) -> masks at the original size (bool, or float32 logits), as the
+        bundle's family does it (SAM: through the padded 1024 frame; SAM 2: straight bilinear)."""
+        size, frame = self.mask_geometry()
+        return postprocess_masks(low_res, size, self.original_size, return_logits, self.mask_threshold, frame=frame)
 
     def decode(self, point_coords=None, point_labels=None, boxes=None, mask_input=None,
                multimask_output: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -181,15 +192,41 @@ class SamPredictor:
         d = self.decoder_spec
         mask = prompts.validate_mask_input(mask_input, batch, d.lowres_size)
         prompt = prompts.decoder_feeds(coords, labels, boxes, mask, self.original_size,
-                                       long_side=self.preprocess_spec.image_size, lowres=d.lowres_size)
+                                       long_side=self.preprocess_spec.image_size, lowres=d.lowres_size,
+                                       resize=self.preprocess_spec.resize, layout=d.prompt_layout)
         feeds = {**self._encoded, **{d.inputs[k]: v for k, v in prompt.items()}}
         if "orig_im_size" in d.inputs:  # a full decoder: ONNX Runtime wants every graph input fed
             feeds[d.inputs["orig_im_size"]] = np.array(self.input_size, np.int32)
         out = self.decoder.run(feeds)
-        # The manifest's token rule (SAM: token 0 alone, or tokens 1..3 for multimask).
-        tokens = list(d.multimask_tokens) if multimask_output else [d.single_mask_token]
-        return out[d.outputs["low_res_logits"]][:, tokens], out[d.outputs["scores"]][:, tokens]
+        return select_tokens(out[d.outputs["low_res_logits"]], out[d.outputs["scores"]], multimask_output, d)
 
     @property
     def device(self) -> str:
         return "cpu"
+
+
+def select_tokens(low_res: np.ndarray, scores: np.ndarray, multimask_output: bool,
+                  spec: DecoderSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Every mask token's logits (BxTx256x256) and scores (BxT) -> the ones the official decoder
+    returns, by the manifest's rule: the multimask tokens, or for single-mask output the single-mask
+    token ("token", SAM), or that token unless its stability is below the threshold, when the best
+    multimask token by predicted IoU is taken instead ("stability", SAM 2's
+    ``_dynamic_multimask_via_stability``; stability = area above +delta over area above -delta)."""
+    if multimask_output:
+        tokens = list(spec.multimask_tokens)
+        return low_res[:, tokens], scores[:, tokens]
+    single = spec.single_mask_token
+    low, score = low_res[:, single:single + 1], scores[:, single:single + 1]
+    if spec.single_mask == "token":
+        return low, score
+    flat = low_res[:, single].reshape(low_res.shape[0], -1)
+    inner = np.count_nonzero(flat > spec.stability_delta, axis=1).astype(np.float32)
+    outer = np.count_nonzero(flat > -spec.stability_delta, axis=1).astype(np.float32)
+    stability = np.where(outer > 0, inner / np.maximum(outer, 1), np.float32(1.0))
+    multi = np.asarray(spec.multimask_tokens)
+    best = multi[np.argmax(scores[:, multi], axis=1)]
+    rows = np.arange(low_res.shape[0])
+    stable = stability >= spec.stability_thresh
+    low = np.where(stable[:, None, None, None], low, low_res[rows, best][:, None])
+    score = np.where(stable[:, None], score, scores[rows, best][:, None])
+    return low, score

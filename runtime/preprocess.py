@@ -56,7 +56,7 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Pre
 
     ``bgr``: channel order of ``image``.
     """
-    if spec.resize != "longest_side":
+    if spec.resize not in ("longest_side", "square"):
         raise BundleError(f"preprocess resize {spec.resize!r} is not implemented by this runtime")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
@@ -65,7 +65,8 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Pre
 
     var = image if not isinstance(image, np.ndarray) else _to_var(image)
     h, w = var.shape[:2]
-    new_h, new_w = preprocess_shape(h, w, spec.image_size)
+    square = spec.resize == "square"  # SAM 2: each axis to image_size on its own, aspect not kept
+    new_h, new_w = (spec.image_size, spec.image_size) if square else preprocess_shape(h, w, spec.image_size)
     want_bgr = spec.channel_order == "BGR"
     if min(new_h, new_w) < 1:
         # e.g. 2x40000: the official transform would ask PIL for a 0-pixel side and crash
@@ -74,7 +75,8 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Pre
     # mean/std apply to the output's channels, in the output's order
     mean = [float(v) for v in spec.pixel_mean]
     norm = [1.0 / float(v) for v in spec.pixel_std]
-    if interpolation == "pyramid" and h * w > new_h * new_w:
+    shrinks = (h > new_h or w > new_w) if square else h * w > new_h * new_w
+    if interpolation == "pyramid" and shrinks:
         # Approximate PIL's antialiased bilinear with box filters: halve while the image is still
         # twice the target (each bilinear halving is a 2x2 mean), then bilinear to twice the
         # target, and let the normalising resize below do the last halving.
@@ -84,13 +86,17 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Pre
         # instead of rounding, so each step lowers the pixels by half a level on average; the mean
         # of the final normalisation takes that back (c4_truncation).
         var = cv.cvtColor(var, cv.COLOR_BGR2BGRA if bgr else cv.COLOR_RGB2RGBA)
+        # A square resize shrinks one axis and may enlarge the other: each axis is planned on
+        # its own (an axis that does not shrink keeps its length until the last resize).
         steps = 1  # the normalising resize
-        while h >= 4 * new_h and w >= 4 * new_w:
-            h, w = h // 2, w // 2
+        while (h >= 4 * new_h or w >= 4 * new_w) if square else (h >= 4 * new_h and w >= 4 * new_w):
+            h, w = (h // 2 if h >= 4 * new_h else h), (w // 2 if w >= 4 * new_w else w)
             var = cv.resize(var, (w, h), 0.0, 0.0, cv.INTER_LINEAR)
             steps += 1
-        if (h, w) != (2 * new_h, 2 * new_w):  # same-size cv.resize returns garbage: skip it
-            h, w = 2 * new_h, 2 * new_w
+        target = (2 * new_h if h > new_h else h, 2 * new_w if w > new_w else w) if square \
+            else (2 * new_h, 2 * new_w)
+        if (h, w) != target:  # same-size cv.resize returns garbage: skip it
+            h, w = target
             var = cv.resize(var, (w, h), 0.0, 0.0, cv.INTER_LINEAR)
             steps += 1
         drop = c4_truncation() * steps
@@ -105,8 +111,11 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Pre
 
 
 def pad_to_input(normalised: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
-    """new_h x new_w x 3 float32 -> 1x3xSxS (S = ``size``), zero-padded bottom-right (zero = the mean colour)."""
+    """new_h x new_w x 3 float32 -> 1x3xSxS (S = ``size``), zero-padded bottom-right (zero = the mean
+    colour); a square resize's output is already S x S and is only transposed."""
     h, w = normalised.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(normalised.transpose(2, 0, 1)[None])
     out = np.zeros((1, 3, size, size), np.float32)
     out[0, :, :h, :w] = normalised.transpose(2, 0, 1)
     return out

@@ -24,20 +24,23 @@ def preprocess_shape(h: int, w: int, long_side: int = IMAGE_SIZE) -> tuple[int, 
     return int(h * scale + 0.5), int(w * scale + 0.5)
 
 
-def apply_coords(coords: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE) -> np.ndarray:
-    """...x2 array of (X, Y) original pixels -> float64 input-frame pixels."""
+def apply_coords(coords: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE,
+                 resize: str = "longest_side") -> np.ndarray:
+    """...x2 array of (X, Y) original pixels -> float64 input-frame pixels. ``resize``: the
+    preprocessing's ("square": SAM 2's transform_coords, x * S / W and y * S / H)."""
     old_h, old_w = original_size
-    new_h, new_w = preprocess_shape(old_h, old_w, long_side)
+    new_h, new_w = (long_side, long_side) if resize == "square" else preprocess_shape(old_h, old_w, long_side)
     out = np.array(coords, dtype=np.float64, copy=True)
     out[..., 0] *= new_w / old_w
     out[..., 1] *= new_h / old_h
     return out
 
 
-def apply_boxes(boxes: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE) -> np.ndarray:
+def apply_boxes(boxes: np.ndarray, original_size: tuple[int, int], long_side: int = IMAGE_SIZE,
+                resize: str = "longest_side") -> np.ndarray:
     """Bx4 XYXY original pixels -> Bx4 input frame."""
     return apply_coords(np.asarray(boxes, dtype=np.float64).reshape(-1, 2, 2), original_size,
-                        long_side).reshape(-1, 4)
+                        long_side, resize).reshape(-1, 4)
 
 
 def _finite(name: str, a: np.ndarray) -> None:
@@ -114,19 +117,23 @@ def validate_mask_input(mask_input, batch: int, lowres: int = LOWRES) -> Optiona
 def decoder_feeds(coords: Optional[np.ndarray], labels: Optional[np.ndarray], boxes: Optional[np.ndarray],
                   mask_input: Optional[np.ndarray], original_size: tuple[int, int],
                   embedding: Optional[np.ndarray] = None, *, long_side: int = IMAGE_SIZE,
-                  lowres: int = LOWRES) -> dict[str, np.ndarray]:
+                  lowres: int = LOWRES, resize: str = "longest_side", layout: str = "sam") -> dict[str, np.ndarray]:
     """Validated prompts in original pixels -> the decoder's prompt inputs (input frame, float32):
     ``point_coords``, ``point_labels``, ``mask_input``, ``has_mask_input`` (and ``image_embeddings``
     when ``embedding`` is given). ``long_side``: the encoder's input side; ``lowres``: the mask side.
 
-    Points come first, then the two box corners; a padding point is added only
-    when there is no box, exactly as ``PromptEncoder.forward`` does.
+    ``layout`` "sam": points come first, then the two box corners; a padding point is added only
+    when there is no box, exactly as ``PromptEncoder.forward`` does. "sam2": the box corners come
+    first, then the points, and no padding point: SAM 2's graph appends it to every prompt, as
+    ``SAM2ImagePredictor._predict`` has its prompt encoder do. ``resize``: the preprocessing's.
     """
+    if layout not in ("sam", "sam2"):
+        raise ValueError(f"prompt layout must be sam or sam2, not {layout!r}")
     parts_c, parts_l = [], []
     b = None
     if coords is not None:
         b = coords.shape[0]
-        parts_c.append(apply_coords(coords, original_size, long_side))
+        parts_c.append(apply_coords(coords, original_size, long_side, resize))
         parts_l.append(labels)
     if boxes is not None:
         if b is not None and boxes.shape[0] != b:
@@ -135,9 +142,11 @@ def decoder_feeds(coords: Optional[np.ndarray], labels: Optional[np.ndarray], bo
             parts_c[0] = np.repeat(parts_c[0], boxes.shape[0], 0)
             parts_l[0] = np.repeat(parts_l[0], boxes.shape[0], 0)
         b = boxes.shape[0]
-        parts_c.append(apply_boxes(boxes, original_size, long_side).reshape(-1, 2, 2))
-        parts_l.append(np.tile(np.array(BOX_LABELS), (b, 1)))
-    elif coords is not None:
+        corners = apply_boxes(boxes, original_size, long_side, resize).reshape(-1, 2, 2)
+        at = 0 if layout == "sam2" else len(parts_c)
+        parts_c.insert(at, corners)
+        parts_l.insert(at, np.tile(np.array(BOX_LABELS), (b, 1)))
+    elif coords is not None and layout == "sam":
         parts_c.append(np.zeros((b, 1, 2)))
         parts_l.append(np.full((b, 1), PAD_LABEL))
     if b is None:

@@ -107,3 +107,13 @@ def remove_small_regions(mask: np.ndarray, area_thresh: float, mode: str) -> tup
         keep[int(np.argmax(sizes))] = True
     sel = keep[comp]
     return _paint(mask.shape, rows[sel], starts[sel], ends[sel]), True
+
+
+def small_components(mask: np.ndarray, max_area: float) -> np.ndarray:
+    """HxW bool: the pixels of ``mask``'s 8-connected components of at most ``max_area`` pixels
+    (SAM 2's hole and sprinkle rule: ``areas <= max_area``, components touching the border included)."""
+    mask = np.asarray(mask, dtype=bool)
+    rows, starts, ends, comp, n = label_runs(mask)
+    sizes = np.bincount(comp, weights=ends - starts, minlength=n)
+    sel = (sizes <= max_area)[comp]
+    return _paint(mask.shape, rows[sel], starts[sel], ends[sel])

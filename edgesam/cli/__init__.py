@@ -223,7 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     conv = _defaults(ConvertOptions)
     c = sub.add_parser("convert", help="checkpoint -> verified ONNX/MNN bundle")
-    c.add_argument("--model", required=True, choices=["vit_t", "vit_b", "vit_l", "vit_h"])
+    from edgesam.specs import MODELS
+
+    c.add_argument("--model", required=True, choices=[n for n, m in MODELS.items() if m.user_visible])
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="official state_dict (.pt/.pth), loaded with weights_only=True")
     src.add_argument("--random-init", type=int, metavar="SEED", help="seeded random weights (untrained)")

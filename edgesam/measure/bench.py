@@ -145,7 +145,6 @@ def _rss_mb() -> float:
 
 def _run_once(pred, image: Path, batch: int) -> dict:
     from edgesam.runtime.imageio import read_image_var
-    from edgesam.runtime.postprocess import postprocess_masks
     from edgesam.runtime.preprocess import preprocess
 
     t = {}
@@ -170,8 +169,7 @@ def _run_once(pred, image: Path, batch: int) -> dict:
     pred.decode(boxes=boxes, multimask_output=False)
     t["decoder_batch"] = time.perf_counter() - s
     s = time.perf_counter()
-    postprocess_masks(low, pred.input_size, pred.original_size, threshold=pred.mask_threshold,
-                      frame=pred.preprocess_spec.image_size)
+    pred.upscale(low)
     t["postprocess"] = time.perf_counter() - s
     s = time.perf_counter()
     pred.set_image_file(image)

@@ -66,7 +66,8 @@ def _prompt_cases(contract: Contract, size: tuple[int, int], prev_logits: Option
 
     names = contract.decoder.inputs
     cases = prompt_set(size, None, prev_logits, long_side=contract.preprocess.image_size,
-                       lowres=contract.decoder.lowres_size)
+                       lowres=contract.decoder.lowres_size, resize=contract.preprocess.resize,
+                       layout=contract.decoder.prompt_layout)
     return {case: {names[k]: v for k, v in feeds.items()} for case, feeds in cases.items()}
 
 
@@ -92,24 +93,25 @@ def run_parity(reference: Runner, candidates: Iterable[Runner], images: Sequence
     models are loaded (the gate's full-variant ``masks`` output); ``references`` holds, per image, the
     reference's encoder outputs ("encoded"), the prompt cases' feeds ("cases") and its decoder outputs
     on them ("outputs"), so that nothing the reference computed is computed again."""
-    from edgesam.runtime.postprocess import upscale_logits
+    from edgesam.runtime.postprocess import mask_geometry, upscale_logits
     from edgesam.runtime.preprocess import preprocess
 
     enc_names, dec = contract.encoder, contract.decoder
     low_name, score_name = dec.outputs["low_res_logits"], dec.outputs["scores"]
-    frame = contract.preprocess.image_size
+    pre = contract.preprocess
     ref_enc, ref_dec = reference.load()
-    prepared = []  # per image: (encoder input, input_size, original size, reference outputs, prompt cases)
+    prepared = []  # per image: (encoder input, mask geometry (2), original size, reference outputs, prompt cases)
     references = []  # per image, for ``extra``
     ref_run = _Run()
     for _, img in images:
         size = img.shape[:2]
-        x, input_size = preprocess(img, contract.preprocess)
+        x, input_size = preprocess(img, pre)
+        input_size, frame = mask_geometry(pre.resize, pre.image_size, input_size, dec.lowres_size)
         encoded = ref_enc.run({enc_names.image_input: x})
         point = _prompt_cases(contract, size, None)["point"]
         first = ref_dec.run(_feeds(encoded, point, dec, size))
         cases = _prompt_cases(contract, size, first[low_name][:, dec.single_mask_token])
-        prepared.append((x, input_size, size, encoded, cases))
+        prepared.append((x, input_size, frame, size, encoded, cases))
         outputs = _record(ref_run, ref_dec, encoded, encoded, cases, dec, size, input_size, frame, upscale_logits)
         references.append({"encoded": encoded, "cases": cases, "outputs": outputs})
     ref = ref_run.result()
@@ -119,7 +121,7 @@ def run_parity(reference: Runner, candidates: Iterable[Runner], images: Sequence
         log(f"  parity: {runner.label}")
         enc, dec_b = runner.load()
         run = _Run()
-        for x, input_size, size, ref_encoded, cases in prepared:
+        for x, input_size, frame, size, ref_encoded, cases in prepared:
             own = enc.run({enc_names.image_input: x})
             _record(run, dec_b, own, ref_encoded, cases, dec, size, input_size, frame, upscale_logits)
         got = run.result()

@@ -25,10 +25,11 @@ def scene(h: int = 683, w: int = 1024, seed: int = 7) -> np.ndarray:
 
 
 def prompt_set(size: tuple[int, int], embedding: np.ndarray | None, prev_logits: np.ndarray | None, *,
-               long_side: int = IMAGE_SIZE, lowres: int = LOWRES) -> dict:
+               long_side: int = IMAGE_SIZE, lowres: int = LOWRES, resize: str = "longest_side",
+               layout: str = "sam") -> dict:
     """Named decoder feeds for points, pos+neg points, box, box+point and a batch of boxes (and a
     point with ``prev_logits`` as mask input), as ``prompts.decoder_feeds`` makes them."""
-    kw = {"long_side": long_side, "lowres": lowres}
+    kw = {"long_side": long_side, "lowres": lowres, "resize": resize, "layout": layout}
     h, w = size
     cases = {
         "point": (np.array([[w * 0.3, h * 0.4]]), np.array([1]), None),

@@ -1,0 +1,231 @@
+"""SAM 2 and SAM 2.1 image models (Hiera encoder): building, the two exported graphs, the torch reference.
+
+What is exported is what ``sam2.sam2_image_predictor.SAM2ImagePredictor`` computes on an image:
+
+- encoder (``Sam2Encoder``): ``forward_image`` (Hiera trunk + FPN neck, with the mask decoder's
+  ``conv_s0``/``conv_s1`` applied to the two high-resolution levels), ``no_mem_embed`` added to the
+  lowest-resolution level, each level back to NCHW: ``high_res_feats_0`` 1x32x256x256,
+  ``high_res_feats_1`` 1x64x128x128, ``image_embed`` 1x256x64x64;
+- decoder (``Sam2Decoder``): the prompt encoder (points with the padding point appended, as
+  ``_predict`` has it do for every prompt; the mask input blended in by ``has_mask_input``) and
+  the mask decoder's ``predict_masks`` over a batch of B prompts, returning every mask token:
+  ``masks`` Bx4x256x256 logits and ``iou_predictions`` Bx4. The runtime picks tokens (the
+  stability-based fallback included) from the manifest, as ``MaskDecoder.forward`` does.
+
+Tensor names are the SAM 2 ONNX contract of shared/DESIGN.md (samexporter's and ONNX Runtime's).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgesam.errors import CheckpointError
+from edgesam.manifest import SAM2_TENSORS
+from edgesam.specs import IMAGE_SIZE, LOWRES, get_spec
+
+# The test-only tiny Hiera: 5 blocks 8-64 wide (the global-attention one in stage 3), SAM 2.1's neck width (256) and decoder unchanged.
+TINY_TEST_OVERRIDES = ["++model.image_encoder.trunk.embed_dim=8", "++model.image_encoder.trunk.stages=[1,1,2,1]",
+                       "++model.image_encoder.trunk.global_att_blocks=[3]",
+                       "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]"]
+ENCODER_OUTPUTS = tuple(SAM2_TENSORS["encoder"]["outputs"])
+DECODER_INPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels",
+                  "mask_input", "has_mask_input")  # samexporter feeds them by position, in this order
+DECODER_OUTPUTS = ("masks", "iou_predictions")
+
+
+def config_of(name: str) -> tuple[str, list[str]]:
+    """The sam2 package's config (and hydra overrides) that build ``name``."""
+    get_spec(name)
+    if name == "sam2_tiny_test":
+        return "configs/sam2.1/sam2.1_hiera_t.yaml", list(TINY_TEST_OVERRIDES)
+    version, size = name.split("_hiera_")
+    return f"configs/{version}/{name}.yaml", []
+
+
+def import_sam2():
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from sam2.build_sam import build_sam2
+    except ImportError:
+        from edgesam.errors import InputError
+
+        raise InputError("SAM 2 models need the sam2 package: SAM2_BUILD_CUDA=0 pip install "
+                         "--no-build-isolation 'sam2==1.1.0' (after torch)") from None
+    return build_sam2
+
+
+def build_model(name: str) -> nn.Module:
+    """The official SAM2Base for ``name`` (as ``build_sam2`` makes it for the image predictor,
+    with the stability-based single-mask fallback on), untrained, in eval mode on the CPU."""
+    build_sam2 = import_sam2()
+    config, overrides = config_of(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return build_sam2(config, ckpt_path=None, device="cpu", mode="eval", hydra_overrides_extra=overrides)
+
+
+def random_model(name: str, seed: int) -> nn.Module:
+    """Seeded random weights, every tensor perturbed so that no layer is trivial ("untrained")."""
+    from edgesam.convert.models import perturb_
+
+    torch.manual_seed(seed)
+    model = build_model(name)
+    perturb_(model, seed)
+    return model.eval()
+
+
+def model_from_checkpoint(name: str, path: str | Path) -> nn.Module:
+    """An official ``sam2*.pt`` (``{"model": state_dict}``, loaded weights_only), strictly."""
+    from edgesam.convert.models import load_state_dict, load_strict
+    from edgesam.specs import MODELS, guess_model
+
+    sd = load_state_dict(path)
+    looks = guess_model(sd.keys(), {k: tuple(v.shape) for k, v in sd.items()})
+    if looks is None:
+        raise CheckpointError(f"{path}: keys look like no SAM, MobileSAM or SAM 2 model "
+                              f"(e.g. {', '.join(list(sd)[:3])})")
+    if looks != name:
+        raise CheckpointError(f"{path}: checkpoint looks like {looks}, not {name}"
+                              + (f"; pass --model {looks}" if looks in MODELS else ""))
+    return load_strict(build_model(name), sd, name, path)
+
+
+class Sam2Encoder(nn.Module):
+    """1x3x1024x1024 normalised image -> (high_res_feats_0, high_res_feats_1, image_embed)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor):
+        m = self.model
+        backbone_out = m.forward_image(image)
+        _, feats, _, sizes = m._prepare_backbone_features(backbone_out)
+        if m.directly_add_no_mem_embed:
+            feats = feats[:-1] + [feats[-1] + m.no_mem_embed]
+        # (HW)xBxC -> BxCxHxW per level, low levels first
+        out = [f.permute(1, 2, 0).reshape(1, -1, h, w) for f, (h, w) in zip(feats, sizes)]
+        return tuple(out)
+
+
+class Sam2Decoder(nn.Module):
+    """The SAM 2 prompt encoder + mask decoder over a batch of B prompts, every mask token out.
+
+    point_coords BxNx2 in the 1024 frame (box corners first, labels 2 and 3), point_labels BxN;
+    the padding point is appended here. mask_input Mx1x256x256 and has_mask_input M, M in {1, B}.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.prompt_encoder = model.sam_prompt_encoder
+        self.mask_decoder = model.sam_mask_decoder
+
+    def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
+                has_mask_input):
+        pe = self.prompt_encoder
+        sparse = pe._embed_points(point_coords, point_labels, pad=True)
+        has = has_mask_input.reshape(-1, 1, 1, 1)
+        dense = has * pe.mask_downscaling(mask_input) + (1 - has) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
+        masks, iou, _, _ = self.mask_decoder.predict_masks(
+            image_embeddings=image_embed, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense, repeat_image=True, high_res_features=[high_res_feats_0, high_res_feats_1])
+        return masks, iou
+
+
+def _encoder_shapes(model: nn.Module) -> dict:
+    with torch.no_grad():
+        outs = Sam2Encoder(model)(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+    return {name: list(o.shape) for name, o in zip(ENCODER_OUTPUTS, outs)}
+
+
+def dummy_decoder_inputs(model: nn.Module, b: int = 2, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {k: rng.standard_normal(shape).astype(np.float32) for k, shape in _encoder_shapes(model).items()}
+    labels = rng.integers(0, 4, size=(b, n)).astype(np.float32)
+    feeds.update(point_coords=rng.uniform(0, IMAGE_SIZE, size=(b, n, 2)).astype(np.float32), point_labels=labels,
+                 mask_input=rng.standard_normal((1, 1, LOWRES, LOWRES)).astype(np.float32),
+                 has_mask_input=np.ones((1,), np.float32))
+    return feeds
+
+
+def export_encoder(model: nn.Module, path: Path, opset: int):
+    from edgesam.convert.export import ExportResult, _export
+
+    x = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    _export(Sam2Encoder(model).eval(), (x,), path, ["image"], ENCODER_OUTPUTS, None, opset)
+    return ExportResult(path, {"image": [1, 3, IMAGE_SIZE, IMAGE_SIZE]}, _encoder_shapes(model))
+
+
+def export_decoder(model: nn.Module, path: Path, opset: int):
+    from edgesam.convert.export import ExportResult, _export
+
+    feeds = dummy_decoder_inputs(model)
+    args = tuple(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS)
+    dyn = {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"}, "mask_input": {0: "M"},
+           "has_mask_input": {0: "M"}, "masks": {0: "B"}, "iou_predictions": {0: "B"}}
+    _export(Sam2Decoder(model).eval(), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
+    return ExportResult(path, {k: list(v.shape) for k, v in feeds.items()},
+                        {"masks": ["B", 4, LOWRES, LOWRES], "iou_predictions": ["B", 4]})
+
+
+def count_flops(model: nn.Module) -> dict:
+    """FLOPs (2 x multiply-adds) of the encoder and of the decoder for one prompt (a box)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            Sam2Encoder(model)(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        enc = fc.get_total_flops()
+        feeds = dummy_decoder_inputs(model, b=1, n=2)
+        with FlopCounterMode(display=False) as fc:
+            Sam2Decoder(model)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
+        dec = fc.get_total_flops()
+    return {"encoder": int(enc), "decoder_per_prompt": int(dec)}
+
+
+def torch_runner(model: nn.Module, label: str = "torch"):
+    """The official modules as the parity engine's reference, with the bundle's tensor names."""
+    from edgesam.convert.reference import TorchBackend
+    from edgesam.measure.engine import Runner
+
+    def load():
+        return (TorchBackend(Sam2Encoder(model), ["image"], list(ENCODER_OUTPUTS)),
+                TorchBackend(Sam2Decoder(model), list(DECODER_INPUTS), list(DECODER_OUTPUTS)))
+
+    return Runner(label, "fp32", load)
+
+
+class Sam2Family:
+    """SAM 2 and 2.1: Hiera encoders of four sizes, one prompt encoder and mask decoder."""
+
+    name = "sam2"
+    folds_decoder = False  # one decoder graph (the official computation); no --decoder-graph choice
+    variants = ("lowres",)  # the SAM 2 contract has no "full" decoder
+
+    def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None) -> nn.Module:
+        if (checkpoint is None) == (seed is None):
+            raise ValueError("give a checkpoint or a random-init seed, not both or neither")
+        return random_model(model, seed) if checkpoint is None else model_from_checkpoint(model, checkpoint)
+
+    def export_encoder(self, sam, path: Path, opset: int):
+        return export_encoder(sam, path, opset)
+
+    def export_decoder(self, sam, path: Path, opset: int, graph: str, mnn: bool = False):
+        return export_decoder(sam, path, opset)
+
+    def sections(self, variant: str) -> dict:
+        from edgesam.manifest import sam2_sections
+
+        return sam2_sections()
+
+    def reference(self, sam):
+        return torch_runner(sam)
+
+    def count_flops(self, sam, graph: str) -> dict:
+        return count_flops(sam)
