@@ -184,6 +184,16 @@ class SamAutomaticMaskGenerator:
             point_grids=point_grids, min_mask_region_area=min_mask_region_area, output_mode=output_mode).validate()
         self._setup(predictor, progress)
 
+    @classmethod
+    def from_options(cls, predictor: Any, options: AmgOptions,
+                     progress: Optional[ProgressFn] = None) -> "SamAutomaticMaskGenerator":
+        """A generator with every AmgOptions field (SAM 2's ``mask_threshold``, ``use_m2m`` and
+        ``multimask_output`` included), on any family's predictor: what ``edgesam everything`` runs."""
+        gen = cls.__new__(cls)
+        gen.options = options.validate()
+        gen._setup(predictor, progress)
+        return gen
+
     def _setup(self, predictor: Any, progress: Optional[ProgressFn]) -> None:
         if isinstance(predictor, (str, os.PathLike)):
             from edgesam.runtime.predictor import SamPredictor

@@ -176,6 +176,10 @@ class OpenVINOBackend:
             if outputs is not None:  # e.g. the lowres outputs of a full decoder: skip the upscale
                 keep = [model.output(n) for n in outputs]
                 model = ov.Model(keep, _parameters_used(model, keep), model.friendly_name)
+            # Output names as the model file gives them: after compiling, a port can carry an internal
+            # alias too, and any_name may pick it (SAM 2's high_res_feats_1 came back as
+            # "/conv_s1/Conv_output_0").
+            names = [o.any_name for o in model.outputs]
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line C++ trace
             raise BackendError(f"{path}: OpenVINO could not load this model "
@@ -186,7 +190,7 @@ class OpenVINOBackend:
         self.request = self.compiled.create_infer_request()
         self._dtypes = {p.any_name: _np_dtype(p.get_element_type().get_type_name()) for p in self.compiled.inputs}
         self.inputs = [p.any_name for p in self.compiled.inputs]
-        self.outputs = [p.any_name for p in self.compiled.outputs]
+        self.outputs = names
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = {k: np.ascontiguousarray(inputs[k], dtype=self._dtypes[k]) for k in self.inputs}

@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"grid points per side (default {amg['points_per_side']})")
     e.add_argument("--point-grids", metavar="FILE.npy", help="Nx2 or LxNx2 points in [0,1], one grid per crop layer")
     e.add_argument("--points-per-batch", type=int, default=amg["points_per_batch"], help="prompts per decoder call")
-    e.add_argument("--pred-iou-thresh", type=float, default=amg["pred_iou_thresh"])
+    e.add_argument("--pred-iou-thresh", type=float, default=None,
+                   help=f"default: the official one of the bundle's family ({amg['pred_iou_thresh']} for SAM "
+                        "and MobileSAM, 0.8 for SAM 2)")
     e.add_argument("--stability-score-thresh", type=float, default=amg["stability_score_thresh"])
     e.add_argument("--stability-score-offset", type=float, default=amg["stability_score_offset"])
     e.add_argument("--box-nms-thresh", type=float, default=amg["box_nms_thresh"])
@@ -285,6 +287,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--crop-overlap-ratio", type=float, default=amg["crop_overlap_ratio"])
     e.add_argument("--crop-n-points-downscale-factor", type=int, default=amg["crop_n_points_downscale_factor"])
     e.add_argument("--min-mask-region-area", type=int, default=amg["min_mask_region_area"])
+    e.add_argument("--mask-threshold", type=float, default=amg["mask_threshold"],
+                   help="SAM 2's generator keyword (default: the bundle's mask threshold)")
+    e.add_argument("--use-m2m", action="store_true", help="SAM 2's one refinement step of every mask")
+    e.add_argument("--no-multimask-output", dest="multimask_output", action="store_false",
+                   help="one mask per grid point (SAM 2's multimask_output=False)")
     e.add_argument("--output-mode", default=OUTPUT_MODE, choices=list(OUTPUT_MODES),
                    help="records in --out: RLE in a .json file, or binary masks in a .npz")
     add_run_arguments(e)

@@ -5,7 +5,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -105,10 +105,14 @@ def overlay_image(image: np.ndarray, records: list[dict]) -> np.ndarray:
 
 def everything(req: EverythingRequest) -> dict[str, Any]:
     """Run one request and return a JSON-ready summary; writes ``req.out`` / ``req.overlay`` atomically."""
-    from edgesam.runtime.amg import SamAutomaticMaskGenerator
+    from edgesam.bundle import load_bundle
+    from edgesam.runtime.amg import _DEFAULTS, SAM2_DEFAULTS, SamAutomaticMaskGenerator
     from edgesam.runtime.imageio import read_image, write_image
 
     opts = req.options
+    if opts.pred_iou_thresh is None:  # left out: the official default of the bundle's family
+        sam2 = load_bundle(req.bundle, verify=False).spec.family == "sam2"
+        opts = replace(opts, pred_iou_thresh=(SAM2_DEFAULTS if sam2 else _DEFAULTS).pred_iou_thresh)
     if req.point_grids:
         if opts.points_per_side is not None:
             raise InputError("give --points-per-side or --point-grids, not both")
@@ -119,8 +123,7 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     t0 = time.perf_counter()
     pred = req.run.predictor(req.bundle)
     t_load = time.perf_counter() - t0
-    gen = SamAutomaticMaskGenerator(pred, **{k: v for k, v in asdict(opts).items()},
-                                    progress=stderr_progress() if req.progress else None)
+    gen = SamAutomaticMaskGenerator.from_options(pred, opts, progress=stderr_progress() if req.progress else None)
     t0 = time.perf_counter()
     records = gen.generate(image)
     t_gen = time.perf_counter() - t0
