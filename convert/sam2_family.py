@@ -106,11 +106,13 @@ class Sam2Encoder(nn.Module):
     def forward(self, image: torch.Tensor):
         m = self.model
         backbone_out = m.forward_image(image)
-        _, feats, _, sizes = m._prepare_backbone_features(backbone_out)
+        _, feats, _, _ = m._prepare_backbone_features(backbone_out)
         if m.directly_add_no_mem_embed:
             feats = feats[:-1] + [feats[-1] + m.no_mem_embed]
-        # (HW)xBxC -> BxCxHxW per level, low levels first
-        out = [f.permute(1, 2, 0).reshape(1, -1, h, w) for f, (h, w) in zip(feats, sizes)]
+        # (HW)xBxC -> BxCxHxW per level, low levels first, at the predictor's fixed feature sizes
+        # (strides 4, 8, 16; as Python ints, so the exported shapes are static)
+        sizes = [IMAGE_SIZE // stride for stride in (4, 8, 16)]
+        out = [f.permute(1, 2, 0).reshape(1, int(f.shape[2]), n, n) for f, n in zip(feats, sizes)]
         return tuple(out)
 
 
