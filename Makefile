@@ -7,6 +7,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
+	# SAM 2's code (an sdist): built against the torch above, without its CUDA extension
+	SAM2_BUILD_CUDA=0 $(VENV)/bin/pip install -q --no-build-isolation 'sam2==1.1.0'
 	$(VENV)/bin/pip install -q -e '.[convert,dev,openvino]'
 	touch $(STAMP)
 

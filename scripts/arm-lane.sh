@@ -192,6 +192,20 @@ fi
 
 # CPU seconds (user + sys) of every process the lane waited for: wall time alone says more about the
 # host's load than about the lane.
+if [ "$BUNDLE" = "$WORK/bundle" ]; then  # the lane's own bundles (not a bundle given on the command line)
+    step "SAM 2: converting the tiny test model and a seeded random sam2.1_hiera_t on the host"
+    env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$CHECKS" convert-sam2 "$WORK/sam2_tiny" "$WORK/sam2_t" \
+        || die "converting the SAM 2 models failed"
+    env -u PYTHONPATH -u PYTHONNOUSERSITE "$HOST_PY" "$CHECKS" sam2-reference "$WORK/sam2_tiny" "$WORK/sam2_t" \
+        "$IMAGE" "$WORK/x86" || die "the x86 SAM 2 reference run failed"
+    step "ARM: SAM 2 segment (tiny), its encoder and hiera_t's decoder at precision low"
+    arm "$CHECKS" sam2 "$WORK/sam2_tiny" "$WORK/sam2_t" "$IMAGE" "$WORK/x86" "$WORK/arm" \
+        || echo "arm-lane: check sam2 FAILED" >&2
+else
+    echo '{"ok": true, "skipped": "a bundle given on the command line: the SAM 2 checks run on the lane'"'"'s own", "failures": []}' \
+        > "$WORK/arm/sam2.json"
+fi
+
 times > "$WORK/times.txt"  # in this shell: inside $( ) `times` would see a subshell with no children
 CPU=$(tail -1 "$WORK/times.txt" | awk '{ split($1, u, /[ms]/); split($2, s, /[ms]/); printf "%.0f", u[1]*60 + u[2] + s[1]*60 + s[2] }')
 "$HOST_PY" "$CHECKS" report "$WORK/arm" --seconds $((SECONDS - T0)) --cpu "$CPU"

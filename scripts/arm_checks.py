@@ -13,6 +13,11 @@ Each subcommand is one fresh process, either on the x86 host or under qemu-aarch
                                       emulator: decoder/encoder at MNN precision "low" against x86 fp32
   int8 BUNDLE X86 ARM                 emulator: the int8 encoder in int8 arithmetic (MNN memory mode
                                       low, ARM sdot/i8mm kernels) against x86 fp32
+  convert-sam2 TINY T                 host, torch: the test-only tiny SAM 2 (fp32, fp16) and seeded random
+                                      sam2.1_hiera_t (fp32) bundles
+  sam2-reference TINY T IMAGE X86     host: x86 MNN fp32 results of both (segment CLI, encoder, decoder)
+  sam2 TINY T IMAGE X86 ARM           emulator: `edgesam segment` on the tiny SAM 2 bundle (fp32), its encoder's
+                                      three outputs at precision "low", and hiera_t's decoder at "low", against x86
   report ARM [--seconds S]            host: print the report; exit 1 unless every check passed
 
 The fp16 decoder check runs a *trained* decoder (``--decoder-bundle``, by default the lane's
@@ -176,6 +181,53 @@ def reference(a) -> int:
         np.savez(out / "encoder_int8.npz", **{
             mode: open_backend(b, "encoder", "mnn", "int8", int(THREADS), int8_compute=mode).run(
                 {"image": x})["image_embeddings"] for mode in ("off", "on")})
+    return 0
+
+
+def convert_sam2(a) -> int:
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    convert(ConvertOptions(model="sam2_tiny_test", out=Path(a.tiny), random_init=0, precisions=("fp32", "fp16"),
+                           force=True))
+    convert(ConvertOptions(model="sam2.1_hiera_t", out=Path(a.t), random_init=0, precisions=("fp32",), force=True))
+    return 0
+
+
+def _sam2_decoder_feeds(pred) -> dict:
+    """The lane's point and box as one SAM 2 prompt (box corners first), on ``pred``'s current image."""
+    from edgesam.runtime import prompts
+
+    coords, labels, boxes = _decoder_prompts()
+    d = pred.decoder_spec
+    feeds = prompts.decoder_feeds(coords, labels, boxes, None, pred.original_size, resize="square",
+                                  layout=d.prompt_layout)
+    return {**pred._encoded, **{d.inputs[k]: v for k, v in feeds.items()}}
+
+
+def sam2_reference(a) -> int:
+    """x86 MNN fp32: the segment CLI on the tiny SAM 2 bundle, its encoder input and outputs, and
+    hiera_t's decoder outputs on hiera_t's own x86 encoder outputs for the lane's prompt."""
+    import subprocess
+
+    import numpy as np
+
+    from edgesam.runtime.imageio import read_image
+    from edgesam.runtime.predictor import SamPredictor
+    from edgesam.runtime.preprocess import preprocess
+
+    out = Path(a.x86)
+    out.mkdir(parents=True, exist_ok=True)
+    argv = _segment_argv(a.tiny, a.image, out / "sam2_segment.npz", out / "sam2_segment.json")
+    subprocess.run([sys.executable, "-m", "edgesam.cli", *argv], check=True)
+    image = read_image(a.image)
+    tiny = SamPredictor(a.tiny, backend="mnn", precision="fp32", threads=int(THREADS))
+    x, _ = preprocess(image, tiny.preprocess_spec)
+    tiny.set_image(image)
+    t = SamPredictor(a.t, backend="mnn", precision="fp32", threads=int(THREADS))
+    t.set_image(image)
+    feeds = _sam2_decoder_feeds(t)
+    np.savez(out / "sam2.npz", image=x, **{f"enc_{k}": v for k, v in tiny._encoded.items()},
+             **{f"feed_{k}": v for k, v in feeds.items()}, **{f"dec_{k}": v for k, v in t.decoder.run(feeds).items()})
     return 0
 
 
@@ -350,6 +402,59 @@ def int8(a) -> int:
                    "int8 arithmetic is within fp32 noise of the expanded int8 weights on x86: it did not run")
 
 
+def sam2(a) -> int:
+    """SAM 2 on aarch64: the tiny model's whole segment pipeline (MNN fp32), its encoder's three outputs
+    with fp16 arithmetic, and sam2.1_hiera_t's decoder with fp16 arithmetic, each against x86 fp32.
+    The hiera_t weights are seeded random (no SAM 2 model is trained here), so its logits are those of
+    an untrained decoder: a fair test of the arithmetic, a weak one of what a real model's masks do."""
+    import numpy as np
+
+    from edgesam.bundle import load_bundle
+    from edgesam.cli import main as cli
+    from edgesam.measure.parity import TOLERANCES
+    from edgesam.runtime.predictor import open_backend
+
+    arm, x86 = Path(a.arm), Path(a.x86)
+    arm.mkdir(parents=True, exist_ok=True)
+    ref = np.load(x86 / "sam2.npz")
+    res = {"failures": []}
+    t = time.perf_counter()
+    rc = cli(_segment_argv(a.tiny, a.image, arm / "sam2_segment.npz", arm / "sam2_segment.json"))
+    res["segment_s"] = round(time.perf_counter() - t, 1)
+    if rc != 0:
+        res["failures"].append(f"edgesam segment on the tiny SAM 2 bundle exited {rc}")
+    else:
+        got, want = np.load(arm / "sam2_segment.npz"), np.load(x86 / "sam2_segment.npz")
+        res["segment_logits"] = _cells("sam2 segment logits", want["low_res_logits"], got["low_res_logits"], "fp32",
+                                       "logits", "arm mnn fp32")
+        ious = [float((r & g).sum() / max((r | g).sum(), 1)) for r, g in zip(want["masks"], got["masks"])]
+        res["segment_mask_iou"] = ious
+        if min(ious) < TOLERANCES["fp32"].mask_iou:
+            res["failures"].append(f"sam2 segment: full-resolution mask IoU {min(ious):.4f}")
+        res["failures"] += res["segment_logits"]["failures"]
+    tiny, big = load_bundle(a.tiny), load_bundle(a.t)
+    enc = open_backend(tiny, "encoder", "mnn", "fp32", int(THREADS), runtime_precision="low")
+    t = time.perf_counter()
+    outs = enc.run({"image": ref["image"]})
+    res["encoder_s"] = round(time.perf_counter() - t, 1)
+    label = "arm mnn fp32 (runtime low)"
+    res["encoder"] = {k: _cells(f"sam2 encoder {k}", ref[f"enc_{k}"], v, "fp16", "tensor", label) for k, v in outs.items()}
+    for c in res["encoder"].values():
+        res["failures"] += c["failures"]
+    dec = open_backend(big, "decoder", "mnn", "fp32", int(THREADS), runtime_precision="low")
+    feeds = {k[5:]: ref[k] for k in ref.files if k.startswith("feed_")}
+    t = time.perf_counter()
+    out = dec.run(feeds)
+    res["decoder_s"] = round(time.perf_counter() - t, 1)
+    res["decoder_model"] = _describe(big)
+    res["decoder_logits"] = _cells("sam2 decoder logits", ref["dec_masks"], out["masks"], "fp16", "logits", label)
+    res["decoder_scores"] = _cells("sam2 decoder scores", ref["dec_iou_predictions"], out["iou_predictions"], "fp16",
+                                   "scores", label)
+    res["failures"] += res["decoder_logits"]["failures"] + res["decoder_scores"]["failures"]
+    return _finish(a.arm, "sam2", res, res["decoder_logits"], MIN_FP16_REL,
+                   "precision low is within fp32 noise of x86 on the SAM 2 decoder: fp16 arithmetic did not run")
+
+
 def _describe(bundle) -> str:
     m = bundle.manifest
     return f"{m['model']} ({'untrained' if m.get('untrained') else 'trained'})"
@@ -366,7 +471,7 @@ def _fig(c: dict) -> str:
 def report(a) -> int:
     arm = Path(a.arm)
     results = {}
-    for name in ("platform", "notorch", "segment", "fp16", "int8"):
+    for name in ("platform", "notorch", "segment", "fp16", "int8", "sam2"):
         p = arm / f"{name}.json"
         results[name] = json.loads(p.read_text()) if p.is_file() else {"ok": False, "failures": ["did not run"]}
     pl = results["platform"]
@@ -410,6 +515,15 @@ def report(a) -> int:
         lines.append(f"           x86 int8 in int8 arithmetic: {_fig(i8['x86_int8_on'])}; in fp32 arithmetic: "
                      f"{_fig(i8['x86_int8_off'])}; ARM vs x86 expanded int8: rel "
                      f"{i8['vs_x86_int8_expanded']['rel_max']:.2g}")
+    s2 = results["sam2"]
+    if "decoder_logits" in s2:
+        if "segment_logits" in s2:
+            lines.append(f"sam2       tiny SAM 2 segment, MNN fp32 vs x86 fp32 (wall {s2['segment_s']} s): logits "
+                         f"{_fig(s2['segment_logits'])}; full-res mask IoU {min(s2['segment_mask_iou']):.4f}")
+        for k, c in s2["encoder"].items():
+            lines.append(f"           tiny encoder {k}, precision low vs x86 fp32: {_fig(c)}")
+        lines.append(f"           decoder of {s2['decoder_model']}, precision low vs x86 fp32 (wall {s2['decoder_s']} s): "
+                     f"{_fig(s2['decoder_logits'])}; scores max abs {s2['decoder_scores']['max_abs']:.3g}")
     failed = {n: r["failures"] for n, r in results.items() if not r.get("ok")}
     for name, r in results.items():
         lines.append(f"{name:<10} {'ok' if r.get('ok') else 'FAILED: ' + '; '.join(r['failures'])}")
@@ -429,6 +543,9 @@ def main(argv=None) -> int:
                            ("platform", platform_check, ["arm"]), ("notorch", notorch, ["arm"]),
                            ("segment", segment, ["bundle", "image", "x86", "arm"]),
                            ("fp16", fp16, ["bundle", "x86", "arm"]), ("int8", int8, ["bundle", "x86", "arm"]),
+                           ("convert-sam2", convert_sam2, ["tiny", "t"]),
+                           ("sam2-reference", sam2_reference, ["tiny", "t", "image", "x86"]),
+                           ("sam2", sam2, ["tiny", "t", "image", "x86", "arm"]),
                            ("report", report, ["arm"])):
         s = sub.add_parser(name)
         for arg in args:
