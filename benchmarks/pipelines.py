@@ -270,10 +270,53 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return mask_iou(a, b)
 
 
-def main() -> None:
+def start_workers(serve, specs: list) -> list:
+    """One process per pipeline (spawned: no framework's thread pool or allocator state carries over
+    into another pipeline's turn; torch's OpenMP threads keep spinning for a few ms after each call).
+    ``serve(conn, cls_name, args)`` builds the pipeline and answers timing requests."""
     import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    workers = []
+    for cls_name, args in specs:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=serve, args=(child, cls_name, args), daemon=True)
+        proc.start()
+        workers.append((parent.recv(), parent, proc))
+    return workers
+
+
+def interleave(workers: list, images: dict, runs: int, settle: float) -> tuple[dict, dict, dict, dict]:
+    """Time every worker on every image, rep by rep, one at a time after ``settle`` s of idle, in a new
+    random order each turn. Rep 0 is the warm-up; it returns the first masks and the RSS after the
+    first image. Returns (times[(name, image, stage)], rss after the first image, peak rss, masks)."""
     import random
 
+    order = random.Random(0)
+    times = {(name, img, stage): [] for name, _, _ in workers for img in images for stage in ("first", "decode", "enc")}
+    rss_small, rss_peak, masks = {}, {}, {}
+    for rep in range(runs + 1):
+        for img, path in images.items():
+            for name, conn, _ in order.sample(workers, len(workers)):
+                time.sleep(settle)
+                conn.send((path, rep == 0))
+                first, dec, enc, rss, packed = conn.recv()
+                rss_peak[name] = rss
+                if rep == 0:
+                    masks[(name, img)] = _unpack(packed)
+                    rss_small.setdefault(name, rss)
+                else:
+                    times[(name, img, "first")].append(first)
+                    times[(name, img, "decode")].append(dec)
+                    times[(name, img, "enc")].append(enc)
+        print(f"rep {rep}/{runs} done", flush=True)
+    for _, conn, proc in workers:
+        conn.send(None)
+        proc.join()
+    return times, rss_small, rss_peak, masks
+
+
+def main() -> None:
     from edgesam.measure.bench import matmul_peak
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -301,39 +344,10 @@ def main() -> None:
         specs.insert(4, ("Edgesam", (folded, t, "openvino")))
     if a.with_reference:
         specs += [("Edgesam", (lowres, t, "ort", "-reference")), ("Edgesam", (lowres, t, "mnn", "-reference"))]
-    # One process per pipeline, and only one works at a time after a short idle: no framework's
-    # thread pool or allocator state can carry over into another pipeline's turn (torch's OpenMP
-    # threads keep spinning for a few ms after each call).
-    ctx = mp.get_context("spawn")
-    workers = []
-    for cls_name, args in specs:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, cls_name, args), daemon=True)
-        proc.start()
-        workers.append((parent.recv(), parent, proc))
+    workers = start_workers(_serve, specs)
     if json.loads((folded / "manifest.json").read_text()).get("untrained"):
         print("edgesam bundles: UNTRAINED (random) weights")
-    order = random.Random(0)
-    times = {(name, img, stage): [] for name, _, _ in workers for img in images for stage in ("first", "decode", "enc")}
-    rss_small, rss_peak, masks = {}, {}, {}
-    for rep in range(a.runs + 1):  # rep 0 is warm-up; it also returns the first masks and the 600x400 RSS
-        for img, path in images.items():
-            for name, conn, _ in order.sample(workers, len(workers)):  # a new order each turn
-                time.sleep(a.settle)
-                conn.send((path, rep == 0))
-                first, dec, enc, rss, packed = conn.recv()
-                rss_peak[name] = rss
-                if rep == 0:
-                    masks[(name, img)] = _unpack(packed)
-                    rss_small.setdefault(name, rss)  # after load + the first image (600x400) only
-                else:
-                    times[(name, img, "first")].append(first)
-                    times[(name, img, "decode")].append(dec)
-                    times[(name, img, "enc")].append(enc)
-        print(f"rep {rep}/{a.runs} done", flush=True)
-    for _, conn, proc in workers:
-        conn.send(None)
-        proc.join()
+    times, rss_small, rss_peak, masks = interleave(workers, images, a.runs, a.settle)
     peak = matmul_peak(t)
     flops = json.loads((folded / "manifest.json").read_text())["flops"]["encoder"]
     print(f"\nmedian of {a.runs} interleaved runs, {t} threads, vit_t, one process per pipeline. Ratios: pipeline / "

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipelines import MORE_PROMPTS, _iou, _timed, _unpack, make_images  # noqa: E402
+from pipelines import MORE_PROMPTS, _iou, _timed, interleave, make_images, start_workers  # noqa: E402
 
 MODEL = "sam2.1_hiera_t"
 
@@ -152,8 +151,6 @@ def _serve(conn, cls_name: str, args: tuple) -> None:
 
 
 def main() -> None:
-    import multiprocessing as mp
-
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
@@ -169,32 +166,8 @@ def main() -> None:
     specs = [("TorchOfficial", (t, a.checkpoint)), ("OrtSamexporter", (bundle, t)), ("Edgesam", (bundle, t)),
              ("Edgesam", (bundle, t, "mnn", "fp16")), ("Edgesam", (bundle, t, "mnn", "int8")),
              ("Edgesam", (bundle, t, "ort")), ("Edgesam", (bundle, t, "openvino"))]
-    ctx = mp.get_context("spawn")
-    workers = []
-    for cls_name, args in specs:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, cls_name, args), daemon=True)
-        proc.start()
-        workers.append((parent.recv(), parent, proc))
-    order = random.Random(0)
-    times = {(n, img, s): [] for n, _, _ in workers for img in images for s in ("first", "decode", "enc")}
-    rss, masks = {}, {}
-    for rep in range(a.runs + 1):  # rep 0: warm-up, and the first masks
-        for img, path in images.items():
-            for name, conn, _ in order.sample(workers, len(workers)):
-                time.sleep(a.settle)
-                conn.send((path, rep == 0))
-                first, dec, enc, peak, packed = conn.recv()
-                rss[name] = peak
-                if rep == 0:
-                    masks[(name, img)] = _unpack(packed)
-                else:
-                    for stage, v in (("first", first), ("decode", dec), ("enc", enc)):
-                        times[(name, img, stage)].append(v)
-        print(f"rep {rep}/{a.runs} done", flush=True)
-    for _, conn, proc in workers:
-        conn.send(None)
-        proc.join()
+    workers = start_workers(_serve, specs)
+    times, _, rss, masks = interleave(workers, images, a.runs, a.settle)
     untrained = json.loads((bundle / "manifest.json").read_text()).get("untrained")
     print(f"\n{MODEL}{' (UNTRAINED random weights)' if untrained else ''}: median of {a.runs} interleaved runs, "
           f"{t} threads, one process per pipeline; ratios against ort-samexporter; IoU: the first point's 3 masks "

@@ -101,17 +101,18 @@ def load_state_dict(path: str | Path) -> dict:
     return {k: v.float() if v.is_floating_point() else v for k, v in obj.items()}
 
 
-def model_from_checkpoint(name: str, path: str | Path) -> torch.nn.Module:
-    """Build ``name`` and load the checkpoint strictly, with one clear error if it does not fit."""
+def model_from_checkpoint(name: str, path: str | Path, build=build_model) -> torch.nn.Module:
+    """Build ``name`` (with ``build``: this module's for SAM and MobileSAM, sam2_family's for SAM 2)
+    and load the checkpoint strictly, with one clear error if it does not fit."""
     sd = load_state_dict(path)
     looks = guess_model(sd.keys(), {k: tuple(v.shape) for k, v in sd.items()})
     if looks is None:
-        raise CheckpointError(f"{path}: keys look like no SAM/MobileSAM model "
+        raise CheckpointError(f"{path}: keys look like no SAM, MobileSAM or SAM 2 model "
                               f"(e.g. {', '.join(list(sd)[:3])})")
     if looks != name:
         raise CheckpointError(f"{path}: checkpoint looks like {looks}, not {name}; pass --model {looks}"
                               if looks in MODELS else f"{path}: checkpoint looks like {looks}, not {name}")
-    return load_strict(build_model(name), sd, name, path)
+    return load_strict(build(name), sd, name, path)
 
 
 def load_strict(model: torch.nn.Module, sd: dict, name: str, path: str | Path) -> torch.nn.Module:

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgesam.errors import CheckpointError
 from edgesam.manifest import SAM2_TENSORS
 from edgesam.specs import IMAGE_SIZE, LOWRES, get_spec
 
@@ -82,18 +81,9 @@ def random_model(name: str, seed: int) -> nn.Module:
 
 def model_from_checkpoint(name: str, path: str | Path) -> nn.Module:
     """An official ``sam2*.pt`` (``{"model": state_dict}``, loaded weights_only), strictly."""
-    from edgesam.convert.models import load_state_dict, load_strict
-    from edgesam.specs import MODELS, guess_model
+    from edgesam.convert import models
 
-    sd = load_state_dict(path)
-    looks = guess_model(sd.keys(), {k: tuple(v.shape) for k, v in sd.items()})
-    if looks is None:
-        raise CheckpointError(f"{path}: keys look like no SAM, MobileSAM or SAM 2 model "
-                              f"(e.g. {', '.join(list(sd)[:3])})")
-    if looks != name:
-        raise CheckpointError(f"{path}: checkpoint looks like {looks}, not {name}"
-                              + (f"; pass --model {looks}" if looks in MODELS else ""))
-    return load_strict(build_model(name), sd, name, path)
+    return models.model_from_checkpoint(name, path, build=build_model)
 
 
 class Sam2Encoder(nn.Module):

@@ -256,7 +256,7 @@ def notorch(a) -> int:
     import edgesam.runtime  # noqa: F401
     from edgesam.cli import everything, segment  # noqa: F401
     from edgesam.measure import bench, paritymatrix  # noqa: F401
-    from edgesam.runtime import amg, backends, postprocess, predictor, prompts  # noqa: F401
+    from edgesam.runtime import amg, backends, postprocess, predictor, prompts, sam2_predictor  # noqa: F401
 
     present = [m for m in HEAVY if importlib.util.find_spec(m) is not None]
     loaded = [m for m in HEAVY if m in sys.modules]

@@ -187,7 +187,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from edgesam.cli.demo import run_demo
 
     report = run_demo(out=Path(a.out), checkpoint=Path(a.checkpoint) if a.checkpoint else None,
-                      seed=a.seed, threads=a.threads, untrained=a.untrained)
+                      seed=a.seed, threads=a.threads, untrained=a.untrained, model=a.model)
     write_json(a.json, report)
     return 0 if report["parity_ok"] else 1
 
@@ -336,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="build, convert, check and run the built-in default model")
     d.add_argument("--out", default="edgesam-demo")
+    d.add_argument("--model", default="vit_t", choices=[n for n, m in MODELS.items() if m.user_visible],
+                   help="the model to convert and run (default vit_t, the built-in demo model; any other needs "
+                        "--checkpoint or --untrained)")
     d.add_argument("--checkpoint", help="a vit_t state_dict to use instead of the built-in model "
                    "(assets/demo_vit_t.pt, trained on synthetic shapes)")
     d.add_argument("--untrained", action="store_true", help="seeded random weights instead of the built-in model")

@@ -25,7 +25,7 @@ def _log(msg: str) -> None:
 
 
 def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, threads: Optional[int] = None,
-             untrained: bool = False) -> dict:
+             untrained: bool = False, model: str = "vit_t") -> dict:
     from edgesam.bundle import atomic_write_bytes
     from edgesam.errors import InputError
     from edgesam.convert.pipeline import ConvertOptions, convert
@@ -37,8 +37,14 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bundle = out / "bundle"
+    from edgesam.specs import get_spec
+
+    get_spec(model)
     if untrained and checkpoint is not None:
         raise InputError("give either --checkpoint or --untrained, not both")
+    if model != "vit_t" and not untrained and checkpoint is None:
+        raise InputError(f"the built-in demo model is a vit_t: --model {model} needs --checkpoint (the official "
+                         f"weights) or --untrained")
     if not untrained and checkpoint is None:
         checkpoint = DEMO_CHECKPOINT
         if not checkpoint.is_file():
@@ -46,7 +52,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
                              "(pass --checkpoint or --untrained)")
         _log(f"demo model: {checkpoint} (MobileSAM architecture trained on synthetic shapes only)")
     t0 = time.perf_counter()
-    manifest = convert(ConvertOptions(model="vit_t", out=bundle, checkpoint=checkpoint,
+    manifest = convert(ConvertOptions(model=model, out=bundle, checkpoint=checkpoint,
                                       random_init=seed if untrained else None, force=True, threads=threads),
                        log=_log)
     t_convert = time.perf_counter() - t0
