@@ -22,13 +22,15 @@ if TYPE_CHECKING:  # torch is imported by the implementations only
 class Family(Protocol):
     name: str
     folds_decoder: bool  # whether --decoder-graph chooses between the folded and the reference graph
+    mnn_encoder_graph: bool  # whether the MNN encoder files come from a graph of their own (export_encoder(mnn=True))
     variants: tuple[str, ...]  # the --decoder variants this family exports
 
     def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None) -> "torch.nn.Module":
         """The torch model: from an official checkpoint (weights_only loading), or seeded random weights."""
 
-    def export_encoder(self, sam: "torch.nn.Module", path: Path, opset: int) -> "ExportResult":
-        """encoder.onnx with the tensor names of ``sections``."""
+    def export_encoder(self, sam: "torch.nn.Module", path: Path, opset: int, mnn: bool = False) -> "ExportResult":
+        """encoder.onnx with the tensor names of ``sections`` (or, with ``mnn``, the graph the MNN
+        files are converted from, where ``mnn_encoder_graph``)."""
 
     def export_decoder(self, sam: "torch.nn.Module", path: Path, opset: int, graph: str,
                        mnn: bool = False) -> "ExportResult":
@@ -50,6 +52,7 @@ class SamFamily:
     (``convert/models.py``: segment-anything's or mobile_sam's registry)."""
 
     folds_decoder = True
+    mnn_encoder_graph = False
     variants = ("lowres", "full")
 
     def __init__(self, name: str) -> None:
@@ -63,7 +66,7 @@ class SamFamily:
         return models.random_model(model, seed) if checkpoint is None else models.model_from_checkpoint(model,
                                                                                                        checkpoint)
 
-    def export_encoder(self, sam, path: Path, opset: int):
+    def export_encoder(self, sam, path: Path, opset: int, mnn: bool = False):
         from edgesam.convert import export
 
         return export.export_encoder(sam, path, opset)

@@ -153,6 +153,12 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                                                              opset=opts.opset, graph=opts.decoder_graph, mnn=True))
                 prog.stage("finalise mnn decoder onnx", partial(finalise_onnx, sources["decoder"], meta=meta,
                                                                 simplify=opts.simplify, make_full=full))
+                if family.mnn_encoder_graph:  # e.g. SAM 2: global attention summed in chunks for ARM fp16
+                    sources["encoder"] = Path(work) / "encoder.onnx"
+                    prog.stage("export encoder for mnn", partial(family.export_encoder, sam, path=sources["encoder"],
+                                                                 opset=opts.opset, mnn=True))
+                    prog.stage("finalise mnn encoder onnx", partial(finalise_onnx, sources["encoder"], meta=meta,
+                                                                    simplify=opts.simplify, make_full=False))
                 float_layers = convert_mnn(sources, gelu, tmp, opts.model, prog)
             if "openvino" in opts.formats:
                 from edgesam.convert.openvino import onnx_to_openvino
@@ -385,7 +391,9 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         "source": source,
         **sections,
         "decoder": {**sections["decoder"], "graph": graph, "multimask_outputs": 3,
-                    **({"mnn_graph": _mnn_graph_note()} if "mnn" in opts.formats and family.folds_decoder else {})},
+                    **({"mnn_graph": _mnn_graph_note(family)} if "mnn" in opts.formats else {})},
+        **({"encoder": {**sections["encoder"], "mnn_graph": _mnn_encoder_note()}}
+           if "mnn" in opts.formats and family.mnn_encoder_graph else {}),
         "files": files,
         "flops": flops,
         "parity": {"reference": "torch", "ok": all(c.ok for c in cells),
@@ -396,10 +404,19 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
     }
 
 
-def _mnn_graph_note() -> str:
+def _mnn_encoder_note() -> str:
+    from edgesam.convert.export import AV_CHUNK
+
+    return (f"encoder.onnx's graph with the global-attention blocks' probabilities @ values summed over the "
+            f"keys in chunks of {AV_CHUNK} (ARM fp16 accumulation); the same function")
+
+
+def _mnn_graph_note(family) -> str:
     """How the MNN files' decoder graph differs from decoder.onnx's (the same function; export.decoder_wrapper)."""
     from edgesam.convert.export import AV_CHUNK
 
+    if not family.folds_decoder:
+        return f"decoder.onnx's graph with token->image key sums in chunks of {AV_CHUNK} (ARM fp16 accumulation)"
     return (f"decoder.onnx's graph with MNN workarounds: token->image key sums in chunks of {AV_CHUNK} "
             "(ARM fp16 accumulation); folded graph: image keys expanded to the prompt batch, image-major "
             "attention scores and no If (the mask head always runs)")

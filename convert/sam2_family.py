@@ -16,6 +16,7 @@ Tensor names are the SAM 2 ONNX contract of shared/DESIGN.md (samexporter's and 
 """
 from __future__ import annotations
 
+import copy
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -86,16 +87,50 @@ def model_from_checkpoint(name: str, path: str | Path) -> nn.Module:
     return models.model_from_checkpoint(name, path, build=build_model)
 
 
-class Sam2Encoder(nn.Module):
-    """1x3x1024x1024 normalised image -> (high_res_feats_0, high_res_feats_1, image_embed)."""
+class ChunkedGlobalAttention(nn.Module):
+    """Hiera's ``MultiScaleAttention`` of a global-attention block (no query pooling) with the
+    probabilities @ values product summed over the keys in chunks (``sam_decoder.chunked_attention``):
+    the same function; in the graph the MNN files come from, so that MNN's ARM fp16 kernels do not
+    accumulate the 4096 keys of a 64x64 stage in one fp16 sum."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, attn: nn.Module, chunk: int) -> None:
+        super().__init__()
+        self.qkv, self.proj, self.num_heads, self.chunk = attn.qkv, attn.proj, attn.num_heads, chunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from edgesam.convert.sam_decoder import chunked_attention
+
+        b, h, w, _ = x.shape
+        q, k, v = torch.unbind(self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4), 0)
+        out = chunked_attention(q, k, v, self.chunk)
+        return self.proj(out.transpose(1, 2).reshape(b, h, w, -1))
+
+
+def chunked_image_encoder(model: nn.Module, chunk: int) -> nn.Module:
+    """A copy of ``model.image_encoder`` whose global-attention blocks sum their keys in chunks."""
+    enc = copy.deepcopy(model.image_encoder)
+    for block in enc.trunk.blocks:
+        if block.window_size == 0 and block.attn.q_pool is None:
+            block.attn = ChunkedGlobalAttention(block.attn, chunk)
+    return enc
+
+
+class Sam2Encoder(nn.Module):
+    """1x3x1024x1024 normalised image -> (high_res_feats_0, high_res_feats_1, image_embed).
+
+    ``av_chunk``: the graph the MNN files are converted from (global attention summed in chunks)."""
+
+    def __init__(self, model: nn.Module, av_chunk: int = 0) -> None:
         super().__init__()
         self.model = model
+        self.image_encoder = chunked_image_encoder(model, av_chunk) if av_chunk else model.image_encoder
 
     def forward(self, image: torch.Tensor):
         m = self.model
-        backbone_out = m.forward_image(image)
+        backbone_out = self.image_encoder(image)  # SAM2Base.forward_image, with this encoder
+        if m.use_high_res_features_in_sam:
+            fpn = backbone_out["backbone_fpn"]
+            fpn[0], fpn[1] = m.sam_mask_decoder.conv_s0(fpn[0]), m.sam_mask_decoder.conv_s1(fpn[1])
         _, feats, _, _ = m._prepare_backbone_features(backbone_out)
         if m.directly_add_no_mem_embed:
             feats = feats[:-1] + [feats[-1] + m.no_mem_embed]
@@ -113,10 +148,17 @@ class Sam2Decoder(nn.Module):
     the padding point is appended here. mask_input Mx1x256x256 and has_mask_input M, M in {1, B}.
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, av_chunk: int = 0) -> None:
         super().__init__()
         self.prompt_encoder = model.sam_prompt_encoder
         self.mask_decoder = model.sam_mask_decoder
+        if av_chunk:  # the MNN files' graph: a copy of the decoder whose token->image sums run in chunks
+            from edgesam.convert.sam_decoder import chunked_transformer
+
+            md = copy.copy(model.sam_mask_decoder)
+            md._modules = dict(md._modules)  # the copy's own module table: the caller's model is untouched
+            md.transformer = chunked_transformer(model.sam_mask_decoder.transformer, av_chunk)
+            self.mask_decoder = md
 
     def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
                 has_mask_input):
@@ -146,22 +188,23 @@ def dummy_decoder_inputs(model: nn.Module, b: int = 2, n: int = 3, seed: int = 0
     return feeds
 
 
-def export_encoder(model: nn.Module, path: Path, opset: int):
-    from edgesam.convert.export import ExportResult, _export
+def export_encoder(model: nn.Module, path: Path, opset: int, mnn: bool = False):
+    from edgesam.convert.export import AV_CHUNK, ExportResult, _export
 
     x = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
-    _export(Sam2Encoder(model).eval(), (x,), path, ["image"], ENCODER_OUTPUTS, None, opset)
+    _export(Sam2Encoder(model, AV_CHUNK if mnn else 0).eval(), (x,), path, ["image"], ENCODER_OUTPUTS, None, opset)
     return ExportResult(path, {"image": [1, 3, IMAGE_SIZE, IMAGE_SIZE]}, _encoder_shapes(model))
 
 
-def export_decoder(model: nn.Module, path: Path, opset: int):
-    from edgesam.convert.export import ExportResult, _export
+def export_decoder(model: nn.Module, path: Path, opset: int, mnn: bool = False):
+    from edgesam.convert.export import AV_CHUNK, ExportResult, _export
 
     feeds = dummy_decoder_inputs(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS)
     dyn = {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"}, "mask_input": {0: "M"},
            "has_mask_input": {0: "M"}, "masks": {0: "B"}, "iou_predictions": {0: "B"}}
-    _export(Sam2Decoder(model).eval(), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
+    _export(Sam2Decoder(model, AV_CHUNK if mnn else 0).eval(), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn,
+            opset)
     return ExportResult(path, {k: list(v.shape) for k, v in feeds.items()},
                         {"masks": ["B", 4, LOWRES, LOWRES], "iou_predictions": ["B", 4]})
 
@@ -198,6 +241,7 @@ class Sam2Family:
 
     name = "sam2"
     folds_decoder = False  # one decoder graph (the official computation); no --decoder-graph choice
+    mnn_encoder_graph = True  # the MNN files' encoder has its own graph (global attention summed in chunks)
     variants = ("lowres",)  # the SAM 2 contract has no "full" decoder
 
     def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None) -> nn.Module:
@@ -205,11 +249,11 @@ class Sam2Family:
             raise ValueError("give a checkpoint or a random-init seed, not both or neither")
         return random_model(model, seed) if checkpoint is None else model_from_checkpoint(model, checkpoint)
 
-    def export_encoder(self, sam, path: Path, opset: int):
-        return export_encoder(sam, path, opset)
+    def export_encoder(self, sam, path: Path, opset: int, mnn: bool = False):
+        return export_encoder(sam, path, opset, mnn=mnn)
 
     def export_decoder(self, sam, path: Path, opset: int, graph: str, mnn: bool = False):
-        return export_decoder(sam, path, opset)
+        return export_decoder(sam, path, opset, mnn=mnn)
 
     def sections(self, variant: str) -> dict:
         from edgesam.manifest import sam2_sections

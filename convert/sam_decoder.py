@@ -40,16 +40,21 @@ class ChunkedKeyAttention(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        b, h, n, d = q.shape
-        probs = torch.softmax((q @ k.transpose(2, 3)) / float(np.sqrt(d)), dim=-1)
-        keys = probs.shape[-1]
-        if keys > self.chunk and keys % self.chunk == 0:
-            c = keys // self.chunk
-            parts = probs.reshape(b, h, n, c, self.chunk).transpose(2, 3) @ v.reshape(b, h, c, self.chunk, -1)
-            out = parts.sum(2)
-        else:
-            out = probs @ v
+        out = chunked_attention(q, k, v, self.chunk)
+        b, h, n, _ = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(b, n, h * out.shape[-1]))
+
+
+def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = AV_CHUNK) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for [B, heads, N, d] tensors, the probabilities @ values product
+    summed over the keys in chunks of ``chunk`` (ChunkedKeyAttention says why)."""
+    b, h, n, d = q.shape
+    probs = torch.softmax((q @ k.transpose(2, 3)) / float(np.sqrt(d)), dim=-1)
+    keys = probs.shape[-1]
+    if keys > chunk and keys % chunk == 0:
+        c = keys // chunk
+        return (probs.reshape(b, h, n, c, chunk).transpose(2, 3) @ v.reshape(b, h, c, chunk, -1)).sum(2)
+    return probs @ v
 
 
 def chunked_transformer(transformer: nn.Module, chunk: int = AV_CHUNK) -> nn.Module:
