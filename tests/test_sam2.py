@@ -391,3 +391,27 @@ def test_other_sizes_match_official(model, tmp_path):
             iou = min(_iou(a, b) for a, b in pairs)
             flips = max(float((a ^ b).mean()) for a, b in pairs)
             assert iou >= 0.98 or flips < OFFICIAL_MAX_FLIP_RATE, (model, h, w, pname, iou, flips)
+
+
+def test_image_batch_matches_official(tiny_model, tiny_bundle):
+    """set_image_batch + predict_batch (one prompt set per image), called as the official class is."""
+    from sam2.sam2_image_predictor import SAM2ImagePredictor as Official
+
+    from edgesam.runtime import SAM2ImagePredictor
+
+    images = [scene(200, 300, seed=6), scene(350, 120, seed=7)]
+    pts = [np.array([[100.0, 50.0]]), np.array([[60.0, 200.0], [20.0, 30.0]])]
+    labels = [np.array([1]), np.array([1, 0])]
+    boxes = [None, np.array([10, 20, 100, 300])]
+    ref, mine = Official(tiny_model), SAM2ImagePredictor(tiny_bundle)
+    _quiet(ref.set_image_batch, images)
+    mine.set_image_batch(images)
+    want = _quiet(ref.predict_batch, pts, labels, box_batch=boxes, multimask_output=True)
+    got = mine.predict_batch(pts, labels, box_batch=boxes, multimask_output=True)
+    assert len(got) == 3 and all(len(x) == 2 for x in got)
+    for i, img in enumerate(images):
+        assert got[0][i].shape == want[0][i].shape == (3, *img.shape[:2]) and got[0][i].dtype == np.float32
+        assert np.abs(got[1][i] - want[1][i]).max() < 5e-3
+        iou = min(_iou(a > 0.5, b > 0.5) for a, b in zip(got[0][i], want[0][i]))
+        flips = max(float(((a > 0.5) ^ (b > 0.5)).mean()) for a, b in zip(got[0][i], want[0][i]))
+        assert iou >= 0.98 or flips < OFFICIAL_MAX_FLIP_RATE, (i, iou, flips)
