@@ -280,7 +280,7 @@ class SamAutomaticMaskGenerator:
 
     def _process_batch(self, points: np.ndarray, crop_size: tuple[int, int], crop_box: list[int],
                        orig_size: tuple[int, int]) -> MaskSet:
-        from edgesam.runtime.postprocess import single_blas_thread
+        from edgesam.runtime.postprocess import mask_geometry, single_blas_thread
 
         o, st = self.options, self.stats
         t = time.perf_counter()
@@ -308,8 +308,10 @@ class SamAutomaticMaskGenerator:
         if o.pred_iou_thresh > 0.0:  # float32 comparison, as torch compares a float32 tensor
             keep = keep[iou[keep] > np.float32(o.pred_iou_thresh)]
         st["iou_kept"] += len(keep)
-        # the bundle's geometry (manifest) and mask threshold, as the predictor uses them
-        input_size, frame = self.predictor.mask_geometry()
+        # the bundle's geometry (manifest: SAM's padded frame, or SAM 2's straight upscale) and mask
+        # threshold, as the predictor uses them
+        spec = self.predictor.preprocess_spec
+        input_size, frame = mask_geometry(spec.resize, spec.image_size, self.predictor.input_size, low.shape[-1])
         thr = self.predictor.mask_threshold if o.mask_threshold is None else float(o.mask_threshold)
         offset = float(o.stability_score_offset)
         with single_blas_thread():
