@@ -99,6 +99,7 @@ class AmgOptions:
                 for i in range(int(self.crop_n_layers) + 1)]
 
 
+SAM2_ONLY = ("mask_threshold", "use_m2m", "multimask_output")  # not keywords of SAM's generator
 _DEFAULTS = AmgOptions()  # SamAutomaticMaskGenerator's signature reads its defaults from here
 # SAM2AutomaticMaskGenerator's: the official SAM 2 defaults differ in these
 SAM2_DEFAULTS = AmgOptions(pred_iou_thresh=0.8, mask_threshold=0.0)

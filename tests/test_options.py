@@ -8,7 +8,8 @@ import pytest
 
 from edgesam.cli import amg_options, build_parser, run_options
 from edgesam.errors import InputError
-from edgesam.runtime.amg import AmgOptions, SamAutomaticMaskGenerator
+from edgesam.runtime.amg import (SAM2_DEFAULTS, SAM2_ONLY, AmgOptions, SAM2AutomaticMaskGenerator,
+                                 SamAutomaticMaskGenerator)
 from edgesam.runtime.options import RunOptions
 
 
@@ -29,31 +30,50 @@ def test_amg_options_are_keyword_only():
     assert AmgOptions(points_per_side=16).points_per_side == 16
 
 
+def _sam_values(opts) -> dict:
+    """AmgOptions' fields that SAM's generator takes (the others are SAM 2's generator's own)."""
+    return {k: v for k, v in _values(opts).items() if k not in SAM2_ONLY}
+
+
 def test_generator_signature_defaults_are_amg_options():
     sig = _signature_defaults(SamAutomaticMaskGenerator.__init__)
     sig.pop("progress")  # ours only: a callback, not a generator option
-    assert sig == _values(AmgOptions())
+    assert sig == _sam_values(AmgOptions())
+    sig2 = _signature_defaults(SAM2AutomaticMaskGenerator.__init__)
+    sig2.pop("progress")
+    assert sig2 == _values(SAM2_DEFAULTS)
+
+
+def test_sam2_generator_defaults_are_the_official_ones():
+    pytest.importorskip("sam2")
+    from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as Official
+
+    official = _signature_defaults(Official.__init__)
+    assert official == _values(SAM2_DEFAULTS)
 
 
 def test_everything_cli_defaults_are_amg_options():
     a = build_parser().parse_args(["everything", "bundle", "image.png"])
     got = _values(amg_options(a))
-    # The one deliberate difference: the CLI writes records to a file, RLE in JSON by default.
+    # The deliberate differences: the CLI writes records to a file, RLE in JSON by default, and
+    # leaves --pred-iou-thresh to the bundle's family (0.88 for SAM, 0.8 for SAM 2: everything()).
     assert got.pop("output_mode") == "coco_rle"
+    assert got.pop("pred_iou_thresh") is None
     want = _values(AmgOptions())
     want.pop("output_mode")
+    want.pop("pred_iou_thresh")
     assert got == want
 
 
 def test_amg_defaults_are_the_official_ones():
     sa = pytest.importorskip("segment_anything")
     official = _signature_defaults(sa.SamAutomaticMaskGenerator.__init__)
-    ours = _values(AmgOptions())
+    ours = _sam_values(AmgOptions())
     assert set(official) == set(ours)
     assert official == ours
-    cli = _values(amg_options(build_parser().parse_args(["everything", "bundle", "image.png"])))
-    assert {k: v for k, v in cli.items() if k != "output_mode"} == \
-        {k: v for k, v in official.items() if k != "output_mode"}
+    cli = _sam_values(amg_options(build_parser().parse_args(["everything", "bundle", "image.png"])))
+    assert {k: v for k, v in cli.items() if k not in ("output_mode", "pred_iou_thresh")} == \
+        {k: v for k, v in official.items() if k not in ("output_mode", "pred_iou_thresh")}
 
 
 def test_run_options_defaults_are_the_predictors():
