@@ -415,3 +415,21 @@ def test_image_batch_matches_official(tiny_model, tiny_bundle):
         iou = min(_iou(a > 0.5, b > 0.5) for a, b in zip(got[0][i], want[0][i]))
         flips = max(float(((a > 0.5) ^ (b > 0.5)).mean()) for a, b in zip(got[0][i], want[0][i]))
         assert iou >= 0.98 or flips < OFFICIAL_MAX_FLIP_RATE, (i, iou, flips)
+
+
+def test_generator_cleans_masks_as_the_official_one_builds_its_predictor(tiny_bundle):
+    """min_mask_region_area also sets the predictor's max_hole_area / max_sprinkle_area (the official
+    generator builds its SAM2ImagePredictor so), and the low-res logits are cleaned before filtering."""
+    from edgesam.runtime import SAM2AutomaticMaskGenerator
+
+    img = scene(240, 320, seed=4)
+    kw = dict(points_per_side=4, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    plain = SAM2AutomaticMaskGenerator(str(tiny_bundle), **kw)
+    cleaned = SAM2AutomaticMaskGenerator(str(tiny_bundle), min_mask_region_area=300, **kw)
+    assert cleaned.predictor.max_hole_area == cleaned.predictor.max_sprinkle_area == 300.0
+    plain.predictor.set_image(img)
+    low, _ = plain.predictor.decode(np.array([[[100.0, 80.0]]]), np.ones((1, 1)))
+    assert not np.array_equal(cleaned._clean(low), low)  # random logits are speckled: something is filled
+    assert np.array_equal(plain._clean(low), low)
+    records = cleaned.generate(img)
+    assert records and all(r["segmentation"].shape == img.shape[:2] for r in records)

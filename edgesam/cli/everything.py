@@ -123,6 +123,8 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     t0 = time.perf_counter()
     pred = req.run.predictor(req.bundle)
     t_load = time.perf_counter() - t0
+    if pred.bundle.spec.family == "sam2":  # as the official SAM 2 generator builds its predictor
+        pred.max_hole_area = pred.max_sprinkle_area = float(opts.min_mask_region_area)
     gen = SamAutomaticMaskGenerator.from_options(pred, opts, progress=stderr_progress() if req.progress else None)
     t0 = time.perf_counter()
     records = gen.generate(image)
