@@ -23,7 +23,6 @@ class Family(Protocol):
     name: str
     folds_decoder: bool  # whether --decoder-graph chooses between the folded and the reference graph
     mnn_encoder_graph: bool  # whether the MNN encoder files come from a graph of their own (export_encoder(mnn=True))
-    variants: tuple[str, ...]  # the --decoder variants this family exports
 
     def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None) -> "torch.nn.Module":
         """The torch model: from an official checkpoint (weights_only loading), or seeded random weights."""
@@ -53,7 +52,6 @@ class SamFamily:
 
     folds_decoder = True
     mnn_encoder_graph = False
-    variants = ("lowres", "full")
 
     def __init__(self, name: str) -> None:
         self.name = name

@@ -43,8 +43,7 @@ def config_of(name: str) -> tuple[str, list[str]]:
     get_spec(name)
     if name == "sam2_tiny_test":
         return "configs/sam2.1/sam2.1_hiera_t.yaml", list(TINY_TEST_OVERRIDES)
-    version, size = name.split("_hiera_")
-    return f"configs/{version}/{name}.yaml", []
+    return f"configs/{name.split('_hiera_')[0]}/{name}.yaml", []
 
 
 def import_sam2():
@@ -136,9 +135,8 @@ class Sam2Encoder(nn.Module):
             feats = feats[:-1] + [feats[-1] + m.no_mem_embed]
         # (HW)xBxC -> BxCxHxW per level, low levels first, at the predictor's fixed feature sizes
         # (strides 4, 8, 16; as Python ints, so the exported shapes are static)
-        sizes = [IMAGE_SIZE // stride for stride in (4, 8, 16)]
-        out = [f.permute(1, 2, 0).reshape(1, int(f.shape[2]), n, n) for f, n in zip(feats, sizes)]
-        return tuple(out)
+        shapes = _encoder_shapes(m).values()
+        return tuple(f.permute(1, 2, 0).reshape(*shape) for f, shape in zip(feats, shapes))
 
 
 class Sam2Decoder(nn.Module):
@@ -173,9 +171,12 @@ class Sam2Decoder(nn.Module):
 
 
 def _encoder_shapes(model: nn.Module) -> dict:
-    with torch.no_grad():
-        outs = Sam2Encoder(model)(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
-    return {name: list(o.shape) for name, o in zip(ENCODER_OUTPUTS, outs)}
+    """The encoder's output shapes, from the model's layers (no forward pass): the two high-resolution
+    levels at strides 4 and 8 with conv_s0/conv_s1's channels, the embedding at stride 16."""
+    md = model.sam_mask_decoder
+    widths = (md.conv_s0.out_channels, md.conv_s1.out_channels, model.hidden_dim)
+    return {name: [1, c, IMAGE_SIZE // stride, IMAGE_SIZE // stride]
+            for name, c, stride in zip(ENCODER_OUTPUTS, widths, (4, 8, 16))}
 
 
 def dummy_decoder_inputs(model: nn.Module, b: int = 2, n: int = 3, seed: int = 0) -> dict[str, np.ndarray]:
@@ -242,7 +243,6 @@ class Sam2Family:
     name = "sam2"
     folds_decoder = False  # one decoder graph (the official computation); no --decoder-graph choice
     mnn_encoder_graph = True  # the MNN files' encoder has its own graph (global attention summed in chunks)
-    variants = ("lowres",)  # the SAM 2 contract has no "full" decoder
 
     def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None) -> nn.Module:
         if (checkpoint is None) == (seed is None):

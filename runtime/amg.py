@@ -288,9 +288,7 @@ class SamAutomaticMaskGenerator:
         labels = np.ones((len(points), 1))
         low, iou = self.predictor.decode(points[:, None, :], labels, multimask_output=bool(o.multimask_output))
         if o.use_m2m:  # SAM 2: each mask refined once, its clamped low-res logits as mask input
-            clamp = self.predictor.decoder_spec.low_res_clamp
-            prev = low.reshape(-1, 1, *low.shape[2:])
-            prev = prev if clamp is None else np.clip(prev, -clamp, clamp)
+            prev = self.predictor.clamp_low_res(low.reshape(-1, 1, *low.shape[2:]))
             again = np.repeat(points, low.shape[1], axis=0)
             low, iou = self.predictor.decode(again[:, None, :], np.ones((len(again), 1)), mask_input=prev,
                                              multimask_output=False)
@@ -341,7 +339,7 @@ class SamAutomaticMaskGenerator:
         holes, sprinkles = (float(getattr(self.predictor, k, 0.0)) for k in ("max_hole_area", "max_sprinkle_area"))
         if holes <= 0 and sprinkles <= 0:
             return low
-        from edgesam.runtime.sam2_predictor import fill_holes_and_sprinkles
+        from edgesam.runtime.postprocess import fill_holes_and_sprinkles
 
         return fill_holes_and_sprinkles(low, self.predictor.mask_threshold, holes, sprinkles)
 

@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from edgesam.runtime.regions import small_components
 from edgesam.specs import IMAGE_SIZE, LOWRES
 
 
@@ -187,6 +188,24 @@ def single_blas_thread():
     """
     c = _blas_controller()
     return c.limit(limits=1, user_api="blas") if c is not None else contextlib.nullcontext()
+
+
+def fill_holes_and_sprinkles(low_res: np.ndarray, threshold: float, max_hole_area: float,
+                             max_sprinkle_area: float) -> np.ndarray:
+    """SAM 2's mask clean-up on low-res logits (``SAM2Transforms.postprocess_masks``): background
+    components of at most ``max_hole_area`` low-res pixels become ``threshold + 10``, then
+    foreground components of at most ``max_sprinkle_area`` become ``threshold - 10`` (8-connected;
+    the official code needs its CUDA extension for this and skips it without one)."""
+    if max_hole_area <= 0 and max_sprinkle_area <= 0:
+        return low_res
+    out = np.array(low_res, np.float32, copy=True)
+    flat = out.reshape(-1, *out.shape[-2:])
+    for m in flat:
+        if max_hole_area > 0:
+            m[small_components(m <= threshold, max_hole_area)] = threshold + 10.0
+        if max_sprinkle_area > 0:
+            m[small_components(m > threshold, max_sprinkle_area)] = threshold - 10.0
+    return out
 
 
 def mask_geometry(resize: str, image_size: int, input_size: tuple[int, int],

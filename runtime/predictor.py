@@ -13,7 +13,7 @@ from edgesam.runtime import prompts
 from edgesam.runtime.backends import (BACKEND_TABLE, Backend, ModelRequest, mnn_memory_mode, require_tensorrt,
                                       resolve_threads)
 from edgesam.runtime.options import RunOptions
-from edgesam.runtime.postprocess import mask_geometry, postprocess_masks
+from edgesam.runtime.postprocess import fill_holes_and_sprinkles, mask_geometry, postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
 
 FAMILIES = ("sam", "mobilesam", "sam2")  # the families whose models this predictor runs
@@ -70,6 +70,10 @@ class SamPredictor:
       int8_compute: with ``precision="int8"`` on MNN: "auto" (int8 arithmetic where MNN has ARM
         sdot/i8mm kernels, float32 arithmetic on int8-stored weights elsewhere), "on" or "off".
     """
+
+    # SAM 2's clean-up of the low-res logits (SAM2ImagePredictor's keywords; off for SAM, as there)
+    max_hole_area = 0.0
+    max_sprinkle_area = 0.0
 
     def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = "mnn", precision: str = "fp32",
                  threads: Optional[int] = None, runtime_precision: str = "high", interpolation: str = "pyramid",
@@ -166,9 +170,13 @@ class SamPredictor:
         Returns masks BxCxHxW, scores BxC, low_res_logits BxCx256x256.
         """
         low, scores = self.decode(point_coords, point_labels, boxes, mask_input, multimask_output)
-        masks = self.upscale(low, return_logits)
+        clean = fill_holes_and_sprinkles(low, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
+        return self.upscale(clean, return_logits), scores, self.clamp_low_res(low)
+
+    def clamp_low_res(self, low_res: np.ndarray) -> np.ndarray:
+        """Low-res logits as the family's predictor returns them (SAM 2: clamped to +-32; SAM: as they are)."""
         clamp = self.decoder_spec.low_res_clamp
-        return masks, scores, (low if clamp is None else np.clip(low, -clamp, clamp))
+        return low_res if clamp is None else np.clip(low_res, -clamp, clamp)
 
     def mask_geometry(self) -> tuple[tuple[int, int], int]:
         """(input_size, frame) for ``postprocess.upscale_logits`` and friends (``postprocess.mask_geometry``)."""

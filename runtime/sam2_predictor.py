@@ -16,7 +16,6 @@ import numpy as np
 from edgesam.bundle import Bundle
 from edgesam.errors import BundleError, InputError
 from edgesam.runtime.predictor import SamPredictor
-from edgesam.runtime.regions import small_components
 
 
 def _as_rgb_array(image) -> np.ndarray:
@@ -26,24 +25,6 @@ def _as_rgb_array(image) -> np.ndarray:
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image, without importing PIL
         return np.asarray(image.convert("RGB"))
     raise InputError(f"image must be an HxWx3 uint8 numpy array or a PIL image, got {type(image).__name__}")
-
-
-def fill_holes_and_sprinkles(low_res: np.ndarray, threshold: float, max_hole_area: float,
-                             max_sprinkle_area: float) -> np.ndarray:
-    """SAM 2's mask clean-up on low-res logits (``SAM2Transforms.postprocess_masks``): background
-    components of at most ``max_hole_area`` low-res pixels become ``threshold + 10``, then
-    foreground components of at most ``max_sprinkle_area`` become ``threshold - 10`` (8-connected;
-    the official code needs its CUDA extension for this and skips it without one)."""
-    if max_hole_area <= 0 and max_sprinkle_area <= 0:
-        return low_res
-    out = np.array(low_res, np.float32, copy=True)
-    flat = out.reshape(-1, *out.shape[-2:])
-    for m in flat:
-        if max_hole_area > 0:
-            m[small_components(m <= threshold, max_hole_area)] = threshold + 10.0
-        if max_sprinkle_area > 0:
-            m[small_components(m > threshold, max_sprinkle_area)] = threshold - 10.0
-    return out
 
 
 class SAM2ImagePredictor(SamPredictor):
@@ -131,7 +112,6 @@ class SAM2ImagePredictor(SamPredictor):
         """One prompt set per image of ``set_image_batch`` -> lists of masks, ious and low-res logits."""
         if not self._batch:
             raise RuntimeError("An image must be set with .set_image_batch(...) before mask prediction.")
-        n = len(self._batch)
 
         def item(seq, i):
             return None if seq is None else seq[i]
@@ -146,7 +126,6 @@ class SAM2ImagePredictor(SamPredictor):
             masks.append(m)
             ious.append(s)
             lows.append(low)
-        assert len(masks) == n
         return masks, ious, lows
 
     def _predict_one(self, point_coords, point_labels, box, mask_input, multimask_output, return_logits,
@@ -156,15 +135,9 @@ class SAM2ImagePredictor(SamPredictor):
             point_coords = np.asarray(point_coords, np.float64) * np.array([w, h], np.float64)
         if box is not None and not normalize_coords:
             box = (np.asarray(box, np.float64).reshape(-1, 2, 2) * np.array([w, h], np.float64)).reshape(-1, 4)
-        if point_coords is not None and point_labels is not None and np.ndim(point_coords) == 2:
-            point_coords, point_labels = np.asarray(point_coords)[None], np.asarray(point_labels).reshape(1, -1)
-        low, scores = self.decode(point_coords, point_labels, box, mask_input, multimask_output)
-        clean = fill_holes_and_sprinkles(low, self.mask_threshold, self.max_hole_area, self.max_sprinkle_area)
-        masks = self.upscale(clean, return_logits)  # bool (> mask_threshold) unless return_logits
-        clamp = self.decoder_spec.low_res_clamp
-        low = low if clamp is None else np.clip(low, -clamp, clamp)
-        out = [masks.astype(np.float32, copy=False), scores.astype(np.float32, copy=False),
-               low.astype(np.float32, copy=False)]
+        # masks bool (> mask_threshold) unless return_logits; holes and sprinkles filled first
+        out = [a.astype(np.float32, copy=False) for a in SamPredictor.predict_batch(
+            self, point_coords, point_labels, box, mask_input, multimask_output, return_logits)]
         if out[0].shape[0] == 1:  # the official squeeze(0): one prompt loses its batch axis
             out = [a[0] for a in out]
         return tuple(out)

@@ -228,7 +228,7 @@ def test_hole_and_sprinkle_filling_matches_opencv():
     checked against OpenCV's connected components: the official code needs a CUDA extension for it."""
     import cv2
 
-    from edgesam.runtime.sam2_predictor import fill_holes_and_sprinkles
+    from edgesam.runtime.postprocess import fill_holes_and_sprinkles
 
     rng = np.random.default_rng(1)
     low = np.where(rng.random((2, 1, 64, 64)) < 0.55, 3.0, -3.0).astype(np.float32)

@@ -110,8 +110,9 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     from edgesam.runtime.imageio import read_image, write_image
 
     opts = req.options
+    bundle = load_bundle(req.bundle, verify=False)  # the manifest, read once (the predictor takes it)
+    sam2 = bundle.spec.family == "sam2"
     if opts.pred_iou_thresh is None:  # left out: the official default of the bundle's family
-        sam2 = load_bundle(req.bundle, verify=False).spec.family == "sam2"
         opts = replace(opts, pred_iou_thresh=(SAM2_DEFAULTS if sam2 else _DEFAULTS).pred_iou_thresh)
     if req.point_grids:
         if opts.points_per_side is not None:
@@ -121,9 +122,9 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     _check_outputs(req)
     image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
-    pred = req.run.predictor(req.bundle)
+    pred = req.run.predictor(bundle)
     t_load = time.perf_counter() - t0
-    if pred.bundle.spec.family == "sam2":  # as the official SAM 2 generator builds its predictor
+    if sam2:  # as the official SAM 2 generator builds its predictor
         pred.max_hole_area = pred.max_sprinkle_area = float(opts.min_mask_region_area)
     gen = SamAutomaticMaskGenerator.from_options(pred, opts, progress=stderr_progress() if req.progress else None)
     t0 = time.perf_counter()
