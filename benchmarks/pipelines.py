@@ -135,7 +135,7 @@ def _full_decoder_feeds(emb, pt, size):
     c[0, 1] = 0
     return {"image_embeddings": emb, "point_coords": c, "point_labels": np.array([[1, -1]], np.float32),
             "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),
-            "orig_im_size": np.array(size, np.int32)}
+            "orig_im_size": np.array(size, np.float32)}
 
 
 class OrtSamexporter:

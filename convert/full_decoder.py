@@ -1,9 +1,13 @@
-"""The ``full`` decoder variant: the lowres decoder plus SAM's mask postprocessing as ONNX nodes.
+"""The ``full`` decoder variant: the lowres decoder plus SAM's mask postprocessing as ONNX nodes, with
+the official ``SamOnnxModel`` contract (shared/DESIGN.md): ``orig_im_size`` float32 [H, W], outputs in
+the order ``masks, iou_predictions, low_res_masks``, so code written for the official ONNX example and
+samexporter runs it unchanged.
 
 Appended with ``onnx.helper`` rather than traced, because tracing
 ``F.interpolate(size=(h, w))`` with tensor sizes and the official float32
 ``floor(scale * size + 0.5)`` both risk baking the export dummy's aspect ratio
-in. Here every size is computed in int64 from ``orig_im_size`` at run time:
+in. Here every size is computed in int64 from ``orig_im_size`` (whole numbers carried as float32, exact
+up to 2**24) at run time:
 
   up   = Resize(low_res_masks, 1024x1024)            bilinear, half_pixel (= align_corners=False)
   pre  = (2*1024*hw + max(hw)) // (2*max(hw))       = int(hw * 1024/max(hw) + 0.5), exactly
@@ -24,11 +28,12 @@ def _const(name: str, values, dtype=np.int64) -> onnx.TensorProto:
 
 
 def append_postprocessing(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Return a copy of the lowres decoder with input ``orig_im_size`` (int32 [H, W]) and output ``masks``."""
+    """Return a copy of the lowres decoder with input ``orig_im_size`` (float32 [H, W]) and the outputs
+    ``masks, iou_predictions, low_res_masks`` in that order (the official contract's)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     g = m.graph
-    g.input.append(helper.make_tensor_value_info("orig_im_size", TensorProto.INT32, [2]))
+    g.input.append(helper.make_tensor_value_info("orig_im_size", TensorProto.FLOAT, [2]))
     g.initializer.extend([
         _const("pp_zero", [0]), _const("pp_two", [2]), _const("pp_axes23", [2, 3]),
         _const("pp_zeros2", [0, 0]), _const("pp_side", [IMAGE_SIZE, IMAGE_SIZE]),
@@ -52,6 +57,15 @@ def append_postprocessing(model: onnx.ModelProto) -> onnx.ModelProto:
         n("Resize", ["pp_crop", "", "", "pp_out_sizes"], ["masks"], mode="linear",
           coordinate_transformation_mode="half_pixel"),
     ])
-    g.output.append(helper.make_tensor_value_info("masks", TensorProto.FLOAT, ["B", 4, "H", "W"]))
+    lowres = {o.name: o for o in g.output}
+    if set(lowres) != {"iou_predictions", "low_res_masks"}:
+        raise ValueError(f"expected the lowres decoder's outputs, got {sorted(lowres)}")
+    masks = helper.make_tensor_value_info("masks", TensorProto.FLOAT, ["B", 4, "H", "W"])
+    order = [masks, lowres["iou_predictions"], lowres["low_res_masks"]]
+    kept = [onnx.ValueInfoProto() for _ in order]
+    for k, o in zip(kept, order):
+        k.CopyFrom(o)
+    del g.output[:]
+    g.output.extend(kept)
     onnx.checker.check_model(m)
     return m

@@ -90,7 +90,7 @@ def _full_cells(dec, feeds: dict, ref: dict, prec: str, label: str) -> list[Cell
 
     cells = []
     for hw in ((683, 1024), (1500, 400), (37, 300), (300, 2200)):
-        got = dec.run(dict(feeds, orig_im_size=np.array(hw, np.int32)))["masks"]
+        got = dec.run(dict(feeds, orig_im_size=np.array(hw, np.float32)))["masks"]
         low = torch.from_numpy(ref["low_res_masks"])
         up = F.interpolate(low, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
         ph, pw = prompts.preprocess_shape(*hw)

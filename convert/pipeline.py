@@ -134,12 +134,12 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         prog.stage("export encoder", partial(family.export_encoder, sam, path=enc_onnx, opset=opts.opset))
         prog.stage("export decoder", partial(family.export_decoder, sam, path=dec_onnx, opset=opts.opset,
                                              graph=opts.decoder_graph))
-        meta = {"edgesam_version": __version__, "model": opts.model, "untrained": str(untrained),
-                "checkpoint": json.dumps(ckpt)}
+        meta = {role: onnx_metadata(opts.model, role, family.sections(opts.decoder)[role]["contract"], ckpt)
+                for role in ("encoder", "decoder")}
         notes = {}
         for path, role in ((enc_onnx, "encoder"), (dec_onnx, "decoder")):
             notes[role] = prog.stage(f"finalise {role} onnx", partial(
-                finalise_onnx, path, meta=meta, simplify=opts.simplify, make_full=full and role == "decoder"))
+                finalise_onnx, path, meta=meta[role], simplify=opts.simplify, make_full=full and role == "decoder"))
         mnn_precisions = opts.precisions if "mnn" in opts.formats else ()
         mnn_files = {prec: (tmp / f"encoder.{prec}.mnn", tmp / f"decoder.{prec}.mnn") for prec in mnn_precisions}
         gelu = {(role, prec): opts.mnn_gelu for role in ("encoder", "decoder") for prec in mnn_precisions}
@@ -151,14 +151,14 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                 # MNN's decoder comes from the same graph with its workarounds (export.decoder_wrapper).
                 prog.stage("export decoder for mnn", partial(family.export_decoder, sam, path=sources["decoder"],
                                                              opset=opts.opset, graph=opts.decoder_graph, mnn=True))
-                prog.stage("finalise mnn decoder onnx", partial(finalise_onnx, sources["decoder"], meta=meta,
-                                                                simplify=opts.simplify, make_full=full))
+                prog.stage("finalise mnn decoder onnx", partial(
+                    finalise_onnx, sources["decoder"], meta=meta["decoder"], simplify=opts.simplify, make_full=full))
                 if family.mnn_encoder_graph:  # e.g. SAM 2: global attention summed in chunks for ARM fp16
                     sources["encoder"] = Path(work) / "encoder.onnx"
                     prog.stage("export encoder for mnn", partial(family.export_encoder, sam, path=sources["encoder"],
                                                                  opset=opts.opset, mnn=True))
-                    prog.stage("finalise mnn encoder onnx", partial(finalise_onnx, sources["encoder"], meta=meta,
-                                                                    simplify=opts.simplify, make_full=False))
+                    prog.stage("finalise mnn encoder onnx", partial(
+                        finalise_onnx, sources["encoder"], meta=meta["encoder"], simplify=opts.simplify, make_full=False))
                 float_layers = convert_mnn(sources, gelu, tmp, opts.model, prog)
             if "openvino" in opts.formats:
                 from edgesam.convert.openvino import onnx_to_openvino
@@ -196,6 +196,16 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
     return manifest
+
+
+def onnx_metadata(model: str, role: str, contract: str, ckpt: dict) -> dict[str, str]:
+    """The metadata_props every ONNX file carries (``edgesam info FILE.onnx`` prints them): what it
+    is, which contract it follows (manifest.CONTRACTS), and the weights it was made from."""
+    untrained = "random_init_seed" in ckpt
+    return {"edgesam_version": __version__, "model": model, "role": role, "contract": contract,
+            "checkpoint_sha256": "none (untrained: random init seed %d)" % ckpt["random_init_seed"] if untrained
+            else ckpt["sha256"],
+            "untrained": str(untrained), "checkpoint": json.dumps(ckpt)}
 
 
 def convert_mnn(sources: dict[str, Path], gelu: dict[tuple[str, str], str], out: Path, model: str,

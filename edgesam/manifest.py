@@ -18,6 +18,11 @@ Versions:
   ``single_mask_token`` alone; "stability": SAM 2's fallback to the best multimask token when the
   single-mask token's stability is below ``stability_thresh``, at offset ``stability_delta``)
   and ``decoder.low_res_clamp`` (low-res logits returned clamped to +-it, as SAM 2 does).
+- 3: the ``full`` decoder follows the official ``SamOnnxModel`` contract: ``orig_im_size`` is
+  float32 (it was int32) and the outputs come in the order ``masks, iou_predictions,
+  low_res_masks``. The keys are those of version 2. A reader of version 2 fed a version 3 full
+  decoder int32 sizes and would fail, hence the new number; version 1 and 2 bundles still load,
+  their full decoders fed int32 (``DecoderSpec.orig_im_size_dtype``).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from typing import Any, Optional
 from edgesam.errors import BundleError
 
 FORMAT = "edgesam-bundle"
-VERSION = 2
+VERSION = 3
 FAMILIES = ("sam", "mobilesam", "sam2")
 # "longest_side": SAM's ResizeLongestSide, padded bottom-right; "square": SAM 2's resize to
 # image_size x image_size (aspect not kept, no padding; masks upscale straight from low-res).
@@ -65,6 +70,16 @@ class EncoderSpec:
 # The decoder's tensors by meaning -> by name, as the exported graphs name them.
 DECODER_PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_RESULTS = ("scores", "low_res_logits")
+# The ONNX contracts of shared/DESIGN.md by name: each ONNX file's metadata_props and its manifest
+# section say which one it follows, so a file found alone says which code can load it.
+CONTRACTS = {
+    "sam-encoder": "SAM image encoder: image [1,3,1024,1024] (normalised, padded bottom-right) -> image_embeddings",
+    "sam-onnx-model": "segment-anything's SamOnnxModel decoder (the official ONNX example, samexporter): "
+                      "masks, iou_predictions, low_res_masks",
+    "edgesam-lowres": "edgesam's fastest SAM decoder: iou_predictions, low_res_masks (the caller upscales)",
+    "sam2-encoder": "SAM 2 image encoder: image [1,3,1024,1024] -> high_res_feats_0, high_res_feats_1, image_embed",
+    "sam2-decoder": "SAM 2 decoder (samexporter, ONNX Runtime's SAM 2 scripts): masks, iou_predictions",
+}
 SAM_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embeddings",
                           "outputs": ["image_embeddings"]},
               "inputs": {"point_coords": "point_coords", "point_labels": "point_labels",
@@ -89,6 +104,7 @@ class DecoderSpec:
     stability_delta: float = 0.05  # the "stability" rule's logit offset
     stability_thresh: float = 0.98  # ... and the stability below which it falls back
     low_res_clamp: Optional[float] = None  # low-res logits returned clamped to +-this
+    orig_im_size_dtype: str = "float32"  # a full decoder's orig_im_size: float32 (v3), int32 (v1, v2)
 
 
 @dataclass(frozen=True)
@@ -271,7 +287,8 @@ def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess
                       single_mask=r.choice(d, "single_mask", SINGLE_MASK_RULES, "decoder", "token"),
                       stability_delta=float(r.get(d, "stability_delta", (int, float), "decoder", 0.05)),
                       stability_thresh=float(r.get(d, "stability_thresh", (int, float), "decoder", 0.98)),
-                      low_res_clamp=None if clamp is None else float(clamp))
+                      low_res_clamp=None if clamp is None else float(clamp),
+                      orig_im_size_dtype="int32" if data.get("version", VERSION) < 3 else "float32")
     used = (dec.single_mask_token, *dec.multimask_tokens)
     if not tokens or not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < dec.mask_tokens
                              for t in used):
@@ -286,8 +303,9 @@ def sam_sections(variant: str) -> dict:
 
     return {"preprocess": {"resize": "longest_side", "image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN),
                            "pixel_std": list(PIXEL_STD), "channel_order": "RGB", "pad": "bottom-right"},
-            "encoder": dict(SAM_TENSORS["encoder"]),
-            "decoder": {"variant": variant, "lowres_size": LOWRES, "mask_tokens": 4, "single_mask_token": 0,
+            "encoder": {**SAM_TENSORS["encoder"], "contract": "sam-encoder"},
+            "decoder": {"variant": variant, "contract": "sam-onnx-model" if variant == "full" else "edgesam-lowres",
+                        "lowres_size": LOWRES, "mask_tokens": 4, "single_mask_token": 0,
                         "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0,
                         "inputs": {**SAM_TENSORS["inputs"], **(SAM_TENSORS["full_inputs"] if variant == "full" else {})},
                         "outputs": dict(SAM_TENSORS["outputs"])}}
@@ -308,9 +326,10 @@ def sam2_sections() -> dict:
 
     return {"preprocess": {"resize": "square", "image_size": IMAGE_SIZE, "pixel_mean": list(PIXEL_MEAN),
                            "pixel_std": list(PIXEL_STD), "channel_order": "RGB", "pad": "none"},
-            "encoder": {**SAM2_TENSORS["encoder"], "outputs": list(SAM2_TENSORS["encoder"]["outputs"])},
-            "decoder": {"variant": "lowres", "lowres_size": LOWRES, "mask_tokens": 4, "single_mask_token": 0,
-                        "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0, "prompt_layout": "sam2",
+            "encoder": {**SAM2_TENSORS["encoder"], "outputs": list(SAM2_TENSORS["encoder"]["outputs"]),
+                        "contract": "sam2-encoder"},
+            "decoder": {"variant": "lowres", "contract": "sam2-decoder", "lowres_size": LOWRES, "mask_tokens": 4,
+                        "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0, "prompt_layout": "sam2",
                         "single_mask": "stability", "stability_delta": 0.05, "stability_thresh": 0.98,
                         "low_res_clamp": 32.0, "inputs": dict(SAM2_TENSORS["inputs"]),
                         "outputs": dict(SAM2_TENSORS["outputs"])}}

@@ -204,7 +204,7 @@ class SamPredictor:
                                        resize=self.preprocess_spec.resize, layout=d.prompt_layout)
         feeds = {**self._encoded, **{d.inputs[k]: v for k, v in prompt.items()}}
         if "orig_im_size" in d.inputs:  # a full decoder: ONNX Runtime wants every graph input fed
-            feeds[d.inputs["orig_im_size"]] = np.array(self.input_size, np.int32)
+            feeds[d.inputs["orig_im_size"]] = np.array(self.input_size, d.orig_im_size_dtype)
         out = self.decoder.run(feeds)
         return select_tokens(out[d.outputs["low_res_logits"]], out[d.outputs["scores"]], multimask_output, d)
 

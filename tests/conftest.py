@@ -47,6 +47,18 @@ def vit_t_bundle(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def vit_t_full_bundle(tmp_path_factory) -> tuple[Path, dict]:
+    """The demo model converted with ``--decoder full`` (the official SamOnnxModel contract), every
+    precision: (bundle folder, manifest)."""
+    pytest.importorskip("torch")
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("bundles") / "vit_t_full"
+    m = convert(ConvertOptions(model="vit_t", out=out, checkpoint=DEMO_CHECKPOINT, decoder="full"), log=lambda s: None)
+    return out, m
+
+
+@pytest.fixture(scope="session")
 def vit_t_random_fp32(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """``edgesam convert --random-init 0 --precision fp32`` run once per session through the CLI:
     (bundle folder, the finished process)."""

@@ -105,7 +105,7 @@ def test_corrupt_manifest_is_one_line_exit_2(vit_t_bundle, tmp_path, case):
     the key, and writes nothing."""
     b = _copy(vit_t_bundle, tmp_path)
     m = json.loads((b / "manifest.json").read_text())
-    assert m["version"] == 2
+    assert m["version"] == 3
     what = _manifest_edit(m, case)
     (b / "manifest.json").write_text(json.dumps(m))
     out = tmp_path / "outputs"

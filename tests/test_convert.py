@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 def test_bundle_manifest(vit_t_bundle):
     m = json.loads((vit_t_bundle / "manifest.json").read_text())
-    assert m["format"] == "edgesam-bundle" and m["version"] == 2 and m["model"] == "vit_t"
+    assert m["format"] == "edgesam-bundle" and m["version"] == 3 and m["model"] == "vit_t"
     assert m["family"] == "mobilesam" and m["preprocess"]["resize"] == "longest_side"
     assert m["untrained"] is False and m["checkpoint"]["file"] == "demo_vit_t.pt"
     assert m["checkpoint"]["sha256"] == m["source"] and len(m["source"]) == 64
@@ -131,14 +131,11 @@ def test_random_init_is_marked_untrained_and_matches_torch(vit_t_random_fp32):
     assert cos > 0.99999 and np.abs(a - b).max() < 5e-3 * np.abs(b).max()
 
 
-def test_full_decoder_variant_every_aspect_ratio(tmp_path):
+def test_full_decoder_variant_every_aspect_ratio(vit_t_full_bundle):
     """The full variant's masks match torch's postprocess at sizes unlike the export dummy's."""
-    from edgesam.convert.pipeline import ConvertOptions, convert
-
     from edgesam.measure.parity import TOLERANCES
 
-    m = convert(ConvertOptions(model="vit_t", out=tmp_path / "full", random_init=3, decoder="full"),
-                log=lambda s: None)
+    _, m = vit_t_full_bundle
     full = [c for c in m["parity"]["cells"] if c["stage"] == "full_post"]
     assert {c["output"] for c in full} >= {"masks 1500x400", "masks 37x300", "masks 300x2200"}
     assert {c["candidate"] for c in full} == {"onnx fp32", "mnn fp32", "mnn fp32 low", "mnn fp16", "mnn fp16 low",

@@ -433,3 +433,37 @@ def test_generator_cleans_masks_as_the_official_one_builds_its_predictor(tiny_bu
     assert np.array_equal(plain._clean(low), low)
     records = cleaned.generate(img)
     assert records and all(r["segmentation"].shape == img.shape[:2] for r in records)
+
+
+def test_samexporter_sam2_classes_run_the_bundle(sam2_t_bundle):
+    """samexporter 0.5's SAM 2 classes, unchanged, load the bundle's encoder.onnx and decoder.onnx (they
+    take tensors by position) and run; given the same encoder outputs and points, its decoder's
+    outputs equal edgesam's (every multimask token's low-res logits and scores), and its final mask
+    (the best-scoring token, resized by OpenCV) is edgesam's upscale of that token."""
+    from samexporter.sam2_onnx import SegmentAnything2ONNX
+
+    from edgesam.runtime import SAM2ImagePredictor
+
+    sx = SegmentAnything2ONNX(str(sam2_t_bundle / "encoder.onnx"), str(sam2_t_bundle / "decoder.onnx"),
+                              providers=["CPUExecutionProvider"])
+    p = SAM2ImagePredictor(sam2_t_bundle, backend="ort")
+    for h, w in ((427, 640), (600, 400), (200, 1200)):
+        img = scene(h, w, seed=w)
+        own = sx.encode(np.ascontiguousarray(img[:, :, ::-1]))  # its own preprocessing (BGR in, no antialias)
+        assert [own[k].shape for k in ("high_res_feats_0", "high_res_feats_1", "image_embedding")] == \
+            [(1, 32, 256, 256), (1, 64, 128, 128), (1, 256, 64, 64)]
+        p.set_image(img)
+        enc = p._encoded
+        pts = np.array([[0.4 * w, 0.55 * h], [0.7 * w, 0.3 * h]], np.float32)
+        labels = np.array([1, 0], np.float32)
+        sx.decoder.set_image_size((h, w))
+        raw = sx.decoder.infer(sx.decoder.prepare_inputs(enc["image_embed"], enc["high_res_feats_0"],
+                                                         enc["high_res_feats_1"], pts, labels))
+        low, scores = p.decode(pts, labels, multimask_output=True)
+        np.testing.assert_allclose(raw[0][:, 1:], low, atol=1e-3, rtol=0)
+        np.testing.assert_allclose(raw[1][:, 1:], scores, atol=1e-5, rtol=0)
+        best, _ = sx.decoder.process_output(raw)
+        k = int(np.argmax(raw[1][0]))  # samexporter keeps the best of all four tokens
+        want = p.upscale(raw[0][:, k:k + 1])[0, 0]
+        assert best.shape == (1, 1, h, w) and want.any()
+        assert _iou(best[0, 0] > 0, want) >= 0.98, (h, w, k)

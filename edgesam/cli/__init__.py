@@ -90,9 +90,9 @@ def cmd_convert(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from edgesam.cli.info import bundle_summary
+    from edgesam.cli.info import bundle_summary, onnx_file_summary
 
-    text, data = bundle_summary(a.bundle)
+    text, data = (onnx_file_summary if str(a.bundle).lower().endswith(".onnx") else bundle_summary)(a.bundle)
     if a.json != "-":
         print(text)
     write_json(a.json, data)
@@ -249,8 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", metavar="FILE")
     c.set_defaults(func=cmd_convert)
 
-    i = sub.add_parser("info", help="verify every file hash and summarise a bundle")
-    i.add_argument("bundle")
+    i = sub.add_parser("info", help="verify every file hash and summarise a bundle, or show what one .onnx "
+                                    "file is (its metadata_props, inputs and outputs)")
+    i.add_argument("bundle", help="a bundle folder, or an .onnx file")
     i.add_argument("--json", metavar="FILE")
     i.set_defaults(func=cmd_info)
 
@@ -373,6 +374,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("edgesam: interrupted; nothing partial was left behind", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # stdout's reader left (`edgesam info B | head`): stop quietly, as cat does
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not raise again
+        return 141  # 128 + SIGPIPE, the shell's code for a writer whose pipe closed
     except Exception:  # a bug: keep the traceback, but in a file, and say where
         fd, path = tempfile.mkstemp(prefix="edgesam-traceback-", suffix=".txt")
         with os.fdopen(fd, "w") as f:

@@ -1,4 +1,5 @@
-"""``edgesam info``: verify a bundle's hashes and summarise it (no MNN or torch needed)."""
+"""``edgesam info``: verify a bundle's hashes and summarise it, or say what one ONNX file is (no MNN,
+onnx or torch needed)."""
 from __future__ import annotations
 
 from edgesam.bundle import load_bundle
@@ -29,3 +30,20 @@ def bundle_summary(path: str) -> tuple[str, dict]:
                      f"manifest.json 'tensorrt.commands' (engines are built on the device, not here)")
     lines.append(f"all {len(m['files'])} files verified (size + sha256)")
     return "\n".join(lines), {"bundle": str(b.root), "verified": True, "manifest": m}
+
+
+def onnx_file_summary(path: str) -> tuple[str, dict]:
+    """One .onnx file: its metadata_props (edgesam's provenance: model, role, contract, checkpoint
+    sha256, edgesam version), inputs and outputs."""
+    from edgesam.manifest import CONTRACTS
+    from edgesam.onnxinfo import format_summary, read_onnx_summary
+
+    s = read_onnx_summary(path)
+    text = format_summary(path, s)
+    contract = s.metadata.get("contract")
+    if contract in CONTRACTS:
+        text += f"\ncontract {contract}: {CONTRACTS[contract]}"
+    data = {"onnx": str(path), "opset": s.opset, "producer": s.producer, "metadata": s.metadata,
+            "inputs": [{"name": n, "dtype": t, "shape": d} for n, t, d in s.inputs],
+            "outputs": [{"name": n, "dtype": t, "shape": d} for n, t, d in s.outputs]}
+    return text, data

@@ -145,7 +145,7 @@ def run_parity(reference: Runner, candidates: Iterable[Runner], images: Sequence
 def _feeds(encoded: dict, prompt: dict, dec: DecoderSpec, size: tuple[int, int]) -> dict:
     feeds = {**encoded, **prompt}
     if "orig_im_size" in dec.inputs:  # a full decoder's graph input (its masks output is not used here)
-        feeds[dec.inputs["orig_im_size"]] = np.array(size, np.int32)
+        feeds[dec.inputs["orig_im_size"]] = np.array(size, dec.orig_im_size_dtype)
     return feeds
 
 
