@@ -92,7 +92,8 @@ def cmd_convert(a: argparse.Namespace) -> int:
 def cmd_info(a: argparse.Namespace) -> int:
     from edgesam.cli.info import bundle_summary, onnx_file_summary
 
-    text, data = (onnx_file_summary if str(a.bundle).lower().endswith(".onnx") else bundle_summary)(a.bundle)
+    one_file = Path(a.bundle).suffix.lower() == ".onnx" and not Path(a.bundle).is_dir()
+    text, data = (onnx_file_summary if one_file else bundle_summary)(a.bundle)
     if a.json != "-":
         print(text)
     write_json(a.json, data)
@@ -367,7 +368,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from edgesam.bundle import check_writable_file
 
             check_writable_file(dest)
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is the except below
+        return rc
     except EdgesamError as e:
         print(f"edgesam: error: {e}", file=sys.stderr)
         return e.exit_code
