@@ -27,7 +27,63 @@ def _const(name: str, values, dtype=np.int64) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(values, dtype=dtype), name)
 
 
-def append_postprocessing(model: onnx.ModelProto) -> onnx.ModelProto:
+def _rename_tensor(g: onnx.GraphProto, old: str, new: str) -> None:
+    for node in g.node:
+        node.output[:] = [new if o == old else o for o in node.output]
+        node.input[:] = [new if i == old else i for i in node.input]
+
+
+def append_single_mask(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of a full decoder that returns one mask per prompt, chosen as the official
+    ``SamOnnxModel(return_single_mask=True)`` chooses (``--single-mask``; the official notebook's
+    export): the prompt's N points (padding included) add (N - 2.5) * 1000 to token 0's predicted IoU,
+    and the highest wins, so N >= 3 takes token 0 and N <= 2 the best multimask token. The outputs keep
+    their names and order, with 1 mask token in place of 4; the upscale runs on the chosen token only."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    names = [o.name for o in g.output]
+    if names != ["masks", "iou_predictions", "low_res_masks"]:
+        raise ValueError(f"expected a full decoder's outputs, got {names}")
+    # drop the 4-token upscale (the nodes that only feed "masks"); it is redone on the chosen token
+    post = [n for n in g.node if any(o.startswith("pp_") or o == "masks" for o in n.output)]
+    for n in post:
+        g.node.remove(n)
+    for t in [t for t in g.initializer if t.name.startswith("pp_")]:
+        g.initializer.remove(t)
+    for name in ("iou_predictions", "low_res_masks"):
+        _rename_tensor(g, name, f"all_{name}")
+    g.initializer.extend([_const("sm_one", [1]), _const("sm_reweight", [[1000.0, 0.0, 0.0, 0.0]], np.float32),
+                          _const("sm_half", [2.5], np.float32), _const("sm_mask_shape_keep", [1, 0, 1, 1]),
+                          _const("sm_mask_shape_one", [0, 1, 0, 0]), _const("sm_axes23", [2, 3])])
+    n = helper.make_node
+    g.node.extend([
+        n("Shape", ["point_coords"], ["sm_pc_shape"]),
+        n("Gather", ["sm_pc_shape", "sm_one"], ["sm_n"], axis=0),
+        n("Cast", ["sm_n"], ["sm_nf"], to=TensorProto.FLOAT),
+        n("Sub", ["sm_nf", "sm_half"], ["sm_shift"]),
+        n("Mul", ["sm_shift", "sm_reweight"], ["sm_bonus"]),
+        n("Add", ["all_iou_predictions", "sm_bonus"], ["sm_score"]),
+        n("ArgMax", ["sm_score"], ["sm_best"], axis=1, keepdims=1),
+        n("GatherElements", ["all_iou_predictions", "sm_best"], ["iou_predictions"], axis=1),
+        n("Unsqueeze", ["sm_best", "sm_axes23"], ["sm_best4"]),
+        n("Shape", ["all_low_res_masks"], ["sm_low_shape"]),
+        n("Mul", ["sm_low_shape", "sm_mask_shape_keep"], ["sm_low_keep"]),
+        n("Add", ["sm_low_keep", "sm_mask_shape_one"], ["sm_index_shape"]),
+        n("Expand", ["sm_best4", "sm_index_shape"], ["sm_index"]),
+        n("GatherElements", ["all_low_res_masks", "sm_index"], ["low_res_masks"], axis=1),
+    ])
+    size = next(i for i in g.input if i.name == "orig_im_size")
+    g.input.remove(size)
+    outs = {o.name: o for o in g.output}
+    del g.output[:]
+    g.output.extend([outs["iou_predictions"], outs["low_res_masks"]])
+    for o in g.output:
+        o.type.tensor_type.shape.dim[1].dim_value = 1
+    return append_postprocessing(m, tokens=1)
+
+
+def append_postprocessing(model: onnx.ModelProto, tokens: int = 4) -> onnx.ModelProto:
     """Return a copy of the lowres decoder with input ``orig_im_size`` (float32 [H, W]) and the outputs
     ``masks, iou_predictions, low_res_masks`` in that order (the official contract's)."""
     m = onnx.ModelProto()
@@ -60,7 +116,7 @@ def append_postprocessing(model: onnx.ModelProto) -> onnx.ModelProto:
     lowres = {o.name: o for o in g.output}
     if set(lowres) != {"iou_predictions", "low_res_masks"}:
         raise ValueError(f"expected the lowres decoder's outputs, got {sorted(lowres)}")
-    masks = helper.make_tensor_value_info("masks", TensorProto.FLOAT, ["B", 4, "H", "W"])
+    masks = helper.make_tensor_value_info("masks", TensorProto.FLOAT, ["B", tokens, "H", "W"])
     order = [masks, lowres["iou_predictions"], lowres["low_res_masks"]]
     kept = [onnx.ValueInfoProto() for _ in order]
     for k, o in zip(kept, order):
@@ -69,3 +125,13 @@ def append_postprocessing(model: onnx.ModelProto) -> onnx.ModelProto:
     g.output.extend(kept)
     onnx.checker.check_model(m)
     return m
+
+
+def write_single_mask(path) -> None:
+    """Rewrite the full decoder.onnx at ``path`` in place as its ``--single-mask`` form (metadata kept)."""
+    model = append_single_mask(onnx.load(str(path)))
+    for prop in model.metadata_props:
+        if prop.key == "contract":
+            prop.value = "sam-onnx-model-single-mask"
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))

@@ -97,3 +97,36 @@ def _full_cells(dec, feeds: dict, ref: dict, prec: str, label: str) -> list[Cell
         want = F.interpolate(up[..., :ph, :pw], hw, mode="bilinear", align_corners=False).numpy()
         cells.append(compare("full_post", f"masks {hw[0]}x{hw[1]}", want, got, prec, label, "torch", "logits"))
     return cells
+
+
+@torch.no_grad()
+def single_mask_cells(sam: torch.nn.Module, dec_path: Path, threads: int | None) -> list[Cell]:
+    """A ``--single-mask`` decoder.onnx against the official ``SamOnnxModel(return_single_mask=True)``
+    run eagerly in torch (eager, its float32 crop size follows each image), on the gate scene's
+    embedding: prompts of 2, 3 and 4 tokens (the rule turns on the count) at three aspect ratios."""
+    from segment_anything.utils.onnx import SamOnnxModel
+
+    official = SamOnnxModel(sam, return_single_mask=True).eval()
+    emb = sam.image_encoder(torch.from_numpy(gate_encoder_input(scene())))
+    dec = ORTBackend(dec_path, threads)
+    cells = []
+    for hw in ((683, 1024), (1500, 400), (300, 2200)):
+        h, w = hw
+        cases = {"point": ([[0.4 * w, 0.5 * h], [0, 0]], [1, -1]),  # N=2: the best multimask token
+                 "box": ([[0.2 * w, 0.3 * h], [0.7 * w, 0.8 * h]], [2, 3]),
+                 "box+point": ([[0.5 * w, 0.5 * h], [0.2 * w, 0.3 * h], [0.7 * w, 0.8 * h]], [0, 2, 3]),  # token 0
+                 "3 points": ([[0.4 * w, 0.5 * h], [0.6 * w, 0.3 * h], [0.1 * w, 0.9 * h], [0, 0]], [1, 1, 0, -1])}
+        for name, (coords, labels) in cases.items():
+            c = prompts.apply_coords(np.array(coords, np.float64), hw).astype(np.float32)[None]
+            feeds = {"image_embeddings": emb.numpy(), "point_coords": c,
+                     "point_labels": np.array([labels], np.float32),
+                     "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),
+                     "orig_im_size": np.array(hw, np.float32)}
+            want = official(*(torch.from_numpy(feeds[k]) for k in dec.inputs))
+            got = dec.run(feeds)
+            tag = f"{name} {h}x{w}"
+            cells.append(compare("single_mask", f"masks {tag}", want[0].numpy(), got["masks"], "fp32",
+                                 "onnx fp32", "SamOnnxModel", "logits"))
+            cells.append(compare("single_mask", f"iou_predictions {tag}", want[1].numpy(), got["iou_predictions"],
+                                 "fp32", "onnx fp32", "SamOnnxModel", "scores"))
+    return cells

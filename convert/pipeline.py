@@ -33,6 +33,9 @@ class ConvertOptions:
     random_init: Optional[int] = None
     precisions: tuple[str, ...] = PRECISIONS
     decoder: str = "lowres"
+    # --decoder full only: decoder.onnx returns the one mask SamOnnxModel(return_single_mask=True)
+    # picks (the official notebook's export); the bundle's other formats keep all four tokens
+    single_mask: bool = False
     decoder_graph: str = "folded"  # or "reference" (the official steps); same function (folded_decoder.py)
     opset: int = 17
     simplify: bool = True
@@ -62,6 +65,11 @@ class ConvertOptions:
             raise InputError(f"--precision takes a comma list of {','.join(PRECISIONS)}, got {','.join(self.precisions)}")
         if self.decoder not in DECODER_VARIANTS:
             raise InputError(f"--decoder must be lowres or full, not {self.decoder!r}")
+        if self.single_mask and self.decoder != "full":
+            raise InputError("--single-mask changes the full decoder's output: add --decoder full")
+        if self.single_mask and "tensorrt" in self.formats:
+            raise InputError("--single-mask is for the ONNX contract's readers; TensorRT takes the lowres "
+                             "decoder: convert without --single-mask for --format tensorrt")
         if self.decoder_graph not in DECODER_GRAPHS:
             raise InputError(f"--decoder-graph must be {' or '.join(DECODER_GRAPHS)}, not {self.decoder_graph!r}")
         if self.mnn_gelu not in MNN_GELU:
@@ -181,6 +189,13 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                 cells = [c for c in cells if c.candidate not in labels] + prog.stage(
                     "parity (exact GELU)", partial(run_gate, onnx_enc=None, onnx_dec=None,
                                                    mnn_files={p: mnn_files[p] for p in again}))
+        if opts.single_mask:  # after every runtime format was made from, and gated on, the 4-token file
+            from edgesam.convert.full_decoder import write_single_mask
+
+            decoder_io = _io_shapes(dec_onnx)  # what the other formats' decoders (4 tokens) take and return
+            prog.stage("single-mask decoder.onnx", partial(write_single_mask, dec_onnx))
+            cells = cells + prog.stage("parity (single mask)", partial(gate.single_mask_cells, sam, dec_onnx,
+                                                                        threads))
         trt = None
         if "tensorrt" in opts.formats:
             trt, trt_cells = prog.stage("tensorrt profile", partial(_tensorrt, sam, tmp, enc_onnx, dec_onnx, opts, log))
@@ -192,7 +207,7 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             raise ParityError(f"parity failed, nothing written: {c.stage} {c.output} of {c.candidate} vs "
                               f"{c.reference}: {'; '.join(c.failures)} ({len(failed)} failing cells)")
         manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained, trt, gelu,
-                                  float_layers)
+                                  float_layers, decoder_io if opts.single_mask else None)
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
     return manifest
@@ -343,7 +358,8 @@ def _io_shapes(path: Path) -> tuple[dict, dict]:
 
 def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cells, notes: dict,
                    times: dict, untrained: bool, tensorrt: Optional[dict] = None,
-                   gelu: Optional[dict] = None, float_layers: Optional[dict] = None) -> dict:
+                   gelu: Optional[dict] = None, float_layers: Optional[dict] = None,
+                   decoder_io: Optional[tuple[dict, dict]] = None) -> dict:
     import onnx
     import torch
 
@@ -352,8 +368,13 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
     files = []
     for role in ("encoder", "decoder"):
         ins, outs = _io_shapes(tmp / f"{role}.onnx")
+        # a --single-mask decoder.onnx returns one official-rule mask: for other tools, not this runtime
+        single = {"single_mask": "SamOnnxModel"} if opts.single_mask and role == "decoder" else {}
         files.append(file_record(tmp, f"{role}.onnx", role=role, format="onnx", precision="fp32",
-                                 inputs=ins, outputs=outs, **({"onnx_notes": notes[role]} if notes[role] else {})))
+                                 inputs=ins, outputs=outs, **({"onnx_notes": notes[role]} if notes[role] else {}),
+                                 **single))
+        if single:
+            ins, outs = decoder_io
         if "external_data" in notes[role]:
             files.append(file_record(tmp, notes[role]["external_data"], role=role, format="onnx_external_data",
                                      precision="fp32"))

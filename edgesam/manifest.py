@@ -76,6 +76,8 @@ CONTRACTS = {
     "sam-encoder": "SAM image encoder: image [1,3,1024,1024] (normalised, padded bottom-right) -> image_embeddings",
     "sam-onnx-model": "segment-anything's SamOnnxModel decoder (the official ONNX example, samexporter): "
                       "masks, iou_predictions, low_res_masks",
+    "sam-onnx-model-single-mask": "segment-anything's SamOnnxModel(return_single_mask=True) decoder (the "
+                                  "official notebook's export): one mask per prompt",
     "edgesam-lowres": "edgesam's fastest SAM decoder: iou_predictions, low_res_masks (the caller upscales)",
     "sam2-encoder": "SAM 2 image encoder: image [1,3,1024,1024] -> high_res_feats_0, high_res_feats_1, image_embed",
     "sam2-decoder": "SAM 2 decoder (samexporter, ONNX Runtime's SAM 2 scripts): masks, iou_predictions",

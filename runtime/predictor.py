@@ -37,6 +37,9 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
     if kind is None:
         raise InputError(f"unknown backend {backend!r}; choose {', '.join(BACKEND_TABLE)}")
     path, entry = bundle.open(role, kind.format, precision)
+    if entry.record.get("single_mask"):
+        raise BackendError(f"{bundle.root / entry.path} returns one mask per prompt (--single-mask, the official "
+                           "notebook's export, for other tools); edgesam runs this bundle on mnn or openvino")
     spec = bundle.spec
     if role == "encoder":
         inputs, outputs = [spec.encoder.image_input], list(spec.encoder.outputs)

@@ -291,3 +291,90 @@ def test_info_into_a_closed_pipe_is_quiet(vit_t_full_bundle):
     for _ in range(3):  # the race (all written before head exits, or not) goes both ways; neither may complain
         proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=REPO)
         assert proc.stdout == f"bundle {bundle}"[:10] and proc.stderr == "", proc.stderr
+
+
+@pytest.fixture(scope="module")
+def single_mask_bundle(tmp_path_factory) -> tuple[Path, dict]:
+    """``--decoder full --single-mask``: the official notebook's export (one mask per prompt)."""
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("bundles") / "single"
+    m = convert(ConvertOptions(model="vit_t", out=out, checkpoint=DEMO_CHECKPOINT, decoder="full", single_mask=True,
+                               precisions=("fp32",)), log=lambda s: None)
+    return out, m
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_official_notebook_flow_on_single_mask_export(single_mask_bundle, official, name):
+    """The notebook's code as it is, including its display step, which reshapes ``masks`` to one HxW
+    image: a point (the best multimask token, as its 2 tokens select), a box with a point and a
+    refinement with two points (token 0, from 3 tokens), against the official predictor."""
+    import onnxruntime
+
+    bundle, _ = single_mask_bundle
+    image = _image(name)
+    pt, box = _prompts(name, image)
+    ort_session = onnxruntime.InferenceSession(str(bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        official.set_image(image)
+        image_embedding = official.get_image_embedding().cpu().numpy()
+
+    def notebook(onnx_coord, onnx_label, onnx_mask_input, onnx_has_mask_input):
+        onnx_coord = official.transform.apply_coords(onnx_coord, image.shape[:2]).astype(np.float32)
+        ort_inputs = {"image_embeddings": image_embedding, "point_coords": onnx_coord, "point_labels": onnx_label,
+                      "mask_input": onnx_mask_input, "has_mask_input": onnx_has_mask_input,
+                      "orig_im_size": np.array(image.shape[:2], dtype=np.float32)}
+        masks, _, low_res_logits = ort_session.run(None, ort_inputs)
+        masks = masks > official.model.mask_threshold
+        h, w = masks.shape[-2:]
+        return masks.reshape(h, w), low_res_logits  # show_mask's reshape: one mask, or it raises
+
+    tol = TOLERANCES["fp32"]
+    no_mask, no_has = np.zeros((1, 1, 256, 256), np.float32), np.zeros(1, np.float32)
+    got, low = notebook(np.concatenate([pt, [[0.0, 0.0]]])[None], np.array([[1, -1]], np.float32), no_mask, no_has)
+    with torch.no_grad():
+        multi, scores, multi_low = official.predict(point_coords=pt, point_labels=np.array([1]))
+    assert _iou(got, multi[np.argmax(scores)]) >= tol.mask_iou, (name, "point")
+    np.testing.assert_allclose(low[0, 0], multi_low[np.argmax(scores)], atol=1e-3)
+
+    bg = np.array([[box[0] + 2, box[1] + 2]])
+    got_b, _ = notebook(np.concatenate([bg, box.reshape(2, 2)])[None], np.array([[0, 2, 3]], np.float32), no_mask,
+                        no_has)
+    with torch.no_grad():
+        want_b = official.predict(point_coords=bg, point_labels=np.array([0]), box=box, multimask_output=False)[0][0]
+    assert _iou(got_b, want_b) >= tol.mask_iou, (name, "box")
+
+    pts = np.concatenate([pt, pt + [[3.0, 2.0]]])
+    got_r, _ = notebook(np.concatenate([pts, [[0.0, 0.0]]])[None], np.array([[1, 1, -1]], np.float32), low,
+                        np.ones(1, np.float32))
+    with torch.no_grad():
+        want_r = official.predict(point_coords=pts, point_labels=np.array([1, 1]), mask_input=low[0],
+                                  multimask_output=False)[0][0]
+    assert _iou(got_r, want_r) >= tol.mask_iou, (name, "refine")
+
+
+def test_single_mask_bundle_runs_on_mnn_and_refuses_ort(single_mask_bundle, tmp_path):
+    """The one-mask decoder.onnx is for other tools: the manifest marks it, its metadata names its
+    contract; edgesam runs the bundle from its MNN files (4 tokens) and refuses ONNX Runtime in one
+    line. The gate compared it with the official SamOnnxModel(return_single_mask=True)."""
+    import onnx
+
+    bundle, m = single_mask_bundle
+    rec = {(f["format"], f["role"]): f for f in m["files"]}
+    assert rec[("onnx", "decoder")]["single_mask"] == "SamOnnxModel"
+    assert rec[("onnx", "decoder")]["outputs"]["masks"][1] == 1 and rec[("mnn", "decoder")]["outputs"]["masks"][1] == 4
+    cells = [c for c in m["parity"]["cells"] if c["stage"] == "single_mask"]
+    assert len(cells) == 24 and all(c["ok"] for c in cells) and {c["reference"] for c in cells} == {"SamOnnxModel"}
+    props = {p.key: p.value for p in onnx.load(str(bundle / "decoder.onnx")).metadata_props}
+    assert props["contract"] == "sam-onnx-model-single-mask"
+    img = str(REPO / "assets" / "portrait.png")
+    ok = run_cli("segment", bundle, img, "--point", "260,120", "--out", tmp_path / "m.png")
+    assert ok.returncode == 0, ok.stderr
+    line = one_line_error(run_cli("segment", bundle, img, "--point", "260,120", "--backend", "ort",
+                                  "--out", tmp_path / "o.png"))
+    assert "one mask per prompt" in line and not (tmp_path / "o.png").exists()
+    for args, needle in ((["--single-mask"], "add --decoder full"),
+                         (["--single-mask", "--decoder", "full", "--format", "onnx,tensorrt"], "TensorRT")):
+        line = one_line_error(run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", tmp_path / "x",
+                                      *args))
+        assert needle in line and not (tmp_path / "x").exists()
