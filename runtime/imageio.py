@@ -108,3 +108,30 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) of a PNG, JPEG or BMP from its header, without decoding it (e.g. for the COCO
+    entry of an image that has no masks)."""
+    path = Path(path)
+    kind = _sniff(path)
+    with open(path, "rb") as f:
+        if kind == "png":
+            f.seek(16)
+            w, h = struct.unpack(">II", f.read(8))
+            return int(h), int(w)
+        if kind == "bmp":
+            f.seek(18)
+            w, h = struct.unpack("<ii", f.read(8))
+            return abs(int(h)), int(w)
+        f.seek(2)  # JPEG: walk the markers to the first start-of-frame
+        while True:
+            marker = f.read(2)
+            if len(marker) < 2 or marker[0] != 0xFF:
+                break
+            (length,) = struct.unpack(">H", f.read(2))
+            if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack(">xHH", f.read(5))
+                return int(h), int(w)
+            f.seek(length - 2, 1)
+    raise ImageError(f"{path}: no image size in its header (corrupt?)")

@@ -110,12 +110,30 @@ def _summary_and_json(a: argparse.Namespace, result: dict) -> int:
 
 
 def cmd_segment(a: argparse.Namespace) -> int:
+    if a.images or a.boxes or a.coco:
+        from edgesam.dataset.commands import boxes_dataset
+
+        if not (a.images and a.boxes and a.coco) or a.image or a.point or a.box:
+            raise InputError("boxes to masks takes --images DIR --boxes DETECTIONS.json --coco OUT.json, "
+                             "and no image, --point or --box")
+        return _dataset_result(a, boxes_dataset(a.bundle, a.images, a.boxes, a.coco, run_options(a),
+                                                engine=a.engine, workers=a.workers, progress=True))
+    if not a.image:
+        raise InputError("segment needs an IMAGE (or --images DIR --boxes DETECTIONS.json --coco OUT.json)")
     from edgesam.cli.segment import SegmentRequest, segment
 
     req = SegmentRequest(bundle=a.bundle, image=a.image, points=a.point or [], boxes=a.box or [],
                          mask_input=a.mask_input, multimask=a.multimask, run=run_options(a),
                          out=a.out, overlay=a.overlay, npz=a.npz)
     return _summary_and_json(a, segment(req))
+
+
+def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+    from edgesam.dataset.engine import ENGINES
+
+    p.add_argument("--engine", default="local", choices=list(ENGINES), help="dataset form: who runs the images")
+    p.add_argument("--workers", type=int, default=1,
+                   help="dataset form: processes, each holding the bundle once (threads: the cores shared out)")
 
 
 def run_options(a: argparse.Namespace) -> RunOptions:
@@ -139,10 +157,29 @@ def amg_options(a: argparse.Namespace) -> AmgOptions:
     return AmgOptions(**given)
 
 
+def _dataset_result(a: argparse.Namespace, result: dict) -> int:
+    """Summary and --json of a dataset run; exit 1 if any image failed (the rest were done)."""
+    _summary_and_json(a, result)
+    return 1 if result["failed"] else 0
+
+
 def cmd_everything(a: argparse.Namespace) -> int:
+    from edgesam.dataset.inputs import is_dataset_input
+
+    out_is_dir = bool(a.out) and (Path(a.out).is_dir() or a.out.endswith(("/", os.sep)))
+    if is_dataset_input(a.inputs) or a.coco or out_is_dir or a.engine != "local" or a.workers != 1:
+        from edgesam.dataset.commands import everything_dataset
+
+        if not a.out:
+            raise InputError("several images, a folder or a list need --out DIR (one .json per image)")
+        if a.overlay:
+            raise InputError("--overlay is for one image; the dataset form writes records (--out DIR, --coco)")
+        return _dataset_result(a, everything_dataset(
+            a.bundle, a.inputs, a.out, amg_options(a), a.point_grids, run_options(a), coco=a.coco,
+            engine=a.engine, workers=a.workers, progress=not a.quiet))
     from edgesam.cli.everything import EverythingRequest, everything
 
-    req = EverythingRequest(bundle=a.bundle, image=a.image, options=amg_options(a), point_grids=a.point_grids,
+    req = EverythingRequest(bundle=a.bundle, image=a.inputs[0], options=amg_options(a), point_grids=a.point_grids,
                             run=run_options(a), out=a.out, overlay=a.overlay, progress=not a.quiet)
     return _summary_and_json(a, everything(req))
 
@@ -261,9 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--json", metavar="FILE")
     i.set_defaults(func=cmd_info)
 
-    s = sub.add_parser("segment", help="segment one image with point/box prompts")
+    s = sub.add_parser("segment", help="segment one image with point/box prompts, or turn a COCO file's "
+                                       "boxes into masks (--images, --boxes, --coco)")
     s.add_argument("bundle")
-    s.add_argument("image")
+    s.add_argument("image", nargs="?")
+    s.add_argument("--images", metavar="DIR", help="the folder the detection file's file_names are relative to")
+    s.add_argument("--boxes", metavar="DETECTIONS.json", help="COCO file with 'images' and 'annotations' (bbox XYWH)")
+    s.add_argument("--coco", metavar="OUT.json", help="the annotations written back with 'segmentation' (RLE) added; "
+                                                      "per-image parts in OUT.json.parts/ make a rerun resume")
+    add_engine_arguments(s)
     s.add_argument("--point", action="append", type=_floats((2, 3)), metavar="X,Y[,LABEL]")
     s.add_argument("--box", action="append", type=_floats((4,)), metavar="X0,Y0,X1,Y1")
     s.add_argument("--mask-input", metavar="FILE.npy")
@@ -275,9 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", metavar="FILE")
     s.set_defaults(func=cmd_segment)
 
-    e = sub.add_parser("everything", help="automatic mask generation (segment everything) on one image")
+    e = sub.add_parser("everything", help="automatic mask generation (segment everything) on one image, or on "
+                                          "many (images, folders, list files) with --out DIR")
     e.add_argument("bundle")
-    e.add_argument("image")
+    e.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="an image; or several, folders (searched recursively) and .txt lists of images, with --out DIR")
+    e.add_argument("--coco", metavar="FILE.json", help="dataset form: one COCO instances file of every image's masks")
+    add_engine_arguments(e)
     amg = _defaults(AmgOptions)
     e.add_argument("--points-per-side", type=int, default=None,
                    help=f"grid points per side (default {amg['points_per_side']})")

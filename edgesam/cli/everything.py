@@ -103,30 +103,44 @@ def overlay_image(image: np.ndarray, records: list[dict]) -> np.ndarray:
     return vis
 
 
+def resolve_options(bundle, opts: AmgOptions, point_grids: Optional[str]) -> AmgOptions:
+    """The generator options for this bundle: the family's official pred_iou_thresh where none was
+    given, the --point-grids file loaded; validated."""
+    from edgesam.runtime.amg import _DEFAULTS, SAM2_DEFAULTS
+
+    if opts.pred_iou_thresh is None:  # left out: the official default of the bundle's family
+        sam2 = bundle.spec.family == "sam2"
+        opts = replace(opts, pred_iou_thresh=(SAM2_DEFAULTS if sam2 else _DEFAULTS).pred_iou_thresh)
+    if point_grids:
+        if opts.points_per_side is not None:
+            raise InputError("give --points-per-side or --point-grids, not both")
+        opts = replace(opts, point_grids=_load_grids(point_grids))
+    return opts.validate()
+
+
+def build_generator(bundle, opts: AmgOptions, run: RunOptions, progress=None):
+    """(predictor, generator) for a bundle: the predictor opened once, set up as the family's
+    official generator builds its own (SAM 2: hole and sprinkle areas from min_mask_region_area)."""
+    from edgesam.runtime.amg import SamAutomaticMaskGenerator
+
+    pred = run.predictor(bundle)
+    if bundle.spec.family == "sam2":
+        pred.max_hole_area = pred.max_sprinkle_area = float(opts.min_mask_region_area)
+    return pred, SamAutomaticMaskGenerator.from_options(pred, opts, progress=progress)
+
+
 def everything(req: EverythingRequest) -> dict[str, Any]:
     """Run one request and return a JSON-ready summary; writes ``req.out`` / ``req.overlay`` atomically."""
     from edgesam.bundle import load_bundle
-    from edgesam.runtime.amg import _DEFAULTS, SAM2_DEFAULTS, SamAutomaticMaskGenerator
     from edgesam.runtime.imageio import read_image, write_image
 
-    opts = req.options
     bundle = load_bundle(req.bundle, verify=False)  # the manifest, read once (the predictor takes it)
-    sam2 = bundle.spec.family == "sam2"
-    if opts.pred_iou_thresh is None:  # left out: the official default of the bundle's family
-        opts = replace(opts, pred_iou_thresh=(SAM2_DEFAULTS if sam2 else _DEFAULTS).pred_iou_thresh)
-    if req.point_grids:
-        if opts.points_per_side is not None:
-            raise InputError("give --points-per-side or --point-grids, not both")
-        opts = replace(opts, point_grids=_load_grids(req.point_grids))
-    opts.validate()
+    opts = resolve_options(bundle, req.options, req.point_grids)
     _check_outputs(req)
     image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
-    pred = req.run.predictor(bundle)
+    pred, gen = build_generator(bundle, opts, req.run, stderr_progress() if req.progress else None)
     t_load = time.perf_counter() - t0
-    if sam2:  # as the official SAM 2 generator builds its predictor
-        pred.max_hole_area = pred.max_sprinkle_area = float(opts.min_mask_region_area)
-    gen = SamAutomaticMaskGenerator.from_options(pred, opts, progress=stderr_progress() if req.progress else None)
     t0 = time.perf_counter()
     records = gen.generate(image)
     t_gen = time.perf_counter() - t0

@@ -1,0 +1,171 @@
+"""Running a dataset: each worker opens the bundle once and takes images one at a time; every image's
+output is written by the worker that made it, atomically, so an interrupted run loses at most the
+images in flight.
+
+``local``: this process (``workers=1``), or N spawned processes (``multiprocessing``), each with
+``threads`` CPU threads (default: the cores shared out between the workers).
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+
+from edgesam.dataset.inputs import Item
+from edgesam.dataset.store import Store
+from edgesam.errors import EdgesamError, InputError
+from edgesam.runtime.options import RunOptions
+
+ENGINES = ("local", "ray")  # ray: named, refused in this version (check_engine)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """What every worker needs (picklable): the bundle, how to run it, and what to do per image."""
+    bundle: str
+    run: RunOptions
+    task: str  # "everything" or "boxes"
+    options: Any = None  # AmgOptions for "everything"
+    boxes: dict = field(default_factory=dict)  # "boxes": output name -> [(annotation, XYXY box), ...]
+    out: str = ""  # the Store's folder
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _open(job: Job) -> None:
+    """Load the bundle once in this worker (a process, or the main process for workers=1)."""
+    from edgesam.bundle import load_bundle
+    from edgesam.cli.everything import build_generator
+
+    bundle = load_bundle(job.bundle, verify=False)
+    if job.task == "everything":
+        pred, gen = build_generator(bundle, job.options, job.run)
+    else:
+        pred, gen = job.run.predictor(bundle), None
+    _WORKER.update(job=job, pred=pred, gen=gen, store=Store.opened(Path(job.out)))
+
+
+def _boxes_records(pred, image: np.ndarray, boxes: list) -> list[dict]:
+    """One mask per box (single-mask output, as the official predictor gives for a box), in batches of 16
+    boxes so that at most 16 full-size masks exist at once; each annotation with its RLE added."""
+    from edgesam.runtime.rle import area_from_rle, coco_encode_rle, mask_to_rle
+
+    pred.set_image(image)
+    out = []
+    for i in range(0, len(boxes), 16):
+        chunk = boxes[i:i + 16]
+        masks, scores, _ = pred.predict_batch(boxes=np.array([b for _, b in chunk], np.float64), multimask_output=False)
+        for (ann, _), rle, s in zip(chunk, mask_to_rle(masks[:, 0]), scores[:, 0]):
+            out.append({**ann, "segmentation": coco_encode_rle(rle), "area": int(area_from_rle(rle)),
+                        "predicted_iou": float(s)})
+    return out
+
+
+def _process(item: Item) -> dict:
+    """One image: read, segment, write its output. Never raises: a failure is the returned row."""
+    from edgesam.runtime.imageio import read_image
+
+    job, t0 = _WORKER["job"], time.perf_counter()
+    try:
+        image = read_image(item.path)
+        if job.task == "everything":
+            records = _WORKER["gen"].generate(image)
+        else:
+            records = _boxes_records(_WORKER["pred"], image, job.boxes[item.name])
+        _WORKER["store"].write(item.name, records)
+        return {"name": item.name, "ok": True, "size": list(image.shape[:2]), "masks": len(records),
+                "seconds": time.perf_counter() - t0}
+    except EdgesamError as e:
+        return {"name": item.name, "ok": False, "error": str(e)}
+    except MemoryError:
+        return {"name": item.name, "ok": False, "error": "out of memory"}
+    except Exception as e:  # a bug on one image must not lose the rest of the run
+        return {"name": item.name, "ok": False, "error": f"internal error ({type(e).__name__}: {str(e)[:200]})"}
+
+
+def _init_process(job: Job) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _open(job)
+
+
+def run_local(job: Job, items: list[Item], workers: int) -> Iterator[dict]:
+    """Rows of ``_process`` as images finish (any order with several workers)."""
+    if workers == 1:
+        _open(job)
+        for it in items:
+            yield _process(it)
+        return
+    ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no MNN state forked
+    pool = ctx.Pool(workers, initializer=_init_process, initargs=(job,))
+    try:
+        yield from pool.imap_unordered(_process, items, chunksize=1)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def check_engine(engine: str, workers: int) -> None:
+    """One line for an engine or worker count this version cannot run (before anything is written)."""
+    if engine not in ENGINES:
+        raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "ray":
+        raise InputError("--engine ray is not in this version of edgesam yet; use --engine local --workers N "
+                         "(processes on this machine)")
+    if int(workers) != workers or workers < 1:
+        raise InputError(f"--workers must be an integer >= 1, not {workers!r}")
+
+
+def share_threads(run: RunOptions, workers: int) -> RunOptions:
+    """Without --threads, the cores shared out between the workers (at least one each)."""
+    if run.threads is not None or workers == 1:
+        return run
+    return replace(run, threads=max(1, (os.cpu_count() or 1) // workers))
+
+
+def execute(job: Job, items: list[Item], store: Store, engine: str, workers: int,
+            progress: bool = True) -> dict:
+    """Run ``items`` not yet done in ``store`` with ``engine``; returns counts, timings and failures."""
+    check_engine(engine, workers)
+    todo = [it for it in items if store.load(it.name) is None]
+    rows: list[dict] = []
+    t0 = time.perf_counter()
+    bar = None
+    if progress and todo:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="images", unit="img", file=sys.stderr)
+    for row in (run_local(job, todo, workers) if todo else ()):
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+            if not row["ok"]:
+                bar.write(f"{row['name']}: {row['error']}", file=sys.stderr)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    done = [r for r in rows if r["ok"]]
+    return {"images": len(items), "skipped": len(items) - len(todo), "processed": len(done),
+            "failed": [{"image": r["name"], "error": r["error"]} for r in rows if not r["ok"]],
+            "seconds": seconds, "images_per_s": len(done) / seconds if done and seconds > 0 else 0.0,
+            "sizes": {r["name"]: r["size"] for r in done}}
+
+
+def settings_of(job: Job, bundle_source: str, extra: Optional[dict] = None) -> dict:
+    """What makes two runs' outputs the same kind: kept beside the outputs (store.SETTINGS)."""
+    opts = {} if job.options is None else {k: (v if not isinstance(v, list) else "given")
+                                           for k, v in asdict(job.options).items()}
+    run = {k: v for k, v in asdict(job.run).items() if k != "threads"}
+    return json.loads(json.dumps({"task": job.task, "bundle": bundle_source, "options": opts, "run": run,
+                                  **(extra or {})}, default=str))
+

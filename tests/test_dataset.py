@@ -1,0 +1,190 @@
+"""Whole datasets through the CLI (shared/DESIGN.md, "Many images"): `everything` over a folder with a
+corrupt image, per-image outputs equal to the single-image command's, COCO read back by pycocotools,
+resuming (after a deleted output and after a killed run), and a COCO file's boxes turned into masks.
+
+The demo model's bundle; generator settings loose enough that it keeps masks on the samples.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, one_line_error, run_cli
+
+pycocotools = pytest.importorskip("pycocotools")
+from pycocotools import mask as mask_utils  # noqa: E402
+from pycocotools.coco import COCO  # noqa: E402
+
+AMG = ["--points-per-side", "6", "--pred-iou-thresh", "0.2", "--stability-score-thresh", "0.7", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("images")
+    (d / "sub").mkdir()
+    shutil.copy(REPO / "assets" / "landscape.png", d / "landscape.png")
+    shutil.copy(REPO / "assets" / "portrait.png", d / "sub" / "portrait.png")
+    shutil.copy(REPO / "assets" / "panorama.png", d / "sub" / "panorama.png")
+    (d / "broken.png").write_bytes((REPO / "assets" / "landscape.png").read_bytes()[:3000])  # truncated
+    (d / "notes.txt.bak").write_text("not an image")  # not an image suffix: not an input
+    return d
+
+
+GOOD = ["landscape.png", "sub/panorama.png", "sub/portrait.png"]
+
+
+@pytest.fixture(scope="module")
+def first_run(vit_t_bundle, folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    proc = run_cli("everything", vit_t_bundle, folder, "--out", out / "masks", "--coco", out / "coco.json",
+                   "--workers", "2", "--quiet", *AMG)
+    return out, proc
+
+
+def test_folder_with_a_corrupt_image(first_run, vit_t_bundle, folder, tmp_path):
+    """Exit 1; the good images done, each file exactly the single-image command's records; the
+    corrupt one in errors.json and the summary; the COCO file loads in pycocotools, its RLEs decode
+    to their areas, its ids are unique."""
+    out, proc = first_run
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "3 done now" in proc.stdout and "1 failed" in proc.stdout and "broken.png" in proc.stdout
+    errors = json.loads((out / "masks" / "errors.json").read_text())
+    assert [e["image"] for e in errors] == ["broken.png"] and "truncated PNG" in errors[0]["error"]
+    made = sorted(p.relative_to(out / "masks").as_posix() for p in (out / "masks").rglob("*.png.json"))
+    assert made == [f"{n}.json" for n in GOOD]
+    # the same records as `edgesam everything IMAGE --out FILE.json`, image by image
+    name = "sub/portrait.png"
+    single = run_cli("everything", vit_t_bundle, folder / name, "--out", tmp_path / "one.json", "--quiet", *AMG)
+    assert single.returncode == 0, single.stderr[-2000:]
+    assert json.loads((out / "masks" / f"{name}.json").read_text()) == json.loads((tmp_path / "one.json").read_text())
+
+    coco = COCO(str(out / "coco.json"))
+    assert sorted(im["file_name"] for im in coco.dataset["images"]) == GOOD
+    anns = coco.dataset["annotations"]
+    assert len(anns) == sum(len(json.loads((out / "masks" / f"{n}.json").read_text())) for n in GOOD) > 0
+    assert len({a["id"] for a in anns}) == len(anns) and len({im["id"] for im in coco.dataset["images"]}) == 3
+    for a in anns:
+        im = coco.imgs[a["image_id"]]
+        m = mask_utils.decode(a["segmentation"])
+        assert m.shape == (im["height"], im["width"]) and int(m.sum()) == a["area"]
+        assert {"bbox", "score", "predicted_iou", "stability_score"} <= set(a)
+    assert coco.loadRes(anns)  # usable as detection results too
+
+
+def test_rerun_recomputes_only_what_is_missing(first_run, vit_t_bundle, folder):
+    """Delete one image's output: a rerun makes that one again, leaves the others' files untouched,
+    and rebuilds the COCO file without duplicates (the same file as before)."""
+    out, _ = first_run
+    masks = out / "masks"
+    before = {n: (masks / f"{n}.json").stat().st_mtime_ns for n in GOOD}
+    coco_before = json.loads((out / "coco.json").read_text())
+    gone = masks / "sub" / "panorama.png.json"
+    kept = gone.read_text()
+    gone.unlink()
+    proc = run_cli("everything", vit_t_bundle, folder, "--out", masks, "--coco", out / "coco.json", "--quiet", *AMG)
+    assert proc.returncode == 1 and "1 done now, 2 already done, 1 failed" in proc.stdout, proc.stdout
+    assert gone.read_text() == kept
+    for n in GOOD:
+        if n != "sub/panorama.png":
+            assert (masks / f"{n}.json").stat().st_mtime_ns == before[n]
+    assert json.loads((out / "coco.json").read_text()) == coco_before
+
+
+def test_killed_run_resumes_to_the_same_outputs(first_run, vit_t_bundle, folder, tmp_path):
+    """SIGKILL the run once an image is written; the rerun finishes the rest, and every output equals
+    the uninterrupted run's."""
+    out, _ = first_run
+    dest = tmp_path / "masks"
+    cmd = [sys.executable, "-m", "edgesam.cli", "everything", str(vit_t_bundle), str(folder), "--out", str(dest),
+           "--quiet", *AMG]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(dest.rglob("*.png.json")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(list(dest.rglob("*.png.json"))) < 3  # killed part-way
+    again = run_cli("everything", vit_t_bundle, folder, "--out", dest, "--quiet", *AMG)
+    assert again.returncode == 1, again.stderr[-2000:]
+    for n in GOOD:
+        assert json.loads((dest / f"{n}.json").read_text()) == json.loads((out / "masks" / f"{n}.json").read_text())
+    leftovers = [p.name for p in dest.rglob("*") if p.is_file() and not p.name.endswith(".json")]
+    assert all(p.startswith(".") for p in leftovers), leftovers  # at most a temp file of the killed write
+
+
+def test_other_settings_and_bad_engine_are_refused(first_run, vit_t_bundle, folder, tmp_path):
+    out, _ = first_run
+    line = one_line_error(run_cli("everything", vit_t_bundle, folder, "--out", out / "masks", "--points-per-side",
+                                  "4"))
+    assert "other settings" in line
+    line = one_line_error(run_cli("everything", vit_t_bundle, folder, "--out", tmp_path / "r", "--engine", "ray"))
+    assert "--engine ray is not in this version" in line and not (tmp_path / "r").exists()
+    line = one_line_error(run_cli("everything", vit_t_bundle, folder))
+    assert "--out DIR" in line
+
+
+def test_image_list_and_name_clash(vit_t_bundle, folder, tmp_path):
+    from edgesam.dataset.inputs import collect
+
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# comment\n{folder / 'landscape.png'}\n\n")
+    assert [(i.name, i.path) for i in collect([str(lst)])] == [("landscape.png", folder / "landscape.png")]
+    other = tmp_path / "x"
+    other.mkdir()
+    shutil.copy(folder / "landscape.png", other / "landscape.png")
+    line = one_line_error(run_cli("everything", vit_t_bundle, folder / "landscape.png", other / "landscape.png",
+                                  "--out", tmp_path / "o"))
+    assert "would both be written as landscape.png.json" in line and not (tmp_path / "o").exists()
+
+
+def test_boxes_to_masks(vit_t_bundle, folder, tmp_path):
+    """A COCO detection file's boxes -> one mask per box (the single-mask output the official predictor
+    gives for a box: edgesam's predictor on the same box, mask for mask), written back as the same
+    annotations with segmentation, area and predicted_iou. A detection whose image is not listed and
+    an image missing on disk are reported, the rest done (exit 1). Only images with boxes are read.
+
+    Not asserted: that each mask's bbox lies inside its box. With the demo model it does not (its box
+    mIoU is 0.30, issue 19): a box drawn around the portrait's red ellipse got a mask 150 px beyond it."""
+    from edgesam.runtime import SamPredictor
+    from edgesam.runtime.imageio import read_image
+
+    det = {"images": [{"id": 1, "file_name": "landscape.png"}, {"id": 2, "file_name": "sub/portrait.png"},
+                      {"id": 3, "file_name": "missing.png"}, {"id": 4, "file_name": "sub/panorama.png"}],
+           "annotations": [{"id": 10, "image_id": 1, "bbox": [250, 230, 150, 120], "score": 0.9, "category_id": 3},
+                           {"id": 11, "image_id": 1, "bbox": [20, 20, 100, 100], "score": 0.5, "category_id": 3},
+                           {"id": 12, "image_id": 2, "bbox": [200, 60, 120, 120], "score": 0.7, "category_id": 1},
+                           {"id": 13, "image_id": 3, "bbox": [0, 0, 10, 10], "score": 0.7, "category_id": 1},
+                           {"id": 14, "image_id": 99, "bbox": [0, 0, 10, 10], "score": 0.7, "category_id": 1}],
+           "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}]}
+    (tmp_path / "det.json").write_text(json.dumps(det))
+    out = tmp_path / "segm.json"
+    proc = run_cli("segment", vit_t_bundle, "--images", folder, "--boxes", tmp_path / "det.json", "--coco", out,
+                   "--threads", "1")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "missing.png" in proc.stdout and "1 detection(s) name no image" in proc.stdout
+    got = json.loads(out.read_text())
+    assert got["images"] == det["images"] and got["categories"] == det["categories"]
+    assert [a["id"] for a in got["annotations"]] == [10, 11, 12]
+    assert {e["image"] for e in got["edgesam_errors"]} == {"missing.png", None}
+    assert not (Path(f"{out}.parts") / "sub" / "panorama.png.json").exists()  # no boxes: never read
+    COCO(str(out))
+    by_image = {1: folder / "landscape.png", 2: folder / "sub" / "portrait.png"}
+    p = SamPredictor(vit_t_bundle, threads=1)
+    for a in got["annotations"]:
+        src = next(d for d in det["annotations"] if d["id"] == a["id"])
+        assert {k: a[k] for k in src if k != "area"} == src  # the detection, unchanged
+        p.set_image(read_image(by_image[a["image_id"]]))
+        x, y, w, h = a["bbox"]
+        want, score, _ = p.predict(box=np.array([x, y, x + w, y + h]), multimask_output=False)
+        m = mask_utils.decode(a["segmentation"]).astype(bool)
+        assert np.array_equal(m, want[0]) and a["area"] == int(want[0].sum()) > 0
+        assert abs(a["predicted_iou"] - float(score[0])) < 1e-6
