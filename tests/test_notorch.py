@@ -16,7 +16,8 @@ def test_import_runtime_pulls_no_heavy_modules():
     code = ("import sys, edgesam.runtime, edgesam.runtime.predictor, edgesam.cli.segment, "
             "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.measure.paritymatrix, "
             "edgesam.measure.bench, edgesam.runtime.amg, edgesam.cli.everything, edgesam.runtime.rle, "
-            "edgesam.runtime.regions, edgesam.runtime.maskstats, edgesam.runtime.sam2_predictor, edgesam.cli; "
+            "edgesam.runtime.regions, edgesam.runtime.maskstats, edgesam.runtime.sam2_predictor, edgesam.cli, "
+            "edgesam.dataset.commands, edgesam.onnxinfo, edgesam.cli.info; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
