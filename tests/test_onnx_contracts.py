@@ -56,6 +56,20 @@ def _prompts(name: str, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pt, np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])
 
 
+def _example_setup(bundle: Path, official, name: str):
+    """The official example's start: the image, its prompts, an ONNX Runtime session on the bundle's
+    decoder.onnx and the official predictor's embedding."""
+    import onnxruntime
+
+    image = _image(name)
+    pt, box = _prompts(name, image)
+    session = onnxruntime.InferenceSession(str(bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        official.set_image(image)
+        embedding = official.get_image_embedding().cpu().numpy()
+    return image, pt, box, session, embedding
+
+
 @pytest.fixture(scope="module")
 def official():
     from mobile_sam import SamPredictor
@@ -95,15 +109,7 @@ def test_official_onnx_example_flow_matches_official_predictor(vit_t_full_bundle
     with a background point, and a refinement step from the low-res logits, against the official
     predictor on the same weights and image (every aspect ratio: the official 1.0 export is exact only
     at its dummy image's)."""
-    import onnxruntime
-
-    bundle, _ = vit_t_full_bundle
-    image = _image(name)
-    pt, box = _prompts(name, image)
-    ort_session = onnxruntime.InferenceSession(str(bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        official.set_image(image)
-        image_embedding = official.get_image_embedding().cpu().numpy()
+    image, pt, box, ort_session, image_embedding = _example_setup(vit_t_full_bundle[0], official, name)
 
     def run(coords, labels, mask_input=None):
         onnx_coord = official.transform.apply_coords(coords[None], image.shape[:2]).astype(np.float32)
@@ -309,15 +315,7 @@ def test_official_notebook_flow_on_single_mask_export(single_mask_bundle, offici
     """The notebook's code as it is, including its display step, which reshapes ``masks`` to one HxW
     image: a point (the best multimask token, as its 2 tokens select), a box with a point and a
     refinement with two points (token 0, from 3 tokens), against the official predictor."""
-    import onnxruntime
-
-    bundle, _ = single_mask_bundle
-    image = _image(name)
-    pt, box = _prompts(name, image)
-    ort_session = onnxruntime.InferenceSession(str(bundle / "decoder.onnx"), providers=["CPUExecutionProvider"])
-    with torch.no_grad():
-        official.set_image(image)
-        image_embedding = official.get_image_embedding().cpu().numpy()
+    image, pt, box, ort_session, image_embedding = _example_setup(single_mask_bundle[0], official, name)
 
     def notebook(onnx_coord, onnx_label, onnx_mask_input, onnx_has_mask_input):
         onnx_coord = official.transform.apply_coords(onnx_coord, image.shape[:2]).astype(np.float32)
