@@ -9,7 +9,7 @@ $(STAMP): pyproject.toml Makefile
 	$(VENV)/bin/pip install -q torch==2.14.1 torchvision==0.29.1
 	# SAM 2's code (an sdist): built against the torch above, without its CUDA extension
 	SAM2_BUILD_CUDA=0 $(VENV)/bin/pip install -q --no-build-isolation 'sam2==1.1.0'
-	$(VENV)/bin/pip install -q -e '.[convert,dev,openvino]'
+	$(VENV)/bin/pip install -q -e '.[convert,dev,openvino,ray]'
 	# samexporter, a real client of the ONNX contracts (tests/test_onnx_contracts.py). Its runtime needs
 	# only onnxruntime, opencv and Pillow (installed above); --no-deps because it pins torch 2.10.
 	$(VENV)/bin/pip install -q --no-deps 'samexporter==0.5.0'

@@ -16,9 +16,12 @@ SIZES = {"landscape": (400, 600), "portrait": (900, 300), "panorama": (150, 1000
 HEAVY = ("torch", "torchvision", "timm", "onnx")
 
 
-def prompts(h: int, w: int) -> dict:
+BIG_PROMPTS = ("point", "boxes_batch")  # at 12 MP (every mask upscaled to 12 MP): a point, refined, and a batch
+
+
+def prompts(h: int, w: int, name: str = "") -> dict:
     box = np.array([w * 0.1, h * 0.1, w * 0.7, h * 0.8])
-    return {
+    every = {
         "point": dict(point_coords=np.array([[w * 0.3, h * 0.6]]), point_labels=np.array([1])),
         "point_single": dict(point_coords=np.array([[w * 0.3, h * 0.6]]), point_labels=np.array([1]),
                              multimask_output=False),
@@ -28,6 +31,7 @@ def prompts(h: int, w: int) -> dict:
         "boxes_batch": dict(box=np.array([[0, 0, w / 2, h / 2], [w / 3, h / 3, w, h], box]), multimask_output=False),
         "normalized": dict(point_coords=np.array([[0.3, 0.6]]), point_labels=np.array([1]), normalize_coords=False),
     }
+    return {k: v for k, v in every.items() if k in BIG_PROMPTS} if name == "12mp" else every
 
 
 def pack(m: np.ndarray) -> np.ndarray:
@@ -42,7 +46,7 @@ def main(bundle: str, backend: str, precision: str, images: str, out: str) -> No
     for name, (h, w) in SIZES.items():
         predictor.set_image(np.load(f"{images}/{name}.npy"))
         res[f"{name}/image_embed"] = predictor.get_image_embedding()
-        for pname, kw in prompts(h, w).items():
+        for pname, kw in prompts(h, w, name).items():
             masks, scores, logits = predictor.predict(**kw)
             key = f"{name}/{pname}"
             res[key + "/masks"], res[key + "/shape"] = pack(masks), np.array(masks.shape)

@@ -66,6 +66,16 @@ def test_base_install_venv_runs_segment(vit_t_bundle, base_venv, tmp_path):
     import json
 
     assert json.loads((tmp_path / "b.json").read_text())["results"][0]["stages"]["encoder"]["p50_ms"] > 0
+    # the dataset form runs here too (local engine); Ray is an extra: asked for, one line on how to get it
+    p = subprocess.run([str(env_dir / "bin" / "edgesam"), "everything", str(vit_t_bundle), str(REPO / "assets"),
+                        "--out", str(tmp_path / "ds"), "--points-per-side", "4", "--quiet"],
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0 and "3 done now" in p.stdout, p.stderr[-3000:]
+    p = subprocess.run([str(env_dir / "bin" / "edgesam"), "everything", str(vit_t_bundle), str(REPO / "assets"),
+                        "--out", str(tmp_path / "dr"), "--engine", "ray"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and p.stderr.strip() == ("edgesam: error: --engine ray needs Ray Data: pip install "
+                                                      "'edgesam[ray]' (or use --engine local --workers N)"), p.stderr
+    assert not (tmp_path / "dr").exists()
 
 
 def test_version_answers_without_numpy():

@@ -122,7 +122,7 @@ def official(sam2_t_model, images):
     for name, (h, w) in SIZES.items():
         _quiet(p.set_image, np.load(images / f"{name}.npy"))
         ref[f"{name}/image_embed"] = p.get_image_embedding().numpy()
-        for pname, kw in prompts(h, w).items():
+        for pname, kw in prompts(h, w, name).items():
             m, s, low = _quiet(p.predict, **kw)
             m2 = _quiet(p.predict, **kw, mask_input=low[np.argmax(s)][None])[0] if low.ndim == 3 else None
             ref[f"{name}/{pname}"] = (m, s, low, m2)
@@ -156,7 +156,7 @@ def test_matches_official_sam2_predictor(official, runtime, name):
     cos = float(np.dot(e_ref.ravel(), e.ravel()) / np.linalg.norm(e_ref) / np.linalg.norm(e))
     assert cos >= tol.cosine, cos
     report = []
-    for pname in prompts(h, w):
+    for pname in prompts(h, w, name):
         m_ref, s_ref, l_ref, m2_ref = official[f"{name}/{pname}"]
         key = f"{name}/{pname}"
         shape = tuple(res[key + "/shape"])

@@ -117,7 +117,8 @@ def cmd_segment(a: argparse.Namespace) -> int:
             raise InputError("boxes to masks takes --images DIR --boxes DETECTIONS.json --coco OUT.json, "
                              "and no image, --point or --box")
         return _dataset_result(a, boxes_dataset(a.bundle, a.images, a.boxes, a.coco, run_options(a),
-                                                engine=a.engine, workers=a.workers, progress=True))
+                                                engine=a.engine, workers=a.workers, progress=True,
+                                                address=a.ray_address))
     if not a.image:
         raise InputError("segment needs an IMAGE (or --images DIR --boxes DETECTIONS.json --coco OUT.json)")
     from edgesam.cli.segment import SegmentRequest, segment
@@ -133,7 +134,9 @@ def add_engine_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--engine", default="local", choices=list(ENGINES), help="dataset form: who runs the images")
     p.add_argument("--workers", type=int, default=1,
-                   help="dataset form: processes, each holding the bundle once (threads: the cores shared out)")
+                   help="dataset form: processes (local) or Ray actors, each holding the bundle once "
+                        "(threads: the cores shared out unless --threads)")
+    p.add_argument("--ray-address", metavar="ADDR", help="--engine ray: join this Ray cluster (default: a local Ray)")
 
 
 def run_options(a: argparse.Namespace) -> RunOptions:
@@ -167,16 +170,19 @@ def cmd_everything(a: argparse.Namespace) -> int:
     from edgesam.dataset.inputs import is_dataset_input
 
     out_is_dir = bool(a.out) and (Path(a.out).is_dir() or a.out.endswith(("/", os.sep)))
-    if is_dataset_input(a.inputs) or a.coco or out_is_dir or a.engine != "local" or a.workers != 1:
+    if is_dataset_input(a.inputs) or a.coco or out_is_dir or a.engine != "local" or a.workers != 1 or a.ray_address:
         from edgesam.dataset.commands import everything_dataset
 
         if not a.out:
             raise InputError("several images, a folder or a list need --out DIR (one .json per image)")
         if a.overlay:
             raise InputError("--overlay is for one image; the dataset form writes records (--out DIR, --coco)")
+        if Path(a.out).suffix.lower() in (".json", ".npz") and not Path(a.out).is_dir():
+            raise InputError(f"--out {a.out}: several images need a folder (one .json per image); "
+                             "--coco FILE.json gathers them in one file")
         return _dataset_result(a, everything_dataset(
             a.bundle, a.inputs, a.out, amg_options(a), a.point_grids, run_options(a), coco=a.coco,
-            engine=a.engine, workers=a.workers, progress=not a.quiet))
+            engine=a.engine, workers=a.workers, progress=not a.quiet, address=a.ray_address))
     from edgesam.cli.everything import EverythingRequest, everything
 
     req = EverythingRequest(bundle=a.bundle, image=a.inputs[0], options=amg_options(a), point_grids=a.point_grids,

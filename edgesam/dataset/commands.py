@@ -36,12 +36,13 @@ def _size(item: Item, records: list[dict], res: dict) -> tuple[int, int]:
 
 def everything_dataset(bundle_path: str, inputs: list[str], out: str, options: AmgOptions,
                        point_grids: Optional[str], run: RunOptions, coco: Optional[str] = None,
-                       engine: str = "local", workers: int = 1, progress: bool = True) -> dict[str, Any]:
+                       engine: str = "local", workers: int = 1, progress: bool = True,
+                       address: Optional[str] = None) -> dict[str, Any]:
     """Segment everything in every image: ``out/<name>.json`` each (the single-image command's
     records), ``out/errors.json``, and with ``coco`` one COCO instances file built from them all."""
     from edgesam.cli.everything import resolve_options
 
-    check_engine(engine, workers)
+    check_engine(engine, workers, address)
     if options.output_mode != "coco_rle":
         raise InputError("the dataset form writes RLE records (--output-mode coco_rle)")
     if coco:
@@ -51,7 +52,7 @@ def everything_dataset(bundle_path: str, inputs: list[str], out: str, options: A
     items = collect(inputs)
     job = Job(bundle=str(bundle.root), run=share_threads(run, workers), task="everything", options=opts, out=out)
     store = Store(Path(out), settings_of(job, bundle.manifest.get("source", "")))
-    res = execute(job, items, store, engine, workers, progress)
+    res = execute(job, items, store, engine, workers, progress, address)
     written = [str(store.write_errors(res["failed"]))]
     failed = {f["image"] for f in res["failed"]}
     done = [(it, store.load(it.name)) for it in items if it.name not in failed]
@@ -98,11 +99,12 @@ def _detections(path: str) -> tuple[dict, dict[int, list], list[str]]:
 
 
 def boxes_dataset(bundle_path: str, images: str, boxes_file: str, coco: str, run: RunOptions,
-                  engine: str = "local", workers: int = 1, progress: bool = True) -> dict[str, Any]:
+                  engine: str = "local", workers: int = 1, progress: bool = True,
+                  address: Optional[str] = None) -> dict[str, Any]:
     """Box prompts from a COCO detection file -> one mask per box, written back as the same
     annotations with ``segmentation`` (RLE), ``area`` (the mask's) and ``predicted_iou`` added. Per-image
     outputs go to ``<coco>.parts/``, so an interrupted run resumes; only images with boxes are read."""
-    check_engine(engine, workers)
+    check_engine(engine, workers, address)
     if not Path(images).is_dir():
         raise InputError(f"{images}: no such folder of images")
     check_writable_file(coco)
@@ -118,7 +120,7 @@ def boxes_dataset(bundle_path: str, images: str, boxes_file: str, coco: str, run
               out=f"{coco}.parts")
     store = Store(Path(job.out), settings_of(job, bundle.manifest.get("source", ""),
                                              {"boxes": sha256_file(Path(boxes_file)), "boxes_task": "boxes"}))
-    res = execute(job, items, store, engine, workers, progress)
+    res = execute(job, items, store, engine, workers, progress, address)
     failed = {f["image"] for f in res["failed"]}
     anns = []
     for it in items:

@@ -4,12 +4,14 @@ images in flight.
 
 ``local``: this process (``workers=1``), or N spawned processes (``multiprocessing``), each with
 ``threads`` CPU threads (default: the cores shared out between the workers).
+``ray`` (the ``ray`` extra): Ray Data streams the image list through ``map_batches`` into a pool of N
+actors, each of which opens the bundle once; ``address`` joins a running cluster (whose nodes have
+edgesam and the bundle at the same path), else a local Ray is started with N x threads CPUs.
 """
 from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -21,9 +23,10 @@ import numpy as np
 from edgesam.dataset.inputs import Item
 from edgesam.dataset.store import Store
 from edgesam.errors import EdgesamError, InputError
+from edgesam.runtime.backends import resolve_threads
 from edgesam.runtime.options import RunOptions
 
-ENGINES = ("local", "ray")  # ray: named, refused in this version (check_engine)
+ENGINES = ("local", "ray")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,28 +118,73 @@ def run_local(job: Job, items: list[Item], workers: int) -> Iterator[dict]:
         pool.join()
 
 
-def check_engine(engine: str, workers: int) -> None:
-    """One line for an engine or worker count this version cannot run (before anything is written)."""
+def check_engine(engine: str, workers: int, address: Optional[str] = None) -> None:
+    """One line for an engine or worker count that cannot run here (before anything is written)."""
     if engine not in ENGINES:
         raise InputError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if address and engine != "ray":
+        raise InputError("--ray-address is for --engine ray")
     if engine == "ray":
-        raise InputError("--engine ray is not in this version of edgesam yet; use --engine local --workers N "
-                         "(processes on this machine)")
+        try:
+            import ray  # noqa: F401
+            import ray.data  # noqa: F401
+        except ImportError:
+            raise InputError("--engine ray needs Ray Data: pip install 'edgesam[ray]' (or use --engine local "
+                             "--workers N)") from None
     if int(workers) != workers or workers < 1:
         raise InputError(f"--workers must be an integer >= 1, not {workers!r}")
 
 
+class _RayWorker:
+    """A Ray Data actor: the bundle opened once, then one image per batch row."""
+
+    def __init__(self, job: Job) -> None:
+        _open(job)
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [_process(Item(Path(p), n)) for p, n in zip(batch["path"], batch["name"])]
+        return {"row": [json.dumps(r) for r in rows]}  # one JSON column: no schema to infer
+
+
+def run_ray(job: Job, items: list[Item], workers: int, address: Optional[str] = None) -> Iterator[dict]:
+    import logging
+
+    import ray
+    import ray.data
+
+    threads = job.run.threads or 1
+    started = not ray.is_initialized()
+    if started:
+        kw = {"address": address} if address else {"num_cpus": workers * threads, "include_dashboard": False}
+        ray.init(log_to_driver=False, logging_level=logging.ERROR, configure_logging=False, **kw)
+    try:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the engine's own bar counts images
+        ctx.print_on_execution_start = False
+        ds = ray.data.from_items([{"path": str(it.path), "name": it.name} for it in items],
+                                 override_num_blocks=len(items))
+        out = ds.map_batches(_RayWorker, fn_constructor_kwargs={"job": job}, batch_size=1, concurrency=workers,
+                             num_cpus=threads)
+        for row in out.iter_rows():
+            yield json.loads(row["row"])
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def share_threads(run: RunOptions, workers: int) -> RunOptions:
-    """Without --threads, the cores shared out between the workers (at least one each)."""
-    if run.threads is not None or workers == 1:
+    """Threads per worker: --threads if given, else this process's cores shared out (at least one each)."""
+    if run.threads is not None:
         return run
-    return replace(run, threads=max(1, (os.cpu_count() or 1) // workers))
+    return replace(run, threads=max(1, resolve_threads(None) // workers))
 
 
 def execute(job: Job, items: list[Item], store: Store, engine: str, workers: int,
-            progress: bool = True) -> dict:
+            progress: bool = True, address: Optional[str] = None) -> dict:
     """Run ``items`` not yet done in ``store`` with ``engine``; returns counts, timings and failures."""
-    check_engine(engine, workers)
+    check_engine(engine, workers, address)
     todo = [it for it in items if store.load(it.name) is None]
     rows: list[dict] = []
     t0 = time.perf_counter()
@@ -145,7 +193,8 @@ def execute(job: Job, items: list[Item], store: Store, engine: str, workers: int
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="images", unit="img", file=sys.stderr)
-    for row in (run_local(job, todo, workers) if todo else ()):
+    rows_in = run_ray(job, todo, workers, address) if engine == "ray" else run_local(job, todo, workers)
+    for row in (rows_in if todo else iter(())):
         rows.append(row)
         if bar is not None:
             bar.update(1)
