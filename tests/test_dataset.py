@@ -138,6 +138,49 @@ def test_killed_run_resumes_to_the_same_outputs(first_run, vit_t_bundle, folder,
     assert all(p.startswith(".") for p in leftovers), leftovers  # at most a temp file of the killed write
 
 
+def _workers_of(pid: int) -> list[int]:
+    """The spawned worker processes of ``pid`` (not multiprocessing's resource tracker)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and "spawn_main" in cmd and "resource_tracker" not in cmd:
+            found.append(int(d.name))
+    return found
+
+
+def test_a_killed_worker_costs_only_its_images(first_run, vit_t_bundle, folder, tmp_path):
+    """SIGKILL one of two worker processes while it works: the run still ends (a new pool takes the
+    rest), the images that worker held are reported as failed, and a rerun completes every output as
+    the uninterrupted run made it."""
+    out, _ = first_run
+    dest = tmp_path / "masks"
+    cmd = [sys.executable, "-m", "edgesam.cli", "everything", str(vit_t_bundle), str(folder), "--out", str(dest),
+           "--workers", "2", "--quiet", *AMG]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(dest.rglob("*.png.json")):
+        time.sleep(0.05)
+    workers = _workers_of(proc.pid)
+    assert workers, "no worker processes found"
+    os.kill(workers[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)  # the old multiprocessing.Pool waited here forever
+    assert proc.returncode == 1, stderr[-2000:]
+    errors = json.loads((dest / "errors.json").read_text())
+    lost = [e for e in errors if e["image"] != "broken.png"]
+    assert all("worker process died" in e["error"] for e in lost), errors
+    assert len(lost) <= 2  # at most the two images queued to the killed worker
+    again = run_cli("everything", vit_t_bundle, folder, "--out", dest, "--workers", "2", "--quiet", *AMG)
+    assert again.returncode == 1 and f"{len(lost)} done now" in again.stdout, again.stdout
+    for n in GOOD:
+        assert json.loads((dest / f"{n}.json").read_text()) == json.loads((out / "masks" / f"{n}.json").read_text())
+
+
 def test_other_settings_and_bad_engine_are_refused(first_run, vit_t_bundle, folder, tmp_path):
     out, _ = first_run
     line = one_line_error(run_cli("everything", vit_t_bundle, folder, "--out", out / "masks", "--points-per-side",

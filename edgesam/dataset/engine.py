@@ -76,6 +76,8 @@ def _process(item: Item) -> dict:
     """One image: read, segment, write its output. Never raises: a failure is the returned row."""
     from edgesam.runtime.imageio import read_image
 
+    if "open_error" in _WORKER:
+        return {"name": item.name, "ok": False, "error": _WORKER["open_error"]}
     job, t0 = _WORKER["job"], time.perf_counter()
     try:
         image = read_image(item.path)
@@ -98,24 +100,56 @@ def _init_process(job: Job) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    _open(job)
+    try:
+        _open(job)
+    except EdgesamError as e:  # e.g. a model file that fails its hash: every image says why
+        _WORKER["open_error"] = str(e)
+
+
+WORKER_DIED = "its worker process died (killed, or out of memory); a rerun retries it"
 
 
 def run_local(job: Job, items: list[Item], workers: int) -> Iterator[dict]:
-    """Rows of ``_process`` as images finish (any order with several workers)."""
+    """Rows of ``_process`` as images finish (any order with several workers).
+
+    Several workers: spawned processes, at most two images queued per worker. A worker that dies (a
+    kill, the out-of-memory killer) costs only the images it held: they are reported as failed, a
+    new pool of workers takes the rest, and a rerun retries them."""
     if workers == 1:
         _open(job)
         for it in items:
             yield _process(it)
         return
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter each: no MNN state forked
-    pool = ctx.Pool(workers, initializer=_init_process, initargs=(job,))
-    try:
-        yield from pool.imap_unordered(_process, items, chunksize=1)
-        pool.close()
-    finally:
-        pool.terminate()
-        pool.join()
+    todo = list(reversed(items))
+    while todo:
+        pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_process, initargs=(job,))
+        pending: dict = {}
+        try:
+            while todo or pending:
+                while todo and len(pending) < 2 * workers:
+                    item = todo.pop()
+                    try:
+                        pending[pool.submit(_process, item)] = item
+                    except BrokenProcessPool:
+                        todo.append(item)
+                        raise
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    item = pending.pop(f)
+                    try:
+                        yield f.result()
+                    except BrokenProcessPool:
+                        yield {"name": item.name, "ok": False, "error": WORKER_DIED}
+        except BrokenProcessPool:
+            for f, item in pending.items():  # held by the pool that broke (some may have finished first)
+                ok = f.done() and not f.cancelled() and f.exception() is None
+                yield f.result() if ok else {"name": item.name, "ok": False, "error": WORKER_DIED}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 def check_engine(engine: str, workers: int, address: Optional[str] = None) -> None:
