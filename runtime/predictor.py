@@ -36,10 +36,11 @@ def open_backend(bundle: Bundle, role: str, backend: str, precision: str, thread
     kind = BACKEND_TABLE.get(backend)
     if kind is None:
         raise InputError(f"unknown backend {backend!r}; choose {', '.join(BACKEND_TABLE)}")
-    path, entry = bundle.open(role, kind.format, precision)
-    if entry.record.get("single_mask"):
-        raise BackendError(f"{bundle.root / entry.path} returns one mask per prompt (--single-mask, the official "
+    listed = bundle.entry(role, kind.format, precision)
+    if listed.record.get("single_mask"):  # refused before its hash is checked
+        raise BackendError(f"{bundle.root / listed.path} returns one mask per prompt (--single-mask, the official "
                            "notebook's export, for other tools); edgesam runs this bundle on mnn or openvino")
+    path, entry = bundle.open(role, kind.format, precision)
     spec = bundle.spec
     if role == "encoder":
         inputs, outputs = [spec.encoder.image_input], list(spec.encoder.outputs)

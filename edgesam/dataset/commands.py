@@ -54,16 +54,18 @@ def everything_dataset(bundle_path: str, inputs: list[str], out: str, options: A
     store = Store(Path(out), settings_of(job, bundle.manifest.get("source", "")))
     res = execute(job, items, store, engine, workers, progress, address)
     written = [str(store.write_errors(res["failed"]))]
-    failed = {f["image"] for f in res["failed"]}
-    done = [(it, store.load(it.name)) for it in items if it.name not in failed]
-    done = [(it, recs) for it, recs in done if recs is not None]
-    if coco:
+    masks = None
+    if coco:  # rebuilt from every image's output, those of earlier runs included
+        failed = {f["image"] for f in res["failed"]}
+        done = [(it, store.load(it.name)) for it in items if it.name not in failed]
+        done = [(it, recs) for it, recs in done if recs is not None]
         data = coco_file((it.name, _size(it, recs, res), recs) for it, recs in done)
         atomic_write_bytes(coco, (json.dumps(data) + "\n").encode())
         written.append(coco)
+        masks = len(data["annotations"])
     return {"summary": _summary("everything", res, [str(Path(out) / "*.json")] + written),
             "images": res["images"], "processed": res["processed"], "skipped": res["skipped"],
-            "failed": res["failed"], "masks": sum(len(r) for _, r in done), "seconds": res["seconds"],
+            "failed": res["failed"], "masks": masks, "masks_this_run": res["masks"], "seconds": res["seconds"],
             "images_per_s": res["images_per_s"], "written": written}
 
 
@@ -110,14 +112,10 @@ def boxes_dataset(bundle_path: str, images: str, boxes_file: str, coco: str, run
     check_writable_file(coco)
     data, boxes, problems = _detections(boxes_file)
     by_id = {im["id"]: im for im in data["images"]}
-    items, per_name = [], {}
-    for image_id, rows in boxes.items():
-        name = by_id[image_id]["file_name"]
-        items.append(Item(Path(images) / name, name))
-        per_name[name] = rows
+    items = [Item(Path(images) / by_id[image_id]["file_name"], by_id[image_id]["file_name"], tuple(rows))
+             for image_id, rows in boxes.items()]
     bundle = load_bundle(bundle_path, verify=False)
-    job = Job(bundle=str(bundle.root), run=share_threads(run, workers), task="boxes", boxes=per_name,
-              out=f"{coco}.parts")
+    job = Job(bundle=str(bundle.root), run=share_threads(run, workers), task="boxes", out=f"{coco}.parts")
     store = Store(Path(job.out), settings_of(job, bundle.manifest.get("source", ""),
                                              {"boxes": sha256_file(Path(boxes_file)), "boxes_task": "boxes"}))
     res = execute(job, items, store, engine, workers, progress, address)

@@ -10,11 +10,12 @@ edgesam and the bundle at the same path), else a local Ray is started with N x t
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
@@ -35,8 +36,7 @@ class Job:
     bundle: str
     run: RunOptions
     task: str  # "everything" or "boxes"
-    options: Any = None  # AmgOptions for "everything"
-    boxes: dict = field(default_factory=dict)  # "boxes": output name -> [(annotation, XYXY box), ...]
+    options: Any = None  # AmgOptions for "everything" ("boxes" take their prompts from each Item)
     out: str = ""  # the Store's folder
 
 
@@ -84,7 +84,7 @@ def _process(item: Item) -> dict:
         if job.task == "everything":
             records = _WORKER["gen"].generate(image)
         else:
-            records = _boxes_records(_WORKER["pred"], image, job.boxes[item.name])
+            records = _boxes_records(_WORKER["pred"], image, list(item.boxes))
         _WORKER["store"].write(item.name, records)
         return {"name": item.name, "ok": True, "size": list(image.shape[:2]), "masks": len(records),
                 "seconds": time.perf_counter() - t0}
@@ -176,7 +176,8 @@ class _RayWorker:
         _open(job)
 
     def __call__(self, batch: dict) -> dict:
-        rows = [_process(Item(Path(p), n)) for p, n in zip(batch["path"], batch["name"])]
+        rows = [_process(Item(Path(p), n, tuple(json.loads(b))))
+                for p, n, b in zip(batch["path"], batch["name"], batch["boxes"])]
         return {"row": [json.dumps(r) for r in rows]}  # one JSON column: no schema to infer
 
 
@@ -197,7 +198,8 @@ def run_ray(job: Job, items: list[Item], workers: int, address: Optional[str] = 
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the engine's own bar counts images
         ctx.print_on_execution_start = False
-        ds = ray.data.from_items([{"path": str(it.path), "name": it.name} for it in items],
+        ds = ray.data.from_items([{"path": str(it.path), "name": it.name, "boxes": json.dumps(it.boxes)}
+                                  for it in items],
                                  override_num_blocks=len(items))
         out = ds.map_batches(_RayWorker, fn_constructor_kwargs={"job": job}, batch_size=1, concurrency=workers,
                              num_cpus=threads)
@@ -241,13 +243,15 @@ def execute(job: Job, items: list[Item], store: Store, engine: str, workers: int
     return {"images": len(items), "skipped": len(items) - len(todo), "processed": len(done),
             "failed": [{"image": r["name"], "error": r["error"]} for r in rows if not r["ok"]],
             "seconds": seconds, "images_per_s": len(done) / seconds if done and seconds > 0 else 0.0,
-            "sizes": {r["name"]: r["size"] for r in done}}
+            "masks": sum(r["masks"] for r in done), "sizes": {r["name"]: r["size"] for r in done}}
 
 
 def settings_of(job: Job, bundle_source: str, extra: Optional[dict] = None) -> dict:
     """What makes two runs' outputs the same kind: kept beside the outputs (store.SETTINGS)."""
-    opts = {} if job.options is None else {k: (v if not isinstance(v, list) else "given")
-                                           for k, v in asdict(job.options).items()}
+    opts = {} if job.options is None else asdict(job.options)
+    if opts.get("point_grids") is not None:  # the grids themselves, not just that some were given
+        opts["point_grids"] = hashlib.sha256(b"".join(np.ascontiguousarray(g, np.float64).tobytes()
+                                                      for g in opts["point_grids"])).hexdigest()
     run = {k: v for k, v in asdict(job.run).items() if k != "threads"}
     return json.loads(json.dumps({"task": job.task, "bundle": bundle_source, "options": opts, "run": run,
                                   **(extra or {})}, default=str))

@@ -15,6 +15,7 @@ LIST_SUFFIXES = (".txt", ".lst")
 class Item:
     path: Path  # the file to read
     name: str  # its name in the outputs: relative to its input folder or list (POSIX separators)
+    boxes: tuple = ()  # segment --boxes: this image's (annotation, XYXY box) pairs, shipped with the image
 
 
 def is_dataset_input(inputs: list[str]) -> bool:
