@@ -36,6 +36,8 @@ class ConvertOptions:
     # --decoder full only: decoder.onnx returns the one mask SamOnnxModel(return_single_mask=True)
     # picks (the official notebook's export); the bundle's other formats keep all four tokens
     single_mask: bool = False
+    # SAM 2 only: also ONNX Runtime's SAM 2 scripts' contract (convert/sam2_ort.py)
+    ort_sam2: bool = False
     decoder_graph: str = "folded"  # or "reference" (the official steps); same function (folded_decoder.py)
     opset: int = 17
     simplify: bool = True
@@ -51,9 +53,13 @@ class ConvertOptions:
         if get_spec(self.model).family == "sam2":
             if self.decoder != "lowres":
                 raise InputError("--decoder full is for SAM and MobileSAM; a SAM 2 bundle's decoder follows "
-                                 "the SAM 2 ONNX contract (low-res masks; the runtime upscales)")
+                                 "the SAM 2 ONNX contract (low-res masks; the runtime upscales); add --ort-sam2 "
+                                 "for ONNX Runtime's SAM 2 scripts (masks at the original size)")
             if "tensorrt" in self.formats:
                 raise InputError("--format tensorrt is not available for SAM 2 models in this version")
+        elif self.ort_sam2:
+            raise InputError("--ort-sam2 is for SAM 2 models (ONNX Runtime's SAM 2 scripts); for SAM and "
+                             "MobileSAM use --decoder full (the official SamOnnxModel contract)")
         if any(f not in FORMATS for f in self.formats) or "onnx" not in self.formats:
             raise InputError(f"--format takes a comma list of {','.join(FORMATS)} that includes onnx "
                              f"(every other format is made from it), got {','.join(self.formats)}")
@@ -196,6 +202,12 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             prog.stage("single-mask decoder.onnx", partial(write_single_mask, dec_onnx))
             cells = cells + prog.stage("parity (single mask)", partial(gate.single_mask_cells, sam, dec_onnx,
                                                                         threads))
+        if opts.ort_sam2:  # after every other format was made from, and gated on, encoder.onnx
+            from edgesam.convert import sam2_ort
+
+            prog.stage("onnx runtime sam2 files", partial(_ort_sam2_files, sam, tmp, opts, meta))
+            cells = cells + prog.stage("parity (onnx runtime sam2)", partial(sam2_ort.ort_cells, sam, enc_onnx, tmp,
+                                                                            threads))
         trt = None
         if "tensorrt" in opts.formats:
             trt, trt_cells = prog.stage("tensorrt profile", partial(_tensorrt, sam, tmp, enc_onnx, dec_onnx, opts, log))
@@ -211,6 +223,19 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
     return manifest
+
+
+def _ort_sam2_files(sam, tmp: Path, opts: ConvertOptions, meta: dict) -> None:
+    """encoder.onnx's ONNX Runtime aliases and the two decoders of its contract, stamped like every file."""
+    from edgesam.convert import sam2_ort
+
+    sam2_ort.add_encoder_aliases(tmp / "encoder.onnx")
+    for multimask, name in sam2_ort.ORT_FILES.items():
+        sam2_ort.export_ort_decoder(sam, tmp / name, opts.opset, multimask)
+        contract = "ort-sam2-decoder-multi" if multimask else "ort-sam2-decoder"
+        finalise_onnx(tmp / name, meta={**meta["decoder"], "contract": contract}, simplify=opts.simplify,
+                      make_full=False)
+        sam2_ort.name_dims(tmp / name)
 
 
 def onnx_metadata(model: str, role: str, contract: str, ckpt: dict) -> dict[str, str]:
@@ -370,9 +395,14 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
         ins, outs = _io_shapes(tmp / f"{role}.onnx")
         # a --single-mask decoder.onnx returns one official-rule mask: for other tools, not this runtime
         single = {"single_mask": "SamOnnxModel"} if opts.single_mask and role == "decoder" else {}
+        aliases = {}
+        if opts.ort_sam2 and role == "encoder":  # the contract's outputs first, ONNX Runtime's names after
+            from edgesam.convert.sam2_ort import ORT_ENCODER_OUTPUTS
+
+            aliases = {"ort_sam2_aliases": list(ORT_ENCODER_OUTPUTS)}
         files.append(file_record(tmp, f"{role}.onnx", role=role, format="onnx", precision="fp32",
                                  inputs=ins, outputs=outs, **({"onnx_notes": notes[role]} if notes[role] else {}),
-                                 **single))
+                                 **single, **aliases))
         if single:
             ins, outs = decoder_io
         if "external_data" in notes[role]:
@@ -394,6 +424,14 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
                                      inputs=ins, outputs=outs, weights=f"{role}.{prec}.bin"))
             files.append(file_record(tmp, f"{role}.{prec}.bin", role=role, format="openvino_weights",
                                      precision=prec))
+    if opts.ort_sam2:  # ONNX Runtime's SAM 2 contract: for its scripts, not opened by edgesam's runtime
+        from edgesam.convert.sam2_ort import ORT_FILES
+
+        for multimask, name in ORT_FILES.items():
+            ins, outs = _io_shapes(tmp / name)
+            files.append(file_record(tmp, name, role="decoder", format="onnx_ort_sam2", precision="fp32",
+                                     inputs=ins, outputs=outs, multimask=multimask,
+                                     contract="ort-sam2-decoder-multi" if multimask else "ort-sam2-decoder"))
     if tensorrt and tensorrt["files"]["decoder"] != "decoder.onnx":
         files.append(file_record(tmp, tensorrt["files"]["decoder"], role="decoder", format="onnx_lowres",
                                  precision="fp32"))

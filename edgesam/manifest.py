@@ -80,7 +80,10 @@ CONTRACTS = {
                                   "official notebook's export): one mask per prompt",
     "edgesam-lowres": "edgesam's fastest SAM decoder: iou_predictions, low_res_masks (the caller upscales)",
     "sam2-encoder": "SAM 2 image encoder: image [1,3,1024,1024] -> high_res_feats_0, high_res_feats_1, image_embed",
-    "sam2-decoder": "SAM 2 decoder (samexporter, ONNX Runtime's SAM 2 scripts): masks, iou_predictions",
+    "sam2-decoder": "SAM 2 decoder (samexporter's SAM 2 classes): masks (every token, 256x256), iou_predictions",
+    "ort-sam2-decoder": "ONNX Runtime's SAM 2 image decoder (its SAM2ImageOnnxPredictor, single mask): masks at "
+                        "original_image_size (bool), iou_predictions, low_res_masks",
+    "ort-sam2-decoder-multi": "ONNX Runtime's SAM 2 image decoder, multimask (3 masks)",
 }
 SAM_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embeddings",
                           "outputs": ["image_embeddings"]},

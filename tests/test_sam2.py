@@ -79,7 +79,7 @@ def tiny_model():
 # --- the bundle -----------------------------------------------------------------------------
 
 def test_bundle_follows_the_sam2_contract(sam2_t_bundle):
-    """Tensor names and order as samexporter's and ONNX Runtime's SAM 2 tools read them."""
+    """Tensor names and order as samexporter's SAM 2 classes read them (ONNX Runtime's scripts: --ort-sam2)."""
     import onnx
 
     m = json.loads((sam2_t_bundle / "manifest.json").read_text())
@@ -360,6 +360,84 @@ def test_sam2_refuses_full_decoder_and_tensorrt(tmp_path):
         line = one_line_error(run_cli("convert", "--model", "sam2.1_hiera_t", "--random-init", "0",
                                       "--out", tmp_path / "b", *extra))
         assert "SAM 2" in line, line
+    line = one_line_error(run_cli("convert", "--model", "vit_t", "--random-init", "0", "--out", tmp_path / "b",
+                                  "--ort-sam2"))
+    assert "--ort-sam2 is for SAM 2" in line and not (tmp_path / "b").exists(), line
+
+
+@pytest.fixture(scope="module")
+def ort_sam2_bundle(tmp_path_factory) -> Path:
+    """``--ort-sam2`` on the tiny model (ONNX only): the gate against the official predictor ran."""
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    out = tmp_path_factory.mktemp("bundles") / "sam2_tiny_ort"
+    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",), formats=("onnx",),
+                           ort_sam2=True), log=lambda m: None)
+    return out
+
+
+def test_onnx_runtime_sam2_predictor_runs_the_bundle(ort_sam2_bundle, tiny_model):
+    """ONNX Runtime's own ``SAM2ImageOnnxPredictor`` (shipped in the onnxruntime wheel, unchanged; on
+    the CPU) loads encoder.onnx and the two ort_image_decoder files and, called as the official
+    predictor is, returns the official ``SAM2ImagePredictor``'s masks, scores and low-res logits and
+    edgesam's own masks, at three aspect ratios, for a point (multimask on and off: the stability
+    rule), a box, a batch of boxes and a mask-input refinement."""
+    import onnxruntime.transformers.models.sam2 as ort_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor as Official
+
+    from edgesam.runtime import SAM2ImagePredictor
+
+    sys.path.insert(0, ort_sam2.__path__[0])  # its modules import each other by top-level name
+    try:
+        from sam2_image_onnx_predictor import SAM2ImageOnnxPredictor
+    finally:
+        sys.path.remove(ort_sam2.__path__[0])
+    b = ort_sam2_bundle
+    ort = SAM2ImageOnnxPredictor(tiny_model, str(b / "encoder.onnx"), str(b / "ort_image_decoder.onnx"),
+                                 str(b / "ort_image_decoder_multi.onnx"), provider="CPUExecutionProvider",
+                                 device="cpu")
+    official, own = Official(tiny_model), SAM2ImagePredictor(b, backend="ort")
+    checked = 0
+    for h, w in ((427, 640), (600, 400), (200, 1200)):
+        img = scene(h, w, seed=w)
+        _quiet(ort.set_image, img)
+        _quiet(official.set_image, img)
+        own.set_image(img)
+        box = np.array([0.2 * w, 0.3 * h, 0.7 * w, 0.8 * h])
+        point = dict(point_coords=np.array([[0.4 * w, 0.5 * h]]), point_labels=np.array([1]))
+        calls = [dict(point, multimask_output=True), dict(point, multimask_output=False),
+                 dict(box=box, multimask_output=False), dict(box=np.stack([box, box * 0.6]), multimask_output=False)]
+        first = _quiet(official.predict, **calls[0])
+        calls.append(dict(point, mask_input=first[2][np.argmax(first[1])][None], multimask_output=False))
+        for kw in calls:
+            got, want, mine = _quiet(ort.predict, **kw), _quiet(official.predict, **kw), own.predict(**kw)
+            assert got[0].shape == want[0].shape == mine[0].shape, (h, w, list(kw))
+            assert _iou(got[0] > 0, want[0] > 0) >= 0.98 and _iou(got[0] > 0, mine[0] > 0) >= 0.98, (h, w, list(kw))
+            np.testing.assert_allclose(got[1], want[1], atol=TOLERANCES["fp32"].score_abs, rtol=0)
+            np.testing.assert_allclose(got[2], want[2], atol=1e-3, rtol=0)
+            checked += 1
+    assert checked == 15
+
+
+def test_onnx_runtime_sam2_gate_refuses_wrong_files(ort_sam2_bundle, tiny_model, tmp_path):
+    """The gate of the --ort-sam2 files can fail: a decoder exported from other weights (seed 1), or
+    the multimask file where the single-mask one belongs, is out of tolerance."""
+    import shutil
+
+    from edgesam.convert import sam2_ort
+    from edgesam.convert.sam2_family import random_model
+
+    def failing(bundle):
+        return [c for c in sam2_ort.ort_cells(tiny_model, bundle / "encoder.onnx", bundle, None) if not c.ok]
+
+    assert not failing(ort_sam2_bundle)
+    other = tmp_path / "other"
+    shutil.copytree(ort_sam2_bundle, other)
+    sam2_ort.export_ort_decoder(random_model("sam2_tiny_test", 1), other / "ort_image_decoder.onnx", 17, False)
+    bad = failing(other)
+    assert bad and all("multi" not in c.candidate for c in bad), [c.output for c in bad]
+    shutil.copy(ort_sam2_bundle / "ort_image_decoder_multi.onnx", other / "ort_image_decoder.onnx")
+    assert any("shape" in f for c in failing(other) for f in c.failures)
 
 
 def test_demo_model_other_than_vit_t_needs_weights(tmp_path):

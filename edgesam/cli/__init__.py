@@ -80,7 +80,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
     opts = ConvertOptions(model=a.model, out=Path(a.out),
                           checkpoint=Path(a.checkpoint) if a.checkpoint else None,
                           random_init=a.random_init, precisions=tuple(a.precision), decoder=a.decoder,
-                          single_mask=a.single_mask,
+                          single_mask=a.single_mask, ort_sam2=a.ort_sam2,
                           decoder_graph=a.decoder_graph,
                           opset=a.opset, simplify=not a.no_simplify, force=a.force, threads=a.threads,
                           mnn_gelu="exact" if a.exact_gelu else "fused",
@@ -284,6 +284,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --decoder full: decoder.onnx returns one mask per prompt, picked as the official "
                         "SamOnnxModel(return_single_mask=True) does (the official notebook's export); edgesam's "
                         "runtime uses the bundle's MNN/OpenVINO files, which keep all four")
+    c.add_argument("--ort-sam2", action="store_true",
+                   help="SAM 2 models: also follow ONNX Runtime's SAM 2 scripts' contract (encoder.onnx gains "
+                        "their output names; ort_image_decoder.onnx and ort_image_decoder_multi.onnx are added, "
+                        "gated against the official SAM2ImagePredictor)")
     c.add_argument("--decoder-graph", default=conv["decoder_graph"], choices=DECODER_GRAPHS,
                    help="folded (default): the official function with its projections folded onto the prompt "
                         "tokens (2.1 instead of 3.7 GFLOP a prompt on vit_t); reference: the official "

@@ -74,7 +74,8 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 
 def compare(stage: str, output: str, ref: np.ndarray, got: np.ndarray, precision: str, candidate: str,
             reference: str, kind: str = "tensor") -> Cell:
-    """Compare one output. ``kind``: "tensor" (embeddings), "logits" (adds mask IoU) or "scores"."""
+    """Compare one output. ``kind``: "tensor" (embeddings), "logits" (adds mask IoU), "scores", "masks"
+    (binary masks: only their IoU is judged) or "exact" (the same tensor under another name: equal)."""
     tol = TOLERANCES[precision]
     ref = np.asarray(ref, np.float64)
     got = np.asarray(got, np.float64)
@@ -93,12 +94,15 @@ def compare(stage: str, output: str, ref: np.ndarray, got: np.ndarray, precision
     if kind == "scores":
         if max_abs > tol.score_abs:
             failures.append(f"max abs {max_abs:.3g} > {tol.score_abs:g}")
-    else:
+    elif kind == "exact":
+        if max_abs != 0:
+            failures.append(f"max abs {max_abs:.3g} != 0")
+    elif kind != "masks":
         if cos < tol.cosine:
             failures.append(f"cosine {cos:.6f} < {tol.cosine:g}")
         if rel > tol.rel_max:
             failures.append(f"rel max err {rel:.3g} > {tol.rel_max:g}")
-    if kind == "logits":
+    if kind in ("logits", "masks"):
         cell.mask_iou = mask_iou(ref, got)
         if cell.mask_iou < tol.mask_iou:
             failures.append(f"mask IoU {cell.mask_iou:.4f} < {tol.mask_iou:g}")
