@@ -209,7 +209,28 @@ def test_image_list_and_name_clash(vit_t_bundle, folder, tmp_path):
     assert "would both be written as landscape.png.json" in line and not (tmp_path / "o").exists()
 
 
-def test_boxes_to_masks(vit_t_bundle, folder, tmp_path):
+DETECTIONS = {
+    "images": [{"id": 1, "file_name": "landscape.png"}, {"id": 2, "file_name": "sub/portrait.png"},
+               {"id": 3, "file_name": "missing.png"}, {"id": 4, "file_name": "sub/panorama.png"}],
+    "annotations": [{"id": 10, "image_id": 1, "bbox": [250, 230, 150, 120], "score": 0.9, "category_id": 3},
+                    {"id": 11, "image_id": 1, "bbox": [20, 20, 100, 100], "score": 0.5, "category_id": 3},
+                    {"id": 12, "image_id": 2, "bbox": [200, 60, 120, 120], "score": 0.7, "category_id": 1},
+                    {"id": 13, "image_id": 3, "bbox": [0, 0, 10, 10], "score": 0.7, "category_id": 1},
+                    {"id": 14, "image_id": 99, "bbox": [0, 0, 10, 10], "score": 0.7, "category_id": 1}],
+    "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}]}
+
+
+@pytest.fixture(scope="module")
+def boxes_run(vit_t_bundle, folder, tmp_path_factory):
+    """``segment --boxes`` on the local engine: (the detection file, the output, the process)."""
+    d = tmp_path_factory.mktemp("boxes")
+    (d / "det.json").write_text(json.dumps(DETECTIONS))
+    proc = run_cli("segment", vit_t_bundle, "--images", folder, "--boxes", d / "det.json", "--coco", d / "segm.json",
+                   "--threads", "1")
+    return d / "det.json", d / "segm.json", proc
+
+
+def test_boxes_to_masks(vit_t_bundle, folder, boxes_run):
     """A COCO detection file's boxes -> one mask per box (the single-mask output the official predictor
     gives for a box: edgesam's predictor on the same box, mask for mask), written back as the same
     annotations with segmentation, area and predicted_iou. A detection whose image is not listed and
@@ -220,18 +241,8 @@ def test_boxes_to_masks(vit_t_bundle, folder, tmp_path):
     from edgesam.runtime import SamPredictor
     from edgesam.runtime.imageio import read_image
 
-    det = {"images": [{"id": 1, "file_name": "landscape.png"}, {"id": 2, "file_name": "sub/portrait.png"},
-                      {"id": 3, "file_name": "missing.png"}, {"id": 4, "file_name": "sub/panorama.png"}],
-           "annotations": [{"id": 10, "image_id": 1, "bbox": [250, 230, 150, 120], "score": 0.9, "category_id": 3},
-                           {"id": 11, "image_id": 1, "bbox": [20, 20, 100, 100], "score": 0.5, "category_id": 3},
-                           {"id": 12, "image_id": 2, "bbox": [200, 60, 120, 120], "score": 0.7, "category_id": 1},
-                           {"id": 13, "image_id": 3, "bbox": [0, 0, 10, 10], "score": 0.7, "category_id": 1},
-                           {"id": 14, "image_id": 99, "bbox": [0, 0, 10, 10], "score": 0.7, "category_id": 1}],
-           "categories": [{"id": 1, "name": "a"}, {"id": 3, "name": "b"}]}
-    (tmp_path / "det.json").write_text(json.dumps(det))
-    out = tmp_path / "segm.json"
-    proc = run_cli("segment", vit_t_bundle, "--images", folder, "--boxes", tmp_path / "det.json", "--coco", out,
-                   "--threads", "1")
+    det = DETECTIONS
+    _, out, proc = boxes_run
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "missing.png" in proc.stdout and "1 detection(s) name no image" in proc.stdout
     got = json.loads(out.read_text())
@@ -251,3 +262,17 @@ def test_boxes_to_masks(vit_t_bundle, folder, tmp_path):
         m = mask_utils.decode(a["segmentation"]).astype(bool)
         assert np.array_equal(m, want[0]) and a["area"] == int(want[0].sum()) > 0
         assert abs(a["predicted_iou"] - float(score[0])) < 1e-6
+
+
+def test_boxes_to_masks_on_ray_gives_the_same_file(vit_t_bundle, folder, boxes_run, tmp_path):
+    """``segment --boxes --engine ray`` (a local Ray, 2 actors): the same COCO file, errors included, as
+    the local engine's, and the same exit code."""
+    if not os.environ.get("CI"):  # `make setup` installs the ray extra: in CI a missing Ray fails
+        pytest.importorskip("ray.data")
+    det, local, local_proc = boxes_run
+    proc = run_cli("segment", vit_t_bundle, "--images", folder, "--boxes", det, "--coco", tmp_path / "segm.json",
+                   "--threads", "1", "--engine", "ray", "--workers", "2")
+    assert proc.returncode == local_proc.returncode == 1, proc.stderr[-3000:]
+    got, want = json.loads((tmp_path / "segm.json").read_text()), json.loads(local.read_text())
+    assert [a["id"] for a in got["annotations"]] == [10, 11, 12]
+    assert got == want
