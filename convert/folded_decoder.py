@@ -201,6 +201,50 @@ class _ImageToToken(nn.Module):
         return attn @ u
 
 
+class FoldedTwoWayTransformer(nn.Module):
+    """The two-way transformer of SAM's and SAM 2's mask decoders (the same layout in both packages),
+    channels-last, with the image-side projections of its cross attentions folded onto the tokens
+    (``_TokenToImage``, ``_ImageToToken``). ``mnn``: the MNN graph's layouts and chunked key sums."""
+
+    def __init__(self, tr: nn.Module, mnn: bool = False) -> None:
+        super().__init__()
+        chunk = AV_CHUNK if mnn else 0
+        self.layers = nn.ModuleList()
+        for layer in tr.layers:
+            self.layers.append(nn.ModuleDict({
+                "self_attn": layer.self_attn, "norm1": layer.norm1,
+                "t2i": _TokenToImage(layer.cross_attn_token_to_image, chunk), "norm2": layer.norm2,
+                "mlp": layer.mlp, "norm3": layer.norm3,
+                "i2t": _ImageToToken(layer.cross_attn_image_to_token, head_major=not mnn), "norm4": layer.norm4,
+            }))
+        self.skip_first_layer_pe = [bool(layer.skip_first_layer_pe) for layer in tr.layers]
+        self.final_t2i = _TokenToImage(tr.final_attn_token_to_image, chunk)
+        self.norm_final = tr.norm_final_attn
+
+    def forward(self, point_embedding: torch.Tensor, keys: torch.Tensor, pe: torch.Tensor,
+                n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, T, C) and image keys (M, N, C) with their PE (1, N, C) -> the first ``n_out``
+        tokens after the final attention, and the keys."""
+        queries = point_embedding
+        for layer, skip in zip(self.layers, self.skip_first_layer_pe):
+            if skip:
+                queries = layer["self_attn"](q=queries, k=queries, v=queries)
+            else:
+                q = queries + point_embedding
+                queries = queries + layer["self_attn"](q=q, k=q, v=queries)
+            queries = layer["norm1"](queries)
+            keys_pe = keys + pe  # shared by both cross attentions of the block
+            queries = layer["norm2"](queries + layer["t2i"](queries + point_embedding, keys_pe, keys))
+            queries = layer["norm3"](queries + layer["mlp"](queries))
+            q = queries + point_embedding
+            keys = layer["norm4"](keys + layer["i2t"](keys_pe, q, queries))
+        # Only the output tokens are read after the final attention, and each query attends on its
+        # own, so the point tokens are dropped before it (5 of 7 tokens for one point on SAM).
+        queries, point_embedding = queries[:, :n_out], point_embedding[:, :n_out]
+        queries = self.norm_final(queries + self.final_t2i(queries + point_embedding, keys + pe, keys))
+        return queries, keys
+
+
 class FoldedDecoderWrapper(nn.Module):
     """Same inputs and outputs as ``DecoderWrapper``; the same function, restructured (module docstring).
 
@@ -215,7 +259,6 @@ class FoldedDecoderWrapper(nn.Module):
     def __init__(self, sam: nn.Module, mnn: bool = False) -> None:
         super().__init__()
         self.mnn = mnn
-        chunk = AV_CHUNK if mnn else 0
         pe = sam.prompt_encoder
         md = sam.mask_decoder
         tr = md.transformer
@@ -235,17 +278,7 @@ class FoldedDecoderWrapper(nn.Module):
         self.image_pe = nn.Parameter(dense_pe.flatten(2).transpose(1, 2).contiguous(), requires_grad=False)
         self.register_buffer("tokens", torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0).detach().clone(),
                              persistent=False)
-        self.layers = nn.ModuleList()
-        for layer in tr.layers:
-            self.layers.append(nn.ModuleDict({
-                "self_attn": layer.self_attn, "norm1": layer.norm1,
-                "t2i": _TokenToImage(layer.cross_attn_token_to_image, chunk), "norm2": layer.norm2,
-                "mlp": layer.mlp, "norm3": layer.norm3,
-                "i2t": _ImageToToken(layer.cross_attn_image_to_token, head_major=not mnn), "norm4": layer.norm4,
-            }))
-        self.skip_first_layer_pe = [bool(layer.skip_first_layer_pe) for layer in tr.layers]
-        self.final_t2i = _TokenToImage(tr.final_attn_token_to_image, chunk)
-        self.norm_final = tr.norm_final_attn
+        self.transformer = FoldedTwoWayTransformer(tr, mnn)
         self.num_mask_tokens = md.num_mask_tokens
         up = md.output_upscaling  # ConvT(C, C/4, 2, 2), LayerNorm2d, act, ConvT(C/4, C/8, 2, 2), act
         ct1, ln, self.act1, ct2, self.act2 = up
@@ -303,25 +336,7 @@ class FoldedDecoderWrapper(nn.Module):
         keys = self.dense_keys(image_embeddings, mask_input, has_mask_input)  # (M, N, C), M = 1 or B
         if self.mnn:  # MNN 3.6's batched MatMul returns non-finite values when one operand has batch 1
             keys = keys.expand(b, -1, -1)  # and the other B > 1; elsewhere the matmuls broadcast
-        queries = point_embedding
-        pe = self.image_pe
-        for layer, skip in zip(self.layers, self.skip_first_layer_pe):
-            if skip:
-                queries = layer["self_attn"](q=queries, k=queries, v=queries)
-            else:
-                q = queries + point_embedding
-                queries = queries + layer["self_attn"](q=q, k=q, v=queries)
-            queries = layer["norm1"](queries)
-            keys_pe = keys + pe  # shared by both cross attentions of the block
-            queries = layer["norm2"](queries + layer["t2i"](queries + point_embedding, keys_pe, keys))
-            queries = layer["norm3"](queries + layer["mlp"](queries))
-            q = queries + point_embedding
-            keys = layer["norm4"](keys + layer["i2t"](keys_pe, q, queries))
-        # Only the IoU and mask tokens are read after the final attention, and each query attends
-        # on its own, so the point tokens are dropped before it (5 of 7 tokens for one point).
-        n_out = 1 + self.num_mask_tokens
-        queries, point_embedding = queries[:, :n_out], point_embedding[:, :n_out]
-        queries = self.norm_final(queries + self.final_t2i(queries + point_embedding, keys + pe, keys))
+        queries, keys = self.transformer(point_embedding, keys, self.image_pe, 1 + self.num_mask_tokens)
         iou_token = queries[:, 0, :]
         hyper = self.hyper(queries[:, 1:1 + self.num_mask_tokens, :])  # (B, K, C/8)
         n = keys.shape[1]

@@ -488,7 +488,8 @@ def _mnn_graph_note(family) -> str:
         return f"decoder.onnx's graph with token->image key sums in chunks of {AV_CHUNK} (ARM fp16 accumulation)"
     return (f"decoder.onnx's graph with MNN workarounds: token->image key sums in chunks of {AV_CHUNK} "
             "(ARM fp16 accumulation); folded graph: image keys expanded to the prompt batch, image-major "
-            "attention scores and no If (the mask head always runs)")
+            "attention scores and no If (the mask head always runs)"
+            + ("; SAM 2's upscaling channels-last (sam2_folded.py)" if family.name == "sam2" else ""))
 
 
 def _mnn_version() -> str:

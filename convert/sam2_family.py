@@ -198,21 +198,34 @@ def export_encoder(model: nn.Module, path: Path, opset: int, mnn: bool = False):
     return ExportResult(path, {"image": [1, 3, IMAGE_SIZE, IMAGE_SIZE]}, _encoder_shapes(model))
 
 
-def export_decoder(model: nn.Module, path: Path, opset: int, mnn: bool = False):
-    from edgesam.convert.export import AV_CHUNK, ExportResult, _export
+def decoder_module(model: nn.Module, graph: str = "folded", mnn: bool = False) -> nn.Module:
+    """The decoder graph to export: ``folded`` (``sam2_folded.FoldedSam2Decoder``, the default) or
+    ``reference`` (``Sam2Decoder``, the official steps); ``mnn``: the graph the MNN files come from."""
+    from edgesam.convert.export import AV_CHUNK
+
+    if graph == "folded":
+        from edgesam.convert.sam2_folded import FoldedSam2Decoder
+
+        return FoldedSam2Decoder(model, mnn=mnn).eval()
+    if graph == "reference":
+        return Sam2Decoder(model, AV_CHUNK if mnn else 0).eval()
+    raise ValueError(f"decoder graph must be folded or reference, not {graph!r}")
+
+
+def export_decoder(model: nn.Module, path: Path, opset: int, mnn: bool = False, graph: str = "folded"):
+    from edgesam.convert.export import ExportResult, _export
 
     feeds = dummy_decoder_inputs(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS)
     dyn = {"point_coords": {0: "B", 1: "N"}, "point_labels": {0: "B", 1: "N"}, "mask_input": {0: "M"},
            "has_mask_input": {0: "M"}, "masks": {0: "B"}, "iou_predictions": {0: "B"}}
-    _export(Sam2Decoder(model, AV_CHUNK if mnn else 0).eval(), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn,
-            opset)
+    _export(decoder_module(model, graph, mnn), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
     return ExportResult(path, {k: list(v.shape) for k, v in feeds.items()},
                         {"masks": ["B", 4, LOWRES, LOWRES], "iou_predictions": ["B", 4]})
 
 
-def count_flops(model: nn.Module) -> dict:
-    """FLOPs (2 x multiply-adds) of the encoder and of the decoder for one prompt (a box)."""
+def count_flops(model: nn.Module, graph: str = "folded") -> dict:
+    """FLOPs (2 x multiply-adds) of the encoder and of the exported decoder graph for one prompt (a box)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.no_grad():
@@ -221,7 +234,7 @@ def count_flops(model: nn.Module) -> dict:
         enc = fc.get_total_flops()
         feeds = dummy_decoder_inputs(model, b=1, n=2)
         with FlopCounterMode(display=False) as fc:
-            Sam2Decoder(model)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
+            decoder_module(model, graph)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
         dec = fc.get_total_flops()
     return {"encoder": int(enc), "decoder_per_prompt": int(dec)}
 
@@ -242,7 +255,7 @@ class Sam2Family:
     """SAM 2 and 2.1: Hiera encoders of four sizes, one prompt encoder and mask decoder."""
 
     name = "sam2"
-    folds_decoder = False  # one decoder graph (the official computation); no --decoder-graph choice
+    folds_decoder = True  # --decoder-graph folded (sam2_folded.py, default) or reference (the official steps)
     mnn_encoder_graph = True  # the MNN files' encoder has its own graph (global attention summed in chunks)
 
     def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None) -> nn.Module:
@@ -254,7 +267,7 @@ class Sam2Family:
         return export_encoder(sam, path, opset, mnn=mnn)
 
     def export_decoder(self, sam, path: Path, opset: int, graph: str, mnn: bool = False):
-        return export_decoder(sam, path, opset, mnn=mnn)
+        return export_decoder(sam, path, opset, mnn=mnn, graph=graph)
 
     def sections(self, variant: str) -> dict:
         from edgesam.manifest import sam2_sections
@@ -265,4 +278,4 @@ class Sam2Family:
         return torch_runner(sam)
 
     def count_flops(self, sam, graph: str) -> dict:
-        return count_flops(sam)
+        return count_flops(sam, graph)
