@@ -231,7 +231,7 @@ def _ort_sam2_files(sam, tmp: Path, opts: ConvertOptions, meta: dict) -> None:
 
     sam2_ort.add_encoder_aliases(tmp / "encoder.onnx")
     for multimask, name in sam2_ort.ORT_FILES.items():
-        sam2_ort.export_ort_decoder(sam, tmp / name, opts.opset, multimask)
+        sam2_ort.export_ort_decoder(sam, tmp / name, opts.opset, multimask, graph=opts.decoder_graph)
         contract = "ort-sam2-decoder-multi" if multimask else "ort-sam2-decoder"
         finalise_onnx(tmp / name, meta={**meta["decoder"], "contract": contract}, simplify=opts.simplify,
                       make_full=False)

@@ -19,7 +19,8 @@ encoder.onnx with ONNX Runtime's three output names added as aliases after the c
 two decoders; ``ort_cells`` gates them against the official ``SAM2ImagePredictor`` before anything is
 written.
 
-The selection and the low-res logits are traced from the official modules; the upscale is appended
+The decoder is decoder.onnx's graph (``--decoder-graph``: folded by default, the official function with
+fewer multiply-adds), the token choice the official ``MaskDecoder``'s own code; the upscale is appended
 with ``onnx.helper`` (Resize to sizes read from ``original_image_size`` at run time), so no size of
 the export's dummy can be baked in.
 """
@@ -34,7 +35,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 from edgesam.convert.full_decoder import _const
-from edgesam.convert.sam2_family import ENCODER_OUTPUTS, Sam2Decoder, _encoder_shapes
+from edgesam.convert.sam2_family import ENCODER_OUTPUTS, _encoder_shapes, decoder_module
 from edgesam.specs import LOWRES
 
 ORT_ENCODER_OUTPUTS = ("image_features_0", "image_features_1", "image_embeddings")  # = ENCODER_OUTPUTS' order
@@ -45,14 +46,14 @@ ORT_FILES = {False: "ort_image_decoder.onnx", True: "ort_image_decoder_multi.onn
 
 
 class OrtSam2Decoder(nn.Module):
-    """Sam2Decoder (every token) followed by the official token choice of ``MaskDecoder.forward``:
+    """The bundle's decoder graph (every token) followed by the official token choice of ``MaskDecoder.forward``:
     tokens 1-3 with ``multimask``, else the single-mask rule (token 0, or with
     ``dynamic_multimask_via_stability`` the official ``_dynamic_multimask_via_stability``).
     Returns the chosen low-res logits (unclamped: the upscale reads them) and their scores."""
 
-    def __init__(self, model: nn.Module, multimask: bool) -> None:
+    def __init__(self, model: nn.Module, multimask: bool, graph: str = "folded") -> None:
         super().__init__()
-        self.decoder = Sam2Decoder(model)
+        self.decoder = decoder_module(model, graph)  # decoder.onnx's graph (folded: sam2_folded.py)
         self.mask_decoder = model.sam_mask_decoder
         self.multimask = multimask
 
@@ -100,13 +101,13 @@ def append_upscale(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def export_ort_decoder(model: nn.Module, path: Path, opset: int, multimask: bool) -> None:
+def export_ort_decoder(model: nn.Module, path: Path, opset: int, multimask: bool, graph: str = "folded") -> None:
     """``ort_image_decoder[_multi].onnx`` (ONNX Runtime's ``SAM2ImageDecoder`` contract)."""
     from edgesam.convert.export import _export
 
     dyn = {"point_coords": {0: "L", 1: "P"}, "point_labels": {0: "L", 1: "P"}, "input_masks": {0: "L"},
            "has_input_masks": {0: "L"}, "low_res_logits": {0: "L"}, "iou_predictions": {0: "L"}}
-    _export(OrtSam2Decoder(model, multimask).eval(), _dummy(model), path, ORT_DECODER_INPUTS[:-1],
+    _export(OrtSam2Decoder(model, multimask, graph).eval(), _dummy(model), path, ORT_DECODER_INPUTS[:-1],
             ("low_res_logits", "iou_predictions"), dyn, opset)
     m = append_upscale(onnx.load(str(path)))
     onnx.checker.check_model(m)
