@@ -2,8 +2,9 @@
 
   torch-official   sam2.SAM2ImagePredictor (torch; SAM2Transforms, torch encoder/decoder/postprocess)
   ort-samexporter  as samexporter's SAM 2 runtime does it: cv2.resize to 1024x1024 + numpy normalise,
-                   ONNX Runtime sessions with default options (but --threads) on the bundle's
-                   encoder.onnx and decoder.onnx, every multimask logit map cv2.resize'd to the image
+                   ONNX Runtime sessions with default options (but --threads) on encoder.onnx and
+                   decoder.onnx of a bundle with the official decoder graph (--decoder-graph reference,
+                   what a samexporter-style export has), every multimask logit map cv2.resize'd
   edgesam          edgesam.runtime.SAM2ImagePredictor on MNN fp32 files (and -fp16, -int8, -ort,
                    -openvino rows: the same bundle on the other files and backends)
 
@@ -33,17 +34,21 @@ from pipelines import MORE_PROMPTS, _iou, _timed, interleave, make_images, start
 MODEL = "sam2.1_hiera_t"
 
 
-def build(work: Path, checkpoint: Path | None) -> Path:
+def build(work: Path, checkpoint: Path | None, graph: str = "folded") -> Path:
+    """edgesam's bundle (the default, folded decoder graph; ONNX, MNN, OpenVINO), or with ``graph``
+    "reference" an ONNX-only bundle with the official step-by-step decoder: the graph a
+    samexporter-style export has, which the ort-samexporter baseline runs."""
     import hashlib
 
     from edgesam.convert import code_fingerprint
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     weights = f"{checkpoint.stem}-{hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:8]}" if checkpoint else "random0"
-    out = work / f"{MODEL}-{weights}-{code_fingerprint()}"
+    out = work / f"{MODEL}-{weights}-{graph}-{code_fingerprint()}"
+    formats = ("onnx", "mnn", "openvino") if graph == "folded" else ("onnx",)
     if not (out / "manifest.json").exists():
         convert(ConvertOptions(model=MODEL, out=out, checkpoint=checkpoint, random_init=None if checkpoint else 0,
-                               formats=("onnx", "mnn", "openvino"), force=True), log=lambda m: None)
+                               formats=formats, decoder_graph=graph, force=True), log=lambda m: None)
     return out
 
 
@@ -160,10 +165,10 @@ def main() -> None:
     a = ap.parse_args()
     work = Path(a.work)
     work.mkdir(parents=True, exist_ok=True)
-    bundle = build(work, a.checkpoint)
+    bundle, official_graph = build(work, a.checkpoint), build(work, a.checkpoint, "reference")
     images = make_images(work)
     t = a.threads
-    specs = [("TorchOfficial", (t, a.checkpoint)), ("OrtSamexporter", (bundle, t)), ("Edgesam", (bundle, t)),
+    specs = [("TorchOfficial", (t, a.checkpoint)), ("OrtSamexporter", (official_graph, t)), ("Edgesam", (bundle, t)),
              ("Edgesam", (bundle, t, "mnn", "fp16")), ("Edgesam", (bundle, t, "mnn", "int8")),
              ("Edgesam", (bundle, t, "ort")), ("Edgesam", (bundle, t, "openvino"))]
     workers = start_workers(_serve, specs)
