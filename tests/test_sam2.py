@@ -392,7 +392,18 @@ def test_onnx_runtime_sam2_predictor_runs_the_bundle(ort_sam2_bundle, tiny_model
         from sam2_image_onnx_predictor import SAM2ImageOnnxPredictor
     finally:
         sys.path.remove(ort_sam2.__path__[0])
+    from edgesam.convert.sam2_ort import ORT_DECODER_INPUTS, ORT_DECODER_OUTPUTS, ORT_ENCODER_OUTPUTS
+    from edgesam.onnxinfo import read_onnx_summary
+
     b = ort_sam2_bundle
+    for name in ("ort_image_decoder.onnx", "ort_image_decoder_multi.onnx"):  # names, order and dtypes
+        info = read_onnx_summary(b / name)
+        assert [i[0] for i in info.inputs] == list(ORT_DECODER_INPUTS)
+        assert [o[0] for o in info.outputs] == list(ORT_DECODER_OUTPUTS)
+        dtypes = {n: t for n, t, _ in info.inputs + info.outputs}
+        assert (dtypes["point_labels"], dtypes["original_image_size"], dtypes["masks"]) == ("int32", "int32", "bool")
+        assert info.metadata["contract"] == ("ort-sam2-decoder-multi" if "multi" in name else "ort-sam2-decoder")
+    assert [o[0] for o in read_onnx_summary(b / "encoder.onnx").outputs][3:] == list(ORT_ENCODER_OUTPUTS)
     ort = SAM2ImageOnnxPredictor(tiny_model, str(b / "encoder.onnx"), str(b / "ort_image_decoder.onnx"),
                                  str(b / "ort_image_decoder_multi.onnx"), provider="CPUExecutionProvider",
                                  device="cpu")
