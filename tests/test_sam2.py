@@ -65,7 +65,10 @@ def tiny_bundle(tmp_path_factory) -> Path:
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     out = tmp_path_factory.mktemp("bundles") / "sam2_tiny"
-    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",)), log=lambda m: None)
+    # with ONNX Runtime's SAM 2 files too (--ort-sam2: gated against the official predictor); the
+    # runtime does not open them, so the other tests see a plain bundle
+    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",), ort_sam2=True),
+            log=lambda m: None)
     return out
 
 
@@ -365,18 +368,7 @@ def test_sam2_refuses_full_decoder_and_tensorrt(tmp_path):
     assert "--ort-sam2 is for SAM 2" in line and not (tmp_path / "b").exists(), line
 
 
-@pytest.fixture(scope="module")
-def ort_sam2_bundle(tmp_path_factory) -> Path:
-    """``--ort-sam2`` on the tiny model (ONNX only): the gate against the official predictor ran."""
-    from edgesam.convert.pipeline import ConvertOptions, convert
-
-    out = tmp_path_factory.mktemp("bundles") / "sam2_tiny_ort"
-    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",), formats=("onnx",),
-                           ort_sam2=True), log=lambda m: None)
-    return out
-
-
-def test_onnx_runtime_sam2_predictor_runs_the_bundle(ort_sam2_bundle, tiny_model):
+def test_onnx_runtime_sam2_predictor_runs_the_bundle(tiny_bundle, tiny_model):
     """ONNX Runtime's own ``SAM2ImageOnnxPredictor`` (shipped in the onnxruntime wheel, unchanged; on
     the CPU) loads encoder.onnx and the two ort_image_decoder files and, called as the official
     predictor is, returns the official ``SAM2ImagePredictor``'s masks, scores and low-res logits and
@@ -395,7 +387,7 @@ def test_onnx_runtime_sam2_predictor_runs_the_bundle(ort_sam2_bundle, tiny_model
     from edgesam.convert.sam2_ort import ORT_DECODER_INPUTS, ORT_DECODER_OUTPUTS, ORT_ENCODER_OUTPUTS
     from edgesam.onnxinfo import read_onnx_summary
 
-    b = ort_sam2_bundle
+    b = tiny_bundle
     for name in ("ort_image_decoder.onnx", "ort_image_decoder_multi.onnx"):  # names, order and dtypes
         info = read_onnx_summary(b / name)
         assert [i[0] for i in info.inputs] == list(ORT_DECODER_INPUTS)
@@ -430,7 +422,7 @@ def test_onnx_runtime_sam2_predictor_runs_the_bundle(ort_sam2_bundle, tiny_model
     assert checked == 15
 
 
-def test_onnx_runtime_sam2_gate_refuses_wrong_files(ort_sam2_bundle, tiny_model, tmp_path):
+def test_onnx_runtime_sam2_gate_refuses_wrong_files(tiny_bundle, tiny_model, tmp_path):
     """The gate of the --ort-sam2 files can fail: a decoder exported from other weights (seed 1), or
     the multimask file where the single-mask one belongs, is out of tolerance."""
     import shutil
@@ -441,13 +433,13 @@ def test_onnx_runtime_sam2_gate_refuses_wrong_files(ort_sam2_bundle, tiny_model,
     def failing(bundle):
         return [c for c in sam2_ort.ort_cells(tiny_model, bundle / "encoder.onnx", bundle, None) if not c.ok]
 
-    assert not failing(ort_sam2_bundle)
+    assert not failing(tiny_bundle)
     other = tmp_path / "other"
-    shutil.copytree(ort_sam2_bundle, other)
+    shutil.copytree(tiny_bundle, other)
     sam2_ort.export_ort_decoder(random_model("sam2_tiny_test", 1), other / "ort_image_decoder.onnx", 17, False)
     bad = failing(other)
     assert bad and all("multi" not in c.candidate for c in bad), [c.output for c in bad]
-    shutil.copy(ort_sam2_bundle / "ort_image_decoder_multi.onnx", other / "ort_image_decoder.onnx")
+    shutil.copy(tiny_bundle / "ort_image_decoder_multi.onnx", other / "ort_image_decoder.onnx")
     assert any("shape" in f for c in failing(other) for f in c.failures)
 
 
