@@ -201,6 +201,58 @@ class _ImageToToken(nn.Module):
         return attn @ u
 
 
+def set_dense_prompt(m: nn.Module, pe: nn.Module, mnn: bool) -> None:
+    """What ``FoldedDecoderWrapper.dense_keys`` reads, from a prompt encoder (SAM's or SAM 2's: the same
+    mask head), on ``m``: the mask head but its last 1x1 conv, that conv as a matmul, ``no_mask``, the
+    scripted If branch (not in the MNN graph) and the image PE channels-last."""
+    # mask_downscaling = conv, LN2d, act, conv, LN2d, act, 1x1 conv: keep all but the last conv.
+    m.mask_head = nn.Sequential(*list(pe.mask_downscaling)[:-1])
+    last = pe.mask_downscaling[-1]
+    m.register_buffer("mask_w", last.weight.detach()[:, :, 0, 0].t().contiguous(), persistent=False)
+    m.register_buffer("mask_b", last.bias.detach().clone(), persistent=False)
+    m.register_buffer("no_mask", pe.no_mask_embed.weight.detach().clone(), persistent=False)  # (1, C)
+    m.mask_branch = None if mnn else _scripted_mask_branch(pe.mask_downscaling)
+    dense_pe = pe.get_dense_pe().detach()  # (1, C, h, w), depends on weights only
+    # A parameter, not a buffer: the exporter then writes it once, not once per use.
+    m.image_pe = nn.Parameter(dense_pe.flatten(2).transpose(1, 2).contiguous(), requires_grad=False)
+
+
+def set_upscale_matmuls(m: nn.Module, ct1: nn.Module, ct2: nn.Module) -> None:
+    """The two output-upscaling ConvTranspose2d (kernel 2, stride 2) as per-pixel matmuls on ``m``:
+    out[o, 2i+a, 2j+b] = sum_c x[c, i, j] w[c, o, a, b] + bias[o], weights (C_in, 4*C_out) with columns
+    (a, b, o)."""
+    for name, ct in (("up1", ct1), ("up2", ct2)):
+        m.register_buffer(f"{name}_w", ct.weight.detach().permute(0, 2, 3, 1).reshape(ct.in_channels, -1).clone(),
+                          persistent=False)
+        m.register_buffer(f"{name}_b", ct.bias.detach().repeat(4), persistent=False)
+    m.c1, m.c2 = ct1.out_channels, ct2.out_channels
+
+
+def set_hyper(m: nn.Module, mlps: nn.ModuleList) -> None:
+    """The hypernetwork MLPs as one batched MLP on ``m`` (``FoldedDecoderWrapper.hyper``): layer weights
+    stacked (K, in, out). They must be ReLU MLPs without a sigmoid output (SAM's and SAM 2's are)."""
+    if any(getattr(x, "sigmoid_output", False) or not isinstance(getattr(x, "act", nn.ReLU()), nn.ReLU)
+           for x in mlps):
+        raise ValueError("the folded decoder expects ReLU hypernetwork MLPs without a sigmoid output")
+    m.hyper_layers = mlps[0].num_layers
+    for i in range(m.hyper_layers):
+        m.register_buffer(f"hyper_w{i}", torch.stack([x.layers[i].weight.detach().t() for x in mlps]),
+                          persistent=False)
+        m.register_buffer(f"hyper_b{i}", torch.stack([x.layers[i].bias.detach() for x in mlps]).unsqueeze(1),
+                          persistent=False)
+
+
+def subpixels_to_raster(m: torch.Tensor, side: int) -> torch.Tensor:
+    """(B, K, side*side*16) mask logits in sub-pixel column order (i, j, a1, b1, a2, b2) -> (B, K,
+    4*side, 4*side), row 4i + 2a1 + a2, column 4j + 2b1 + b2. One upscaling level at a time: each
+    step is a low-rank transpose moving runs of 4 and then 2 values; ONNX Runtime ran that 2-3x
+    faster than the equivalent single 8-D permute."""
+    b, k = m.shape[:2]
+    m = m.reshape(b * k * side, side, 2, 2 * 2 * 2).transpose(1, 2)  # (.., i, a1, j, b1, a2, b2)
+    m = m.reshape(b * k * side * 2, side * 2, 2, 2).transpose(1, 2)  # (.., i, a1, a2, j, b1, b2)
+    return m.reshape(b, k, side * 4, side * 4)
+
+
 class FoldedTwoWayTransformer(nn.Module):
     """The two-way transformer of SAM's and SAM 2's mask decoders (the same layout in both packages),
     channels-last, with the image-side projections of its cross attentions folded onto the tokens
@@ -266,42 +318,16 @@ class FoldedDecoderWrapper(nn.Module):
         self.point_embeddings = pe.point_embeddings
         self.not_a_point = pe.not_a_point_embed
         self.img_size = float(IMAGE_SIZE)
-        # mask_downscaling = conv, LN2d, act, conv, LN2d, act, 1x1 conv: keep all but the last conv.
-        self.mask_head = nn.Sequential(*list(pe.mask_downscaling)[:-1])
-        last = pe.mask_downscaling[-1]
-        self.register_buffer("mask_w", last.weight.detach()[:, :, 0, 0].t().contiguous(), persistent=False)
-        self.register_buffer("mask_b", last.bias.detach().clone(), persistent=False)
-        self.register_buffer("no_mask", pe.no_mask_embed.weight.detach().clone(), persistent=False)  # (1, C)
-        self.mask_branch = None if mnn else _scripted_mask_branch(pe.mask_downscaling)
-        dense_pe = pe.get_dense_pe().detach()  # (1, C, h, w), depends on weights only
-        # A parameter, not a buffer: the exporter then writes it once, not once per use.
-        self.image_pe = nn.Parameter(dense_pe.flatten(2).transpose(1, 2).contiguous(), requires_grad=False)
+        set_dense_prompt(self, pe, mnn)
         self.register_buffer("tokens", torch.cat([md.iou_token.weight, md.mask_tokens.weight], 0).detach().clone(),
                              persistent=False)
         self.transformer = FoldedTwoWayTransformer(tr, mnn)
         self.num_mask_tokens = md.num_mask_tokens
         up = md.output_upscaling  # ConvT(C, C/4, 2, 2), LayerNorm2d, act, ConvT(C/4, C/8, 2, 2), act
         ct1, ln, self.act1, ct2, self.act2 = up
-        # ConvT with kernel 2, stride 2: out[o, 2i+a, 2j+b] = sum_c x[c, i, j] w[c, o, a, b] + bias[o]
-        self.register_buffer("up1_w", ct1.weight.detach().permute(0, 2, 3, 1).reshape(ct1.in_channels, -1).clone(),
-                             persistent=False)  # (C, 4*C/4), columns (a, b, o)
-        self.register_buffer("up1_b", ct1.bias.detach().repeat(4), persistent=False)
+        set_upscale_matmuls(self, ct1, ct2)
         self.ln_w, self.ln_b, self.ln_eps = ln.weight, ln.bias, float(ln.eps)
-        self.register_buffer("up2_w", ct2.weight.detach().permute(0, 2, 3, 1).reshape(ct2.in_channels, -1).clone(),
-                             persistent=False)
-        self.register_buffer("up2_b", ct2.bias.detach().repeat(4), persistent=False)
-        self.c1, self.c2 = ct1.out_channels, ct2.out_channels
-        # The four hypernetwork MLPs as one batched MLP: layer weights stacked (K, in, out).
-        mlps = md.output_hypernetworks_mlps
-        self.hyper_relu = [not getattr(m, "sigmoid_output", False) for m in mlps]
-        n_layers = mlps[0].num_layers
-        for i in range(n_layers):
-            self.register_buffer(f"hyper_w{i}", torch.stack([m.layers[i].weight.detach().t() for m in mlps]),
-                                 persistent=False)
-            self.register_buffer(f"hyper_b{i}", torch.stack([m.layers[i].bias.detach() for m in mlps]).unsqueeze(1),
-                                 persistent=False)
-        self.hyper_layers = n_layers
-        assert not any(getattr(m, "sigmoid_output", False) for m in mlps)
+        set_hyper(self, md.output_hypernetworks_mlps)
         self.iou_head = md.iou_prediction_head
 
     # The same sparse prompt embedding as the reference graph (it reads the same attributes).
@@ -344,12 +370,5 @@ class FoldedDecoderWrapper(nn.Module):
         y = torch.addmm(self.up1_b, keys.reshape(-1, keys.shape[2]), self.up1_w).reshape(-1, self.c1)
         y = self.act1(F.layer_norm(y, (self.c1,), self.ln_w, self.ln_b, self.ln_eps))
         y = self.act2(torch.addmm(self.up2_b, y, self.up2_w)).reshape(b, n * 16, self.c2)  # (B, N*16, C/8)
-        k = self.num_mask_tokens
         m = (y @ hyper.transpose(1, 2)).transpose(1, 2)  # (B, K, N*16), columns (i, j, a1, b1, a2, b2)
-        # Sub-pixels into raster order one upscaling level at a time. Row 4i + 2a1 + a2, column
-        # 4j + 2b1 + b2. Each step is a low-rank transpose moving runs of 4 and then 2 values; ONNX
-        # Runtime ran that 2-3x faster than the equivalent single 8-D permute.
-        m = m.reshape(b * k * side, side, 2, 2 * 2 * 2).transpose(1, 2)  # (.., i, a1, j, b1, a2, b2)
-        m = m.reshape(b * k * side * 2, side * 2, 2, 2).transpose(1, 2)  # (.., i, a1, a2, j, b1, b2)
-        masks = m.reshape(b, k, side * 4, side * 4)
-        return self.iou_head(iou_token), masks
+        return self.iou_head(iou_token), subpixels_to_raster(m, side)

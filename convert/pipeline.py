@@ -234,8 +234,7 @@ def _ort_sam2_files(sam, tmp: Path, opts: ConvertOptions, meta: dict) -> None:
         sam2_ort.export_ort_decoder(sam, tmp / name, opts.opset, multimask, graph=opts.decoder_graph)
         contract = "ort-sam2-decoder-multi" if multimask else "ort-sam2-decoder"
         finalise_onnx(tmp / name, meta={**meta["decoder"], "contract": contract}, simplify=opts.simplify,
-                      make_full=False)
-        sam2_ort.name_dims(tmp / name)
+                      make_full=False, dims=sam2_ort.ORT_DIMS)
 
 
 def onnx_metadata(model: str, role: str, contract: str, ckpt: dict) -> dict[str, str]:
@@ -321,8 +320,9 @@ def count_flops(sam, decoder_graph: str = "reference") -> dict:
     return {"encoder": int(enc), "decoder_per_prompt": int(dec)}
 
 
-def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool) -> dict:
-    """Simplify (kept only if it checks), add the full-size postprocessing, stamp provenance, check."""
+def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool, dims: Optional[dict] = None) -> dict:
+    """Simplify (kept only if it checks), add the full-size postprocessing, stamp provenance, check.
+    ``dims``: the dynamic axis names to restore after simplifying (default: the SAM decoder's)."""
     import onnx
 
     from edgesam.convert.export import EXTERNAL_DATA_BYTES
@@ -342,7 +342,7 @@ def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool) -> di
             # onnxslim's inferred shapes tie the expanded prompt batch to the mask batch
             # ("M"); ONNX Runtime then refuses B != M. Let each runtime infer shapes itself.
             del slim.graph.value_info[:]
-            restore_dim_names(slim)
+            restore_dim_names(slim, dims)
             onnx.checker.check_model(slim)
             model, note["simplified"] = slim, "onnxslim"
         except Exception as e:  # a failed simplification is recorded, never silently used

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgesam.convert.folded_decoder import FoldedDecoderWrapper, FoldedTwoWayTransformer, _scripted_mask_branch
+from edgesam.convert.folded_decoder import (FoldedDecoderWrapper, FoldedTwoWayTransformer, set_dense_prompt, set_hyper,
+                                            set_upscale_matmuls, subpixels_to_raster)
 
 
 class FoldedSam2Decoder(nn.Module):
@@ -36,14 +37,7 @@ class FoldedSam2Decoder(nn.Module):
             raise ValueError("the folded SAM 2 decoder expects use_high_res_features (every SAM 2 config)")
         self.mnn = mnn
         self.prompt_encoder = pe
-        self.mask_head = nn.Sequential(*list(pe.mask_downscaling)[:-1])
-        last = pe.mask_downscaling[-1]
-        self.register_buffer("mask_w", last.weight.detach()[:, :, 0, 0].t().contiguous(), persistent=False)
-        self.register_buffer("mask_b", last.bias.detach().clone(), persistent=False)
-        self.register_buffer("no_mask", pe.no_mask_embed.weight.detach().clone(), persistent=False)
-        self.mask_branch = None if mnn else _scripted_mask_branch(pe.mask_downscaling)
-        self.image_pe = nn.Parameter(pe.get_dense_pe().detach().flatten(2).transpose(1, 2).contiguous(),
-                                     requires_grad=False)
+        set_dense_prompt(self, pe, mnn)
         out_tokens = [md.iou_token.weight, md.mask_tokens.weight]
         self.first = 1 if md.pred_obj_scores else 0  # SAM 2.1: the object-score token comes first
         if md.pred_obj_scores:
@@ -56,25 +50,8 @@ class FoldedSam2Decoder(nn.Module):
         # prompts): ONNX Runtime NCHW 24.4 / 88.4, channels-last 31.2 / 93.2 (its ConvTranspose beats the
         # permutes); MNN NCHW 40.9 / 146.2, channels-last 42.6 / 126.6 (AMG decodes 64 at a time).
         self.channels_last = mnn if channels_last is None else channels_last
-        dc1, ln1, _, dc2, _ = md.output_upscaling
-        # ConvTranspose 2x2 stride 2 as a per-pixel matmul, columns (a, b, o) (FoldedDecoderWrapper)
-        self.register_buffer("up1_w", dc1.weight.detach().permute(0, 2, 3, 1).reshape(dc1.in_channels, -1).clone(),
-                             persistent=False)
-        self.register_buffer("up1_b", dc1.bias.detach().repeat(4), persistent=False)
-        self.register_buffer("up2_w", dc2.weight.detach().permute(0, 2, 3, 1).reshape(dc2.in_channels, -1).clone(),
-                             persistent=False)
-        self.register_buffer("up2_b", dc2.bias.detach().repeat(4), persistent=False)
-        self.c1, self.c2 = dc1.out_channels, dc2.out_channels
-        mlps = md.output_hypernetworks_mlps
-        if any(getattr(m, "sigmoid_output", False) or not isinstance(getattr(m, "act", nn.ReLU()), nn.ReLU)
-               for m in mlps):
-            raise ValueError("the folded SAM 2 decoder expects ReLU hypernetwork MLPs without a sigmoid")
-        for i in range(mlps[0].num_layers):
-            self.register_buffer(f"hyper_w{i}", torch.stack([m.layers[i].weight.detach().t() for m in mlps]),
-                                 persistent=False)
-            self.register_buffer(f"hyper_b{i}", torch.stack([m.layers[i].bias.detach() for m in mlps]).unsqueeze(1),
-                                 persistent=False)
-        self.hyper_layers = mlps[0].num_layers
+        set_upscale_matmuls(self, md.output_upscaling[0], md.output_upscaling[3])
+        set_hyper(self, md.output_hypernetworks_mlps)
         self.iou_head = md.iou_prediction_head
 
     dense_keys = FoldedDecoderWrapper.dense_keys  # image + dense prompt, channels-last (M, N, C)
@@ -111,6 +88,4 @@ class FoldedSam2Decoder(nn.Module):
         y = act1(F.layer_norm(y, (self.c1,), ln1.weight, ln1.bias, ln1.eps))  # LayerNorm2d = over channels
         y = act2((y @ self.up2_w + self.up2_b).reshape(y.shape[0], -1, self.c2) + f0)  # (B, N*16, C2)
         m = (y @ hyper.transpose(1, 2)).transpose(1, 2)  # (B, K, N*16)
-        m = m.reshape(b * k * side, side, 2, 2 * 2 * 2).transpose(1, 2)  # FoldedDecoderWrapper's reorder
-        m = m.reshape(b * k * side * 2, side * 2, 2, 2).transpose(1, 2)
-        return m.reshape(b, k, side * 4, side * 4), self.iou_head(iou_token)
+        return subpixels_to_raster(m, side), self.iou_head(iou_token)

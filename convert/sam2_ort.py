@@ -43,6 +43,11 @@ ORT_DECODER_INPUTS = ("image_features_0", "image_features_1", "image_embeddings"
                       "input_masks", "has_input_masks", "original_image_size")
 ORT_DECODER_OUTPUTS = ("masks", "iou_predictions", "low_res_masks")
 ORT_FILES = {False: "ort_image_decoder.onnx", True: "ort_image_decoder_multi.onnx"}  # by multimask
+# The dynamic axes under ONNX Runtime's names (L labels, P points, M masks), restored after onnxslim
+# (``finalise_onnx(dims=...)``)
+ORT_DIMS = {"point_coords": ["L", "P", 2], "point_labels": ["L", "P"], "input_masks": ["L", 1, LOWRES, LOWRES],
+            "has_input_masks": ["L"], "masks": ["L", "M", "H", "W"], "iou_predictions": ["L", "M"],
+            "low_res_masks": ["L", "M", LOWRES, LOWRES]}
 
 
 class OrtSam2Decoder(nn.Module):
@@ -110,25 +115,6 @@ def export_ort_decoder(model: nn.Module, path: Path, opset: int, multimask: bool
     _export(OrtSam2Decoder(model, multimask, graph).eval(), _dummy(model), path, ORT_DECODER_INPUTS[:-1],
             ("low_res_logits", "iou_predictions"), dyn, opset)
     m = append_upscale(onnx.load(str(path)))
-    onnx.checker.check_model(m)
-    onnx.save(m, str(path))
-
-
-ORT_DIMS = {"point_coords": ["L", "P", 2], "point_labels": ["L", "P"], "input_masks": ["L", 1, LOWRES, LOWRES],
-            "has_input_masks": ["L"], "masks": ["L", "M", "H", "W"], "iou_predictions": ["L", "M"],
-            "low_res_masks": ["L", "M", LOWRES, LOWRES]}
-
-
-def name_dims(path: Path) -> None:
-    """The dynamic axes under ONNX Runtime's names (L labels, P points, M masks), after the
-    simplifier and the SAM decoder's naming (``tensorrt.restore_dim_names``) had their say."""
-    m = onnx.load(str(path))
-    for vi in list(m.graph.input) + list(m.graph.output):
-        for dim, want in zip(vi.type.tensor_type.shape.dim, ORT_DIMS.get(vi.name, ())):
-            if isinstance(want, str):
-                dim.dim_param = want
-            else:
-                dim.dim_value = want
     onnx.checker.check_model(m)
     onnx.save(m, str(path))
 

@@ -51,14 +51,15 @@ class TensorRTProfile:
                 "has_mask_input": [m]}
 
 
-def restore_dim_names(model) -> None:
-    """Put the decoder's dynamic axis names back on its graph inputs/outputs, in place.
+def restore_dim_names(model, spec: dict | None = None) -> None:
+    """Put the decoder's dynamic axis names back on its graph inputs/outputs, in place: ``spec``
+    {tensor: dims} (default: the SAM decoder's, ``specs.DECODER_INPUTS``/``DECODER_OUTPUTS``).
 
     onnxslim's shape inference renames ``mask_input``'s ``M`` to ``B``. ONNX Runtime and MNN
     ignore the names, but TensorRT 10 treats equally named dimensions as equal, which would
     forbid one shared mask for a batch of prompts.
     """
-    spec = {**DECODER_INPUTS, **DECODER_OUTPUTS}
+    spec = spec or {**DECODER_INPUTS, **DECODER_OUTPUTS}
     for vi in list(model.graph.input) + list(model.graph.output):
         if vi.name not in spec or not vi.type.tensor_type.HasField("shape"):
             continue
