@@ -1,7 +1,7 @@
 """Dataset throughput: `edgesam everything DIR --out OUT` on the local engine and on Ray Data, with 1 and
 2 workers of 1 thread each, on the same images and bundle, in one run.
 
-The images are held-out-style samples (edgesam.synthetic.samples, the generator of assets/, at the
+The images are held-out-style samples (edgesam.synthetic.scenes' "sky" style, that of assets/, at the
 three sample sizes with seeds the assets do not use). Every configuration runs through the CLI in a
 fresh process, as a user runs it, so the times include loading the bundle once per worker and, for
 Ray, starting a local Ray. Each configuration writes to a fresh folder (nothing is skipped).
@@ -29,12 +29,13 @@ CONFIGS = [("local", 1), ("local", 2), ("ray", 1), ("ray", 2)]
 
 def make_images(folder: Path, n: int) -> None:
     from edgesam.runtime.imageio import write_image
-    from edgesam.synthetic.samples import SAMPLES, sample_scene
+    from edgesam.synthetic.samples import SAMPLES
+    from edgesam.synthetic.scenes import make_scene
 
     sizes = [(h, w) for h, w, _ in SAMPLES.values()]
     for i in range(n):
         h, w = sizes[i % len(sizes)]
-        write_image(folder / f"img{i:03d}.png", sample_scene(h, w, seed=1000 + i))
+        write_image(folder / f"img{i:03d}.png", make_scene(1000 + i, (h, w), style="sky").image)
 
 
 def run(bundle: str, images: Path, out: Path, engine: str, workers: int, pps: int) -> float:

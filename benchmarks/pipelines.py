@@ -80,13 +80,13 @@ def build(work: Path, checkpoint: Path | None) -> tuple[Path, Path, Path, Path, 
 def make_images(work: Path) -> dict[str, Path]:
     from PIL import Image
 
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.scenes import make_scene
 
     imgs = {}
     for name, (w, h) in {"600x400": (600, 400), "12MP": (4000, 3000)}.items():
         p = work / f"{name}.jpg"
         if not p.exists():
-            base = Image.fromarray(scene(683, 1024, seed=3)).resize((w, h), Image.BICUBIC)
+            base = Image.fromarray(make_scene(3, (683, 1024), style="gate").image).resize((w, h), Image.BICUBIC)
             noise = np.random.default_rng(0).normal(0, 4, (h, w, 3))
             Image.fromarray(np.clip(np.asarray(base) + noise, 0, 255).astype(np.uint8)).save(p, quality=92)
         imgs[name] = p

@@ -19,7 +19,7 @@ from edgesam.measure.parity import Cell, compare, tolerance_key
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
 from edgesam.specs import IMAGE_SIZE
-from edgesam.synthetic.gate import scene
+from edgesam.synthetic.gate import gate_image
 
 
 def gate_encoder_input(img: np.ndarray) -> np.ndarray:
@@ -72,7 +72,7 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
                                                                                    OpenVINOBackend(d, threads))))
     reference = family.reference(sam)
     extra = _full_variant_cells if full else None
-    report = run_parity(reference, candidates, [("gate scene", scene())], contract, log, extra)
+    report = run_parity(reference, candidates, [("gate scene", gate_image())], contract, log, extra)
     return report.cells
 
 
@@ -107,7 +107,7 @@ def single_mask_cells(sam: torch.nn.Module, dec_path: Path, threads: int | None)
     from segment_anything.utils.onnx import SamOnnxModel
 
     official = SamOnnxModel(sam, return_single_mask=True).eval()
-    emb = sam.image_encoder(torch.from_numpy(gate_encoder_input(scene())))
+    emb = sam.image_encoder(torch.from_numpy(gate_encoder_input(gate_image())))
     dec = ORTBackend(dec_path, threads)
     cells = []
     for hw in ((683, 1024), (1500, 400), (300, 2200)):

@@ -292,12 +292,12 @@ def _tensorrt(sam, tmp: Path, enc_onnx: Path, dec_onnx: Path, opts: ConvertOptio
     """TensorRT takes the lowres decoder: a full bundle gets its lowres subgraph beside it."""
     from edgesam.convert import gate, tensorrt
     from edgesam.runtime.backends import resolve_threads
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.gate import gate_image
 
     if opts.decoder == "full":
         dec_onnx = tmp / "decoder.lowres.onnx"
         tensorrt.lowres_decoder(tmp / "decoder.onnx", dec_onnx)
-    return tensorrt.prepare(sam, enc_onnx, dec_onnx, gate.gate_encoder_input(scene()), tensorrt.TensorRTProfile(),
+    return tensorrt.prepare(sam, enc_onnx, dec_onnx, gate.gate_encoder_input(gate_image()), tensorrt.TensorRTProfile(),
                             resolve_threads(opts.threads), log)
 
 

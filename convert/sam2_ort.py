@@ -148,9 +148,9 @@ def ort_cells(model: nn.Module, enc_path: Path, bundle: Path, threads: int | Non
 
     from edgesam.measure.parity import compare
     from edgesam.runtime.backends import ORTBackend
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.gate import gate_image
 
-    img = scene()
+    img = gate_image()
     predictor = SAM2ImagePredictor(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

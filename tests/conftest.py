@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edgesam.synthetic.gate import upsampled_scene as scene  # noqa: F401  (tests import it from here)
+from edgesam.synthetic.scenes import upsampled_scene as scene  # noqa: F401  (tests import it from here)
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO, one_line_error, run_cli
 from edgesam.runtime import maskstats as MS
 from edgesam.runtime.preprocess import SAM_PREPROCESS
 from edgesam.runtime.amg import AmgOptions, SamAutomaticMaskGenerator, crop_boxes, point_grid
 from edgesam.runtime.prompts import apply_coords, preprocess_shape
 from edgesam.runtime.regions import label_runs, remove_small_regions
 from edgesam.runtime.rle import area_from_rle, coco_decode_rle, coco_encode_rle, mask_to_rle, rle_to_mask
+from edgesam.synthetic.scenes import make_scene
 
 FUZZ = int(os.environ.get("EDGESAM_FUZZ_EXAMPLES", "60"))  # `make test-slow` sets thousands
 # The official small-region step must run on real OpenCV, not on a stand-in built from our code.
@@ -246,18 +246,9 @@ def test_official_attribute_names():
 # --- the whole generator against the official one, on a synthetic decoder --------------------
 
 def label_scene(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """HxWx3 uint8 whose red channel / 20 is an object label: overlapping rectangles and discs."""
-    rng = np.random.default_rng(seed)
-    lab = np.zeros((h, w), np.uint8)
-    yy, xx = np.ogrid[:h, :w]
-    for k in range(1, 12):
-        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
-        ry, rx = rng.uniform(0.04, 0.3) * h, rng.uniform(0.04, 0.3) * w
-        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1 if k % 2 else \
-            (abs(yy - cy) < ry) & (abs(xx - cx) < rx)
-        lab[inside] = k
-    lab[rng.random((h, w)) < 0.0005] = 12  # specks: small islands for min_mask_region_area
-    return np.repeat((lab * 20)[..., None], 3, axis=2)
+    """HxWx3 uint8 whose red channel / 20 is an object label: overlapping rectangles and discs, plus
+    specks (small islands for min_mask_region_area); the "labels" style of the scene generator."""
+    return make_scene(seed, (h, w), style="labels").image
 
 
 def fake_decoder(image: np.ndarray, points_input: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -125,7 +125,7 @@ def test_version_1_manifest_still_loads(vit_t_bundle, tmp_path):
 
     from edgesam.bundle import load_bundle
     from edgesam.runtime import SamPredictor
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.scenes import make_scene
 
     b = _copy(vit_t_bundle, tmp_path)
     m = json.loads((b / "manifest.json").read_text())
@@ -140,7 +140,7 @@ def test_version_1_manifest_still_loads(vit_t_bundle, tmp_path):
     spec = load_bundle(b).spec
     assert (spec.family, spec.preprocess.resize, spec.decoder.multimask_tokens) == ("mobilesam", "longest_side",
                                                                                      (1, 2, 3))
-    img = scene(300, 500, seed=3)
+    img = make_scene(3, (300, 500), style="gate").image
     got = []
     for bundle in (vit_t_bundle, b):
         p = SamPredictor(bundle)

@@ -118,9 +118,10 @@ def test_random_init_is_marked_untrained_and_matches_torch(vit_t_random_fp32):
     from edgesam.runtime.backends import ORTBackend
 
     from edgesam.convert.gate import gate_encoder_input
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.scenes import make_scene
 
-    x = gate_encoder_input(scene(500, 700, seed=3))  # a normalised, padded image, as the runtime feeds
+    # a normalised, padded image, as the runtime feeds
+    x = gate_encoder_input(make_scene(3, (500, 700), style="gate").image)
     a = ORTBackend(b_dir / "encoder.onnx").run({"image": x})["image_embeddings"]
     with torch.no_grad():
         b = random_model("vit_t", 0).image_encoder(torch.from_numpy(x)).numpy()

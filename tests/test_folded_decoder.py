@@ -76,10 +76,10 @@ def _amg_batch(seed: int = 4):
 def _embedding(sam):
     from edgesam.convert.export import EncoderWrapper
     from edgesam.convert.gate import gate_encoder_input
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.gate import gate_image
 
     with torch.no_grad():
-        return EncoderWrapper(sam)(torch.from_numpy(gate_encoder_input(scene())))
+        return EncoderWrapper(sam)(torch.from_numpy(gate_encoder_input(gate_image())))
 
 
 def _check(got, want, what):

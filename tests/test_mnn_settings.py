@@ -56,10 +56,10 @@ def test_int8_arithmetic_really_switches(vit_t_bundle):
     from edgesam.convert.gate import gate_encoder_input
     from edgesam.measure.parity import compare
     from edgesam.runtime.predictor import open_backend
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.gate import gate_image
 
     b = load_bundle(vit_t_bundle)
-    x = {"image": gate_encoder_input(scene())}
+    x = {"image": gate_encoder_input(gate_image())}
     ref = open_backend(b, "encoder", "mnn", "fp32").run(x)["image_embeddings"]
     expanded = open_backend(b, "encoder", "mnn", "int8", int8_compute="off")
     quantised = open_backend(b, "encoder", "mnn", "int8", int8_compute="on")

@@ -120,10 +120,10 @@ def test_apply_coords_is_the_official_per_axis_scale(size, xy):
 @pytest.fixture(scope="module")
 def predictor(vit_t_bundle):
     from edgesam.runtime import SamPredictor
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.scenes import make_scene
 
     p = SamPredictor(vit_t_bundle)
-    p.set_image(scene(120, 200, seed=4))
+    p.set_image(make_scene(4, (120, 200), style="gate").image)
     return p
 
 
@@ -227,10 +227,10 @@ def _rss_mb() -> float:
 def test_soak_rss_stays_flat(vit_t_bundle):
     """2,000 decoder calls on one embedding and 50 set_image calls: RSS may not keep growing."""
     from edgesam.runtime import SamPredictor
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.scenes import make_scene
 
     p = SamPredictor(vit_t_bundle)
-    img = scene(400, 600, seed=2)
+    img = make_scene(2, (400, 600), style="gate").image
     p.set_image(img)
     rng = np.random.default_rng(0)
     for _ in range(50):  # warm-up: allocator pools and caches reach their size
@@ -240,7 +240,7 @@ def test_soak_rss_stays_flat(vit_t_bundle):
         p.predict(rng.uniform(0, 400, (2, 2)), np.array([1, 0]), multimask_output=bool(i % 2))
     after_decode = _rss_mb()
     for i in range(50):
-        p.set_image(scene(300 + i, 500, seed=i))
+        p.set_image(make_scene(i, (300 + i, 500), style="gate").image)
     after_images = _rss_mb()
     print(f"soak RSS: start {base:.0f} MB, after 2000 predicts {after_decode:.0f} MB, after 50 set_image "
           f"{after_images:.0f} MB")

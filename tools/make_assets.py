@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 from edgesam.runtime.imageio import write_image
-from edgesam.synthetic.samples import SAMPLES, sample_scene
+from edgesam.synthetic.samples import SAMPLES, sample
 
 if __name__ == "__main__":
-    for name, (h, w, seed) in SAMPLES.items():
-        write_image(f"assets/{name}", sample_scene(h, w, seed))
+    for name in SAMPLES:
+        write_image(f"assets/{name}", sample(name).image)
         print("wrote", name)

@@ -18,6 +18,20 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEMO_CHECKPOINT = ASSETS / "demo_vit_t.pt"
 # One point prompt per sample, on an object (fractions of width and height).
 SAMPLES = {"landscape.png": (0.525, 0.725), "portrait.png": (0.655, 0.2), "panorama.png": (0.325, 0.55)}
+EVERYTHING_SAMPLE = "landscape.png"  # `everything` at the official defaults runs on this one
+
+
+def _truth(name: str, image):
+    """The generated scene behind sample ``name`` when the file is still exactly what the generator
+    draws (edgesam.synthetic.samples), else None: its objects' masks are then known."""
+    import numpy as np
+
+    from edgesam.synthetic.samples import SAMPLES as DRAWN, sample
+
+    if name not in DRAWN:
+        return None
+    sc = sample(name)
+    return sc if np.array_equal(sc.image, image) else None
 
 
 def _log(msg: str) -> None:
@@ -33,6 +47,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     from edgesam.measure.parity import Cell, format_table
     from edgesam.runtime.options import RunOptions
     from edgesam.cli.segment import SegmentRequest, segment
+    from edgesam.synthetic import quality
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -75,13 +90,23 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
                              boxes=[], multimask=True, run=run,
                              out=str(out / f"{stem}.mask.png"), overlay=str(out / f"{stem}.overlay.png"))
         res = segment(req, predictor=predictor, image=image)
-        print(res["summary"].splitlines()[0])
+        scene = _truth(name, image)
+        obj = None if scene is None else scene.object_at(w * fx, h * fy)
+        line = res["summary"].splitlines()[0]
+        if obj is not None:
+            mask = read_image(req.out)[..., 0] > 127
+            res["iou_with_true_object"] = round(quality.iou(mask, obj), 4)
+            line += f"; IoU {res['iou_with_true_object']:.3f} with the clicked object"
+        print(line)
         results.append(res)
+    everything = _everything(bundle, out, run, predictor)
     untrained = manifest["untrained"]
     report = {"bundle": str(bundle), "untrained": untrained, "parity_ok": manifest["parity"]["ok"],
-              "convert_seconds": round(t_convert, 1), "flops": manifest["flops"], "segments": results}
+              "convert_seconds": round(t_convert, 1), "flops": manifest["flops"], "segments": results,
+              "everything": everything}
     atomic_write_bytes(out / "report.json", (json.dumps(report, indent=2) + "\n").encode())
-    files = [str(bundle)] + [f for r in results for f in r["written"]] + [str(out / "report.json")]
+    files = ([str(bundle)] + [f for r in results for f in r["written"]] + (everything or {}).get("written", [])
+             + [str(out / "report.json")])
     print("wrote:\n  " + "\n  ".join(files))
     if untrained:
         print("note: the demo model is UNTRAINED (seeded random weights): every stage runs and parity is "
@@ -90,3 +115,37 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
         print("note: the built-in demo model was trained on synthetic shapes only (assets/demo_vit_t.md); "
               "it is not for real photos. Pass --checkpoint mobile_sam.pt for the official weights.")
     return report
+
+
+def _everything(bundle: Path, out: Path, run, predictor) -> Optional[dict]:
+    """``edgesam everything`` on one sample at the official defaults (records and overlay written), and
+    how many of the sample's true objects its masks find (IoU >= 0.5)."""
+    import numpy as np
+
+    from edgesam.cli.everything import EverythingRequest, everything
+    from edgesam.runtime.imageio import read_image
+    from edgesam.runtime.rle import rle_to_mask
+    from edgesam.synthetic import quality
+
+    src = ASSETS / EVERYTHING_SAMPLE
+    if not src.is_file():
+        _log(f"sample {src} missing; everything skipped")
+        return None
+    stem = Path(EVERYTHING_SAMPLE).stem
+    req = EverythingRequest(bundle=str(bundle), image=str(src), run=run, out=str(out / f"{stem}.everything.json"),
+                            overlay=str(out / f"{stem}.everything.png"))
+    res = everything(req, predictor=predictor)
+    line = res["summary"].splitlines()[0]
+    scene = _truth(EVERYTHING_SAMPLE, read_image(src))
+    if scene is not None:
+        records = json.loads(Path(req.out).read_text())
+        pred = np.stack([rle_to_mask(r["segmentation"]) for r in records]) if records else \
+            np.zeros((0,) + scene.masks.shape[1:], bool)
+        found = quality.covered(scene.masks, pred, 0.5)
+        res["true_objects"], res["found_iou_0.5"] = len(scene.masks), found
+        line += f"; found {found} of its {len(scene.masks)} objects (IoU >= 0.5)"
+    print(line)
+    for extra in res["summary"].splitlines()[1:]:
+        if extra.startswith("no masks"):
+            print(extra)
+    return res

@@ -118,19 +118,21 @@ def resolve_options(bundle, opts: AmgOptions, point_grids: Optional[str]) -> Amg
     return opts.validate()
 
 
-def build_generator(bundle, opts: AmgOptions, run: RunOptions, progress=None):
-    """(predictor, generator) for a bundle: the predictor opened once, set up as the family's
-    official generator builds its own (SAM 2: hole and sprinkle areas from min_mask_region_area)."""
+def build_generator(bundle, opts: AmgOptions, run: RunOptions, progress=None, predictor=None):
+    """(predictor, generator) for a bundle: the predictor opened once (or ``predictor``, already open on
+    it), set up as the family's official generator builds its own (SAM 2: hole and sprinkle areas from
+    min_mask_region_area)."""
     from edgesam.runtime.amg import SamAutomaticMaskGenerator
 
-    pred = run.predictor(bundle)
+    pred = run.predictor(bundle) if predictor is None else predictor
     if bundle.spec.family == "sam2":
         pred.max_hole_area = pred.max_sprinkle_area = float(opts.min_mask_region_area)
     return pred, SamAutomaticMaskGenerator.from_options(pred, opts, progress=progress)
 
 
-def everything(req: EverythingRequest) -> dict[str, Any]:
-    """Run one request and return a JSON-ready summary; writes ``req.out`` / ``req.overlay`` atomically."""
+def everything(req: EverythingRequest, predictor=None) -> dict[str, Any]:
+    """Run one request and return a JSON-ready summary; writes ``req.out`` / ``req.overlay`` atomically.
+    ``predictor``: one already open on ``req.bundle`` with ``req.run`` (the demo's), else one is opened."""
     from edgesam.bundle import load_bundle
     from edgesam.runtime.imageio import read_image, write_image
 
@@ -139,7 +141,7 @@ def everything(req: EverythingRequest) -> dict[str, Any]:
     _check_outputs(req)
     image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
-    pred, gen = build_generator(bundle, opts, req.run, stderr_progress() if req.progress else None)
+    pred, gen = build_generator(bundle, opts, req.run, stderr_progress() if req.progress else None, predictor)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     records = gen.generate(image)

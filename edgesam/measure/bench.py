@@ -245,10 +245,10 @@ def _backend_versions(backends: set[str]) -> dict:
 
 def _synthetic_file(folder: Path) -> Path:
     from edgesam.runtime.imageio import write_image
-    from edgesam.synthetic.gate import scene
+    from edgesam.synthetic.scenes import make_scene
 
     p = folder / "synthetic-600x400.png"
-    write_image(p, scene(400, 600, seed=1))
+    write_image(p, make_scene(1, (400, 600), style="gate").image)
     return p
 
 

@@ -21,7 +21,7 @@ from edgesam.measure import engine
 from edgesam.measure.engine import Contract, Runner
 from edgesam.measure.parity import tolerance_key
 from edgesam.runtime.backends import MNN_PRECISIONS
-from edgesam.synthetic.gate import scene
+from edgesam.synthetic.scenes import make_scene
 
 SYNTHETIC_SIZES = ((683, 1024), (1024, 600), (300, 1000))  # landscape, portrait, panorama
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -43,7 +43,8 @@ def _collect_images(paths: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
     from edgesam.runtime.imageio import read_image
 
     if not paths:
-        return [(f"synthetic {h}x{w}", scene(h, w, seed=i)) for i, (h, w) in enumerate(SYNTHETIC_SIZES)]
+        return [(f"synthetic {h}x{w}", make_scene(i, (h, w), style="gate").image)
+                for i, (h, w) in enumerate(SYNTHETIC_SIZES)]
     files = []
     for p in map(Path, paths):
         if p.is_dir():

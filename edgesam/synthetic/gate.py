@@ -1,4 +1,4 @@
-"""Deterministic test inputs that need no files: a scene and a varied prompt set.
+"""The parity gate's fixed inputs, which need no files: its image and a varied prompt set.
 
 Used by the convert parity gate, ``edgesam parity`` and the tests, so all three
 check the same prompt kinds.
@@ -9,19 +9,12 @@ import numpy as np
 
 from edgesam.runtime import prompts
 from edgesam.specs import IMAGE_SIZE, LOWRES
+from edgesam.synthetic.scenes import make_scene
 
 
-def scene(h: int = 683, w: int = 1024, seed: int = 7) -> np.ndarray:
-    """A deterministic RGB uint8 scene (gradients, discs, a bar) that needs no file."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    img = np.stack([xx / w * 200, yy / h * 180, (xx + yy) / (h + w) * 120], -1) + 30
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(40, 180)
-        img[(yy - cy) ** 2 + (xx - cx) ** 2 < r * r] = rng.uniform(0, 255, 3)
-    img[h // 3:h // 3 + 40, :] = (240, 240, 20)
-    img += rng.normal(0, 6, img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
+def gate_image() -> np.ndarray:
+    """The convert gate's image: the ``"gate"`` scene at 683x1024 (seed 7), which needs no file."""
+    return make_scene(7, (683, 1024), style="gate").image
 
 
 def prompt_set(size: tuple[int, int], embedding: np.ndarray | None, prev_logits: np.ndarray | None, *,
@@ -47,14 +40,3 @@ def prompt_set(size: tuple[int, int], embedding: np.ndarray | None, prev_logits:
         mask = prompts.validate_mask_input(prev_logits, 1, lowres)
         feeds["point_mask"] = prompts.decoder_feeds(coords, labels, None, mask, size, embedding, **kw)
     return feeds
-
-
-def upsampled_scene(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """``scene`` at any size, cheaply (12 MP in a fraction of a second): drawn at 256x256, enlarged
-    (nearest), plus mild noise. A photo-like RGB uint8 image for the large-image tests."""
-    base = scene(256, 256, seed).astype(np.float32)
-    ys = (np.arange(h) * 256 // h).clip(0, 255)
-    xs = (np.arange(w) * 256 // w).clip(0, 255)
-    img = base[ys][:, xs]
-    rng = np.random.default_rng(seed)
-    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)

@@ -76,6 +76,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, 1)
 
 
+def covered(truth: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> int:
+    """How many of the ``truth`` masks (K x H x W bool) some ``pred`` mask matches with IoU >= ``threshold``."""
+    m = iou_matrix(truth, pred)
+    return int((m.max(1) >= threshold).sum()) if m.size else 0
+
+
 def amg_recall(generator, seeds: Iterable[int], threshold: float = 0.5) -> dict:
     """Share of ground-truth objects that some generated mask covers with IoU >= ``threshold``.
 
@@ -87,8 +93,7 @@ def amg_recall(generator, seeds: Iterable[int], threshold: float = 0.5) -> dict:
         sc = make_scene(seed)
         records = generator.generate(sc.image)
         pred = np.stack([r["segmentation"] for r in records]) if records else np.zeros((0,) + sc.masks.shape[1:], bool)
-        m = iou_matrix(sc.masks, pred)
-        hits += int((m.max(1) >= threshold).sum()) if m.size else 0
+        hits += covered(sc.masks, pred, threshold)
         total += len(sc.masks)
         masks_out += len(records)
     return {"recall": hits / max(total, 1), "objects": total, "masks": masks_out, "scenes": len(seeds),
