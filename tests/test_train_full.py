@@ -1,0 +1,66 @@
+"""training/train_full.py, the end-to-end trainer for a machine with a GPU (issue 19), on the CPU:
+it trains every parameter, writes what the official loader reads, resumes, and refuses bad flags."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+SCRIPT = REPO / "training" / "train_full.py"
+TINY = ["--device", "cpu", "--steps", "1", "--batch", "1", "--prompts", "2", "--workers", "0", "--log-every", "1"]
+
+
+def _run(*args, cwd):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_one_step_trains_every_part_and_resumes(tmp_path):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("mobile_sam")
+    out = tmp_path / "m.pt"
+    p = _run(*TINY, "--out", out, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    shipped = torch.load(REPO / "assets" / "demo_vit_t.pt", weights_only=True)
+    sd = torch.load(out, weights_only=True)  # a plain fp16 state_dict
+    assert set(sd) == set(shipped) and all(v.dtype == torch.float16 for v in sd.values())
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in sd.items()
+               if v.is_floating_point() and not torch.equal(v, shipped[k])}
+    # the trunk moved too, not only the neck and the decoder
+    assert {"image_encoder.patch_embed", "image_encoder.layers", "image_encoder.neck",
+            "mask_decoder.transformer", "prompt_encoder.point_embeddings"} <= changed, changed
+    from edgesam.convert.models import build_model
+
+    build_model("vit_t").load_state_dict({k: v.float() for k, v in sd.items()})  # the official modules load it
+    log = (tmp_path / "m.pt.log").read_text()
+    assert log.startswith("$ ") and "--steps 1" in log.splitlines()[0] and "step 1 " in log
+
+    p = _run(*TINY, "--resume", tmp_path / "m.pt.state", "--out", out, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "resumed from" in p.stdout and "step 2 " in p.stdout
+    assert torch.load(tmp_path / "m.pt.state", weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--device", "tpu"], "--device tpu"),
+    (["--batch", "0"], "--batch must be positive"),
+    (["--init", "imagenet"], "--init imagenet"),
+    (["--resume", "missing.state"], "no such file"),
+])
+def test_bad_flags_exit_2_with_one_line(tmp_path, args, msg):
+    pytest.importorskip("torch")
+    p = _run(*args, "--out", tmp_path / "m.pt", cwd=tmp_path)
+    assert p.returncode == 2 and msg in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even the log
+
+
+def test_cuda_asked_for_where_there_is_none(tmp_path):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this host has CUDA")
+    p = _run("--device", "cuda", "--out", tmp_path / "m.pt", cwd=tmp_path)
+    assert p.returncode == 2 and "no CUDA device" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,355 @@
+"""Train the whole demo model end to end, TinyViT trunk included, on a GPU where there is one.
+
+Issue 19: the shipped demo model's trunk was never trained (assets/demo_vit_t.md), and on this
+project's 2-core CPUs training it does not fit a session. This script is the other path: the full
+MobileSAM (vit_t) at the official 1024 input, every parameter trained, scenes drawn on the fly by
+worker processes (``edgesam.synthetic.scenes.make_scene``, training seeds only), so one GPU session
+can spend its minutes on the model.
+
+Per step: ``--batch`` scenes, each preprocessed as the official predictor does (ResizeLongestSide,
+normalise, pad), one encoder pass for the batch, then for up to ``--prompts`` objects per scene three
+decoder passes, SAM-style:
+- one point inside the object, multimask, the loss on the best of the three masks (SAM's ambiguity
+  rule);
+- a jittered box, single mask (token 0);
+- point + refinement: the first pass's best logits (detached) as mask_input, plus a correction point
+  on the larger error region (positive on a miss, negative on a false alarm), single mask.
+Loss: focal x ``--focal-weight`` + dice on the 256 x 256 low-res logits, plus MSE between the IoU
+head and each mask's true IoU. AdamW, linear warm-up, cosine decay to 10 % over the time budget.
+
+    python training/train_full.py --device cuda --minutes 12 --batch 16 --out demo_full.pt
+    python training/train_full.py --device cuda --minutes 12 --resume demo_full.pt.state --out demo_full.pt
+
+``--device auto`` (the default) takes CUDA when torch finds it, else the CPU. The run starts from the
+shipped demo model (``--init shipped``; ``--init random`` for torch's init). Every ``--save-minutes``
+and at the end it writes ``OUT.state`` (model, optimiser, step, seconds spent: what ``--resume``
+reads) and ``OUT``, a plain fp16 state_dict that ``torch.load(..., weights_only=True)`` and the
+official ``sam_model_registry["vit_t"]`` load. The log (``OUT.log``) begins with the exact command.
+Then score it: ``training/evaluate.py OUT`` (the official predictor on held-out scenes).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shlex
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+REPO = Path(__file__).resolve().parent.parent
+SHIPPED = REPO / "assets" / "demo_vit_t.pt"
+TRAIN_SEED_LIMIT = 100_000  # held-out scenes start here (edgesam.synthetic.quality.HELDOUT_SEEDS)
+
+
+class UsageError(Exception):
+    """A bad command line: one line on stderr, exit 2."""
+
+
+def pick_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch finds no CUDA device here (use --device cpu or auto)")
+    if name not in ("cpu", "cuda"):
+        raise UsageError(f"--device {name}: expected auto, cpu or cuda")
+    return name
+
+
+def scene_item(seed: int, max_objects: int) -> dict:
+    """One training scene as the model takes it: the image resized as the official predictor does
+    (longest side 1024, uint8, not yet normalised or padded) and the low-res (256 x 256) targets of
+    at most ``max_objects`` of its objects, a seeded random choice."""
+    from mobile_sam.utils.transforms import ResizeLongestSide
+
+    from edgesam.synthetic.scenes import make_scene
+    from training.common import low_res_targets
+
+    sc = make_scene(seed)
+    masks = sc.masks
+    order = np.random.default_rng(seed).permutation(len(masks))[:max_objects]
+    return {"image": ResizeLongestSide(1024).apply_image(sc.image), "targets": low_res_targets(masks[order]),
+            "seed": seed}
+
+
+def _as_is(item: dict) -> dict:
+    """The loader's collate function: items stay numpy (torch's default turns arrays into tensors)."""
+    return item
+
+
+def scene_stream(start: int, workers: int, max_objects: int):
+    """Endless training scenes from seeds derived from ``start`` (the resumed step), drawn by
+    ``workers`` processes (0: in this process)."""
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class Scenes(IterableDataset):
+        def __iter__(self):
+            info = torch.utils.data.get_worker_info()
+            wid, n = (0, 1) if info is None else (info.id, info.num_workers)
+            rng = np.random.default_rng([start, wid])
+            while True:
+                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects)
+
+    loader = DataLoader(Scenes(), batch_size=None, collate_fn=_as_is, num_workers=workers,
+                        prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
+    return iter(loader)
+
+
+def focal_loss(logits, target, alpha: float = 0.25, gamma: float = 2.0):
+    import torch.nn.functional as F
+
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pt = p * target + (1 - p) * (1 - target)
+    loss = (alpha * target + (1 - alpha) * (1 - target)) * ce * (1 - pt) ** gamma
+    return loss.flatten(-2).mean(-1)
+
+
+def dice_loss(logits, target):
+    p = logits.sigmoid().flatten(-2)
+    t = target.flatten(-2)
+    return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+
+
+def true_iou(logits, target):
+    pred, t = logits > 0, target > 0.5
+    inter = (pred & t).flatten(-2).sum(-1).float()
+    union = (pred | t).flatten(-2).sum(-1).float()
+    return inter / union.clamp(min=1)
+
+
+def random_points(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One pixel of each low-res mask (K x 256 x 256), as (x, y) in the 1024 input frame."""
+    pts = np.zeros((len(masks), 2), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(ys):
+            k = int(rng.integers(len(ys)))
+            pts[i] = xs[k] * 4 + rng.uniform(0, 4), ys[k] * 4 + rng.uniform(0, 4)
+    return pts
+
+
+def jittered_boxes(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each mask's box in the 1024 frame, each side moved by up to 10 % of the box (at most 20 px),
+    as SAM's training jitters them."""
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        if len(ys):
+            b = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32) * 4
+            w, h = b[2] - b[0], b[3] - b[1]
+            b += np.clip(rng.normal(0, 0.1, 4) * np.array([w, h, w, h]), -20, 20)
+            boxes[i] = np.clip(b, 0, 1024)
+    return boxes
+
+
+def correction_points(pred: np.ndarray, masks: np.ndarray, rng: np.random.Generator):
+    """A point on each prediction's larger error region: (K x 2 points, K labels)."""
+    pts, labels = np.zeros((len(masks), 2), np.float32), np.ones(len(masks), np.float32)
+    for i, (p, m) in enumerate(zip(pred, masks)):
+        miss, extra = m & ~p, p & ~m
+        region, labels[i] = (miss, 1.0) if miss.sum() >= extra.sum() else (extra, 0.0)
+        if not region.any():
+            region, labels[i] = m, 1.0
+        pts[i] = random_points(region[None], rng)[0]
+    return pts, labels
+
+
+def decode(model, emb, points=None, labels=None, boxes=None, mask_input=None, multimask=False):
+    """The official prompt encoder + mask decoder on one image embedding and K prompts."""
+    sparse, dense = model.prompt_encoder(points=None if points is None else (points, labels), boxes=boxes,
+                                         masks=mask_input)
+    return model.mask_decoder(image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
+                              sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                              multimask_output=multimask)
+
+
+def scene_loss(model, emb, targets: np.ndarray, rng: np.random.Generator, focal_weight: float, device):
+    """Loss and IoU figures for one scene's prompts (point, box, point + refinement)."""
+    import torch
+
+    t = torch.as_tensor(targets, dtype=torch.float32, device=device)[:, None]  # K x 1 x 256 x 256
+
+    def tensor(a):
+        return torch.as_tensor(a, device=device)
+
+    def mask_loss(logits, iou_pred, target):
+        logits = logits.float()
+        per = focal_weight * focal_loss(logits, target.expand_as(logits)) + dice_loss(logits, target.expand_as(logits))
+        with torch.no_grad():
+            iou = true_iou(logits, target.expand_as(logits))
+        return per, iou, ((iou_pred.float() - iou) ** 2)
+
+    # one point, multimask: the best of the three masks carries the mask loss, every IoU prediction learns
+    pts = tensor(random_points(targets, rng))[:, None]
+    lp, ip = decode(model, emb, pts, torch.ones(len(targets), 1, device=device), multimask=True)
+    per, iou_p, iou_err = mask_loss(lp, ip, t)
+    best = per.argmin(1)
+    rows = torch.arange(len(targets), device=device)
+    loss = per[rows, best].mean() + iou_err.mean()
+    # a jittered box, single mask
+    lb, ib = decode(model, emb, boxes=tensor(jittered_boxes(targets, rng)))
+    per_b, iou_b, err_b = mask_loss(lb, ib, t)
+    loss = loss + per_b.mean() + err_b.mean()
+    # point + refinement from the first pass's best mask
+    prev = lp[rows, best][:, None].detach()
+    c_pts, c_lab = correction_points((prev[:, 0] > 0).cpu().numpy(), targets, rng)
+    pts2 = torch.cat([pts, tensor(c_pts)[:, None]], 1)
+    lab2 = torch.cat([torch.ones(len(targets), 1, device=device), tensor(c_lab)[:, None]], 1)
+    lr_, ir = decode(model, emb, pts2, lab2, mask_input=prev.float())
+    per_r, iou_r, err_r = mask_loss(lr_, ir, t)
+    loss = loss + per_r.mean() + err_r.mean()
+    figures = {"iou_point": float(iou_p[rows, best].mean()), "iou_box": float(iou_b.mean()),
+               "iou_refine": float(iou_r.mean()), "iou_head_err": float(err_r.detach().mean().sqrt())}
+    return loss / 3, figures
+
+
+def build(init: str):
+    import torch
+
+    from edgesam.convert.models import build_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build_model("vit_t")
+    if init == "shipped":
+        sd = torch.load(SHIPPED, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() for k, v in sd.items()})
+    return model
+
+
+def save(model, opt, step: int, spent: float, out: Path) -> None:
+    """OUT.state for --resume and OUT as a plain fp16 state_dict, each written to a temporary name first."""
+    import torch
+
+    state = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "seconds": spent}
+    for path, obj in ((out.with_name(out.name + ".state"), state),
+                      (out, {k: v.detach().to("cpu", torch.float16) for k, v in model.state_dict().items()})):
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+
+
+def train(args, device: str, log) -> dict:
+    import torch
+
+    torch.manual_seed(args.seed)
+    if device == "cpu":
+        torch.set_num_threads(args.threads)
+    model = build(args.init).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
+    step, spent = 0, 0.0
+    if args.resume:
+        state = torch.load(args.resume, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, spent = int(state["step"]), float(state["seconds"])
+        log(f"resumed from {args.resume}: step {step}, {spent / 60:.1f} min already spent")
+    first, budget = step, args.minutes * 60 + spent
+    scenes = scene_stream(step, args.workers, args.prompts)
+    rng = np.random.default_rng([args.seed, step])
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    start, last_save, stats = time.time() - spent, time.time(), []
+    while True:
+        now = time.time() - start
+        if now >= budget or (args.steps and step - first >= args.steps):
+            break
+        frac = now / budget
+        lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        items = [next(scenes) for _ in range(args.batch)]
+        x = torch.stack([model.preprocess(torch.as_tensor(it["image"], device=device).permute(2, 0, 1).float())
+                         for it in items])
+        with amp:
+            emb = model.image_encoder(x)
+            losses, figs = [], []
+            for i, it in enumerate(items):
+                if len(it["targets"]):
+                    loss_i, f = scene_loss(model, emb[i:i + 1], it["targets"], rng, args.focal_weight, device)
+                    losses.append(loss_i)
+                    figs.append(f)
+        if not losses:
+            continue
+        loss = torch.stack(losses).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+        opt.step()
+        step += 1
+        stats.append({"loss": float(loss), **{k: float(np.mean([f[k] for f in figs])) for k in figs[0]}})
+        if step % args.log_every == 0 or step == 1:
+            recent = {k: np.mean([s[k] for s in stats[-args.log_every:]]) for k in stats[-1]}
+            log(f"step {step} {now / 60:.1f} min lr {lr:.2e} " + " ".join(f"{k} {v:.3f}" for k, v in recent.items()))
+        if time.time() - last_save >= args.save_minutes * 60:
+            save(model, opt, step, time.time() - start, args.out)
+            last_save = time.time()
+    spent = time.time() - start
+    save(model, opt, step, spent, args.out)
+    log(f"done: {step} steps, {spent / 60:.1f} min in all, on {device}; wrote {args.out} and {args.out}.state")
+    return {"steps": step, "minutes": spent / 60, "device": device}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto", help="auto (CUDA when torch finds it), cuda or cpu")
+    ap.add_argument("--minutes", type=float, default=12.0, help="time budget of this run (resumed runs add to it)")
+    ap.add_argument("--steps", type=int, default=0, help="stop after this many steps of this run (0: budget only)")
+    ap.add_argument("--batch", type=int, default=16, help="scenes per step")
+    ap.add_argument("--prompts", type=int, default=16, help="objects per scene, each prompted three ways")
+    ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--warmup", type=int, default=200, help="steps of linear lr warm-up")
+    ap.add_argument("--focal-weight", type=float, default=2.0,
+                    help="focal : dice (SAM: 20; 20 collapsed to all-background in this project's CPU runs)")
+    ap.add_argument("--clip", type=float, default=0.0, help="gradient norm clip (0: off)")
+    ap.add_argument("--init", default="shipped", help="shipped (assets/demo_vit_t.pt) or random")
+    ap.add_argument("--resume", type=Path, default=None, help="an OUT.state file of an earlier run")
+    ap.add_argument("--workers", type=int, default=None, help="scene-drawing processes (default: cores - 1)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads on the CPU")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--log-every", type=int, default=25)
+    ap.add_argument("--save-minutes", type=float, default=3.0)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    if args.workers is None:
+        args.workers = max(0, (os.cpu_count() or 1) - 1)
+    for name in ("minutes", "batch", "prompts", "lr", "warmup", "log_every", "save_minutes"):
+        if not getattr(args, name) > 0:
+            print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 2
+    if not args.out.parent.is_dir():
+        print(f"error: --out {args.out}: folder does not exist", file=sys.stderr)
+        return 2
+    if args.resume and not args.resume.is_file():
+        print(f"error: --resume {args.resume}: no such file", file=sys.stderr)
+        return 2
+    try:
+        if args.init not in ("shipped", "random"):
+            raise UsageError(f"--init {args.init}: expected shipped or random")
+        device = pick_device(args.device)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    log_file = args.out.with_name(args.out.name + ".log").open("a")
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+        log_file.write(msg + "\n")
+        log_file.flush()
+
+    log("$ " + shlex.join([sys.executable, *sys.argv]))
+    train(args, device, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
