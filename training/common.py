@@ -168,3 +168,31 @@ def fill_cache(model, scenes: int, cache: Path) -> None:
         if s % 25 == 0:
             print(f"cached {s + 1}/{scenes} scenes in {(time.time() - t0) / 60:.1f} min", flush=True)
     print(f"cache {cache}: {scenes} scenes ready in {(time.time() - t0) / 60:.1f} min")
+
+
+def focal_loss(logits, target, alpha=0.25, gamma=2.0):
+    """Per-mask sigmoid focal loss (SAM's mask loss), averaged over the last two axes."""
+    import torch.nn.functional as F
+
+    p = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pt = p * target + (1 - p) * (1 - target)
+    loss = ce * (1 - pt) ** gamma
+    loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss.flatten(-2).mean(-1)
+
+
+def dice_loss(logits, target):
+    """Per-mask soft dice loss, with 1 added to both sides of the ratio."""
+    p = logits.sigmoid().flatten(-2)
+    t = target.flatten(-2)
+    return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
+
+
+def hard_iou(logits, target):
+    """Per-mask IoU of logits > 0 with target > 0.5 (what the IoU head learns to predict)."""
+    pred = logits > 0
+    t = target > 0.5
+    inter = (pred & t).flatten(-2).sum(-1).float()
+    union = (pred | t).flatten(-2).sum(-1).float()
+    return inter / union.clamp(min=1)

@@ -40,30 +40,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.common import TRUNK_INITS, base_model, cache_dir, cached_scene, fill_cache  # noqa: E402
-
-
-def focal_loss(logits, target, alpha=0.25, gamma=2.0):
-    p = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    pt = p * target + (1 - p) * (1 - target)
-    loss = ce * (1 - pt) ** gamma
-    loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return loss.flatten(-2).mean(-1)
-
-
-def dice_loss(logits, target):
-    p = logits.sigmoid().flatten(-2)
-    t = target.flatten(-2)
-    return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
-
-
-def hard_iou(logits, target):
-    pred = logits > 0
-    t = target > 0.5
-    inter = (pred & t).flatten(-2).sum(-1).float()
-    union = (pred | t).flatten(-2).sum(-1).float()
-    return inter / union.clamp(min=1)
+from training.common import (TRUNK_INITS, base_model, cache_dir, cached_scene, dice_loss, fill_cache,  # noqa: E402
+                             focal_loss, hard_iou)
 
 
 class Trainer:
@@ -303,7 +281,7 @@ class SceneImages:
         self.model, self.cap, self.items = model, cap, {}
 
     def get(self, seed: int) -> dict:
-        from training.common import input_tensor, low_res_targets
+        from training.common import low_res_targets
         from edgesam.synthetic.scenes import make_scene
         if seed in self.items:
             it = self.items[seed]

@@ -103,29 +103,6 @@ def scene_stream(start: int, workers: int, max_objects: int):
     return iter(loader)
 
 
-def focal_loss(logits, target, alpha: float = 0.25, gamma: float = 2.0):
-    import torch.nn.functional as F
-
-    p = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    pt = p * target + (1 - p) * (1 - target)
-    loss = (alpha * target + (1 - alpha) * (1 - target)) * ce * (1 - pt) ** gamma
-    return loss.flatten(-2).mean(-1)
-
-
-def dice_loss(logits, target):
-    p = logits.sigmoid().flatten(-2)
-    t = target.flatten(-2)
-    return 1 - (2 * (p * t).sum(-1) + 1) / (p.sum(-1) + t.sum(-1) + 1)
-
-
-def true_iou(logits, target):
-    pred, t = logits > 0, target > 0.5
-    inter = (pred & t).flatten(-2).sum(-1).float()
-    union = (pred | t).flatten(-2).sum(-1).float()
-    return inter / union.clamp(min=1)
-
-
 def random_points(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """One pixel of each low-res mask (K x 256 x 256), as (x, y) in the 1024 input frame."""
     pts = np.zeros((len(masks), 2), np.float32)
@@ -176,6 +153,8 @@ def scene_loss(model, emb, targets: np.ndarray, rng: np.random.Generator, focal_
     """Loss and IoU figures for one scene's prompts (point, box, point + refinement)."""
     import torch
 
+    from training.common import dice_loss, focal_loss, hard_iou
+
     t = torch.as_tensor(targets, dtype=torch.float32, device=device)[:, None]  # K x 1 x 256 x 256
 
     def tensor(a):
@@ -185,7 +164,7 @@ def scene_loss(model, emb, targets: np.ndarray, rng: np.random.Generator, focal_
         logits = logits.float()
         per = focal_weight * focal_loss(logits, target.expand_as(logits)) + dice_loss(logits, target.expand_as(logits))
         with torch.no_grad():
-            iou = true_iou(logits, target.expand_as(logits))
+            iou = hard_iou(logits, target.expand_as(logits))
         return per, iou, ((iou_pred.float() - iou) ** 2)
 
     # one point, multimask: the best of the three masks carries the mask loss, every IoU prediction learns
