@@ -217,6 +217,17 @@ def save(model, opt, step: int, spent: float, out: Path) -> None:
         os.replace(tmp, path)
 
 
+def peak_memory_gb(device: str) -> float:
+    """Peak memory so far: CUDA's allocator on a GPU, the process's peak RSS on the CPU."""
+    import resource
+
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
 def train(args, device: str, log) -> dict:
     import torch
 
@@ -224,6 +235,9 @@ def train(args, device: str, log) -> dict:
     if device == "cpu":
         torch.set_num_threads(args.threads)
     model = build(args.init).to(device).train()
+    if args.checkpoint_trunk:  # recompute each TinyViT block's activations in the backward pass
+        for layer in model.image_encoder.layers:
+            layer.use_checkpoint = True
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     step, spent = 0, 0.0
     if args.resume:
@@ -265,10 +279,11 @@ def train(args, device: str, log) -> dict:
             torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
         opt.step()
         step += 1
-        stats.append({"loss": float(loss), **{k: float(np.mean([f[k] for f in figs])) for k in figs[0]}})
+        stats.append({"loss": float(loss.detach()), **{k: float(np.mean([f[k] for f in figs])) for k in figs[0]}})
         if step % args.log_every == 0 or step == 1:
             recent = {k: np.mean([s[k] for s in stats[-args.log_every:]]) for k in stats[-1]}
-            log(f"step {step} {now / 60:.1f} min lr {lr:.2e} " + " ".join(f"{k} {v:.3f}" for k, v in recent.items()))
+            log(f"step {step} {now / 60:.1f} min lr {lr:.2e} " + " ".join(f"{k} {v:.3f}" for k, v in recent.items())
+                + f" peak {peak_memory_gb(device):.1f} GB")
         if time.time() - last_save >= args.save_minutes * 60:
             save(model, opt, step, time.time() - start, args.out)
             last_save = time.time()
@@ -283,7 +298,9 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto", help="auto (CUDA when torch finds it), cuda or cpu")
     ap.add_argument("--minutes", type=float, default=12.0, help="time budget of this run (resumed runs add to it)")
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps of this run (0: budget only)")
-    ap.add_argument("--batch", type=int, default=16, help="scenes per step")
+    ap.add_argument("--batch", type=int, default=8, help="scenes per step")
+    ap.add_argument("--checkpoint-trunk", action="store_true",
+                    help="gradient checkpointing in the TinyViT trunk: less memory, about a third more compute")
     ap.add_argument("--prompts", type=int, default=16, help="objects per scene, each prompted three ways")
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--warmup", type=int, default=200, help="steps of linear lr warm-up")
