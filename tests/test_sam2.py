@@ -324,6 +324,17 @@ def test_cli_segment_everything_info_on_sam2(tiny_bundle, tmp_path):
     assert proc.returncode == 0 and "sam2" in proc.stdout, proc.stdout + proc.stderr
 
 
+def test_everything_request_defaults_to_the_family_threshold(tiny_bundle, vit_t_random_fp32):
+    """A Python-API EverythingRequest (what edgesam demo builds) left at its defaults gets the official
+    pred_iou_thresh of the bundle's family, as the CLI does: 0.8 for SAM 2, 0.88 for SAM."""
+    from edgesam.bundle import load_bundle
+    from edgesam.cli.everything import EverythingRequest, resolve_options
+
+    for bundle, want in ((tiny_bundle, 0.8), (vit_t_random_fp32[0], 0.88)):
+        req = EverythingRequest(bundle=str(bundle), image="unused.png")
+        assert resolve_options(load_bundle(bundle, verify=False), req.options, None).pred_iou_thresh == want
+
+
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Official-format checkpoints ({"model": state_dict}) of seeded random models, saved here."""

@@ -25,7 +25,8 @@ OUTPUT_MODE = "coco_rle"
 class EverythingRequest:
     bundle: str
     image: str
-    options: AmgOptions = field(default_factory=lambda: AmgOptions(output_mode=OUTPUT_MODE))
+    # pred_iou_thresh None: the official default of the bundle's family (0.88 SAM, 0.8 SAM 2), as on the CLI
+    options: AmgOptions = field(default_factory=lambda: AmgOptions(output_mode=OUTPUT_MODE, pred_iou_thresh=None))
     point_grids: Optional[str] = None  # .npy of an Nx2 grid or an LxNx2 stack, normalised to [0, 1]
     run: RunOptions = field(default_factory=RunOptions)  # backend, precision, threads, arithmetic
     out: Optional[str] = None  # .json (coco_rle / uncompressed_rle) or .npz (binary_mask)
