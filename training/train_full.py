@@ -66,17 +66,18 @@ def pick_device(name: str) -> str:
 def scene_item(seed: int, max_objects: int) -> dict:
     """One training scene as the model takes it: the image resized as the official predictor does
     (longest side 1024, uint8, not yet normalised or padded) and the low-res (256 x 256) targets of
-    at most ``max_objects`` of its objects, a seeded random choice."""
+    at most ``max_objects`` of its objects, a seeded random choice among those that keep a pixel at
+    low resolution (a thin sliver can vanish there, and a prompt needs a pixel to land on)."""
     from mobile_sam.utils.transforms import ResizeLongestSide
 
     from edgesam.synthetic.scenes import make_scene
     from training.common import low_res_targets
 
     sc = make_scene(seed)
-    masks = sc.masks
-    order = np.random.default_rng(seed).permutation(len(masks))[:max_objects]
-    return {"image": ResizeLongestSide(1024).apply_image(sc.image), "targets": low_res_targets(masks[order]),
-            "seed": seed}
+    targets = low_res_targets(sc.masks)
+    targets = targets[targets.any((1, 2))]
+    order = np.random.default_rng(seed).permutation(len(targets))[:max_objects]
+    return {"image": ResizeLongestSide(1024).apply_image(sc.image), "targets": targets[order], "seed": seed}
 
 
 def _as_is(item: dict) -> dict:
@@ -93,7 +94,7 @@ def scene_stream(start: int, workers: int, max_objects: int):
     class Scenes(IterableDataset):
         def __iter__(self):
             info = torch.utils.data.get_worker_info()
-            wid, n = (0, 1) if info is None else (info.id, info.num_workers)
+            wid = 0 if info is None else info.id
             rng = np.random.default_rng([start, wid])
             while True:
                 yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects)
