@@ -75,7 +75,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     cells = [Cell(**{k: v for k, v in c.items() if k != "ok"}) for c in manifest["parity"]["cells"]]
     print("Parity (torch reference) of the converted bundle:")
     print(format_table(cells))
-    results = []
+    results, truths = [], {}
     run = RunOptions(threads=threads)
     predictor = run.predictor(bundle)  # one model load for every sample
     for name, (fx, fy) in SAMPLES.items():
@@ -90,7 +90,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
                              boxes=[], multimask=True, run=run,
                              out=str(out / f"{stem}.mask.png"), overlay=str(out / f"{stem}.overlay.png"))
         res = segment(req, predictor=predictor, image=image)
-        scene = _truth(name, image)
+        scene = truths[name] = _truth(name, image)
         obj = None if scene is None else scene.object_at(w * fx, h * fy)
         line = res["summary"].splitlines()[0]
         if obj is not None:
@@ -99,7 +99,7 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
             line += f"; IoU {res['iou_with_true_object']:.3f} with the clicked object"
         print(line)
         results.append(res)
-    everything = _everything(bundle, out, run, predictor)
+    everything = _everything(bundle, out, run, predictor, truths.get(EVERYTHING_SAMPLE))
     untrained = manifest["untrained"]
     report = {"bundle": str(bundle), "untrained": untrained, "parity_ok": manifest["parity"]["ok"],
               "convert_seconds": round(t_convert, 1), "flops": manifest["flops"], "segments": results,
@@ -117,13 +117,13 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     return report
 
 
-def _everything(bundle: Path, out: Path, run, predictor) -> Optional[dict]:
-    """``edgesam everything`` on one sample at the official defaults (records and overlay written), and
-    how many of the sample's true objects its masks find (IoU >= 0.5)."""
+def _everything(bundle: Path, out: Path, run, predictor, scene) -> Optional[dict]:
+    """``edgesam everything`` on one sample at the official defaults (records and overlay written), and,
+    with the sample's generated ``scene`` (``_truth``), how many of its true objects the masks find
+    (IoU >= 0.5)."""
     import numpy as np
 
     from edgesam.cli.everything import EverythingRequest, everything
-    from edgesam.runtime.imageio import read_image
     from edgesam.runtime.rle import rle_to_mask
     from edgesam.synthetic import quality
 
@@ -136,7 +136,6 @@ def _everything(bundle: Path, out: Path, run, predictor) -> Optional[dict]:
                             overlay=str(out / f"{stem}.everything.png"))
     res = everything(req, predictor=predictor)
     line = res["summary"].splitlines()[0]
-    scene = _truth(EVERYTHING_SAMPLE, read_image(src))
     if scene is not None:
         records = json.loads(Path(req.out).read_text())
         pred = np.stack([rle_to_mask(r["segmentation"]) for r in records]) if records else \

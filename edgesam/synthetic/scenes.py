@@ -196,7 +196,7 @@ def _paint_gate(rng: np.random.Generator, h: int, w: int) -> Canvas:
     for _ in range(6):
         cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(40, 180)
         canvas.paint("disc", (yy - cy) ** 2 + (xx - cx) ** 2 < r * r, rng.uniform(0, 255, 3))
-    bar = np.ones((len(range(h)[h // 3:h // 3 + 40]), w), bool)
+    bar = np.ones((min(40, h - h // 3), w), bool)  # rows h//3 .. h//3+39, cut at the bottom edge
     canvas.paint("bar", bar, (240, 240, 20), at=(h // 3, 0))
     canvas.image += rng.normal(0, 6, canvas.image.shape)
     return canvas
