@@ -44,11 +44,46 @@ def test_one_step_trains_every_part_and_resumes(tmp_path):
     assert torch.load(tmp_path / "m.pt.state", weights_only=True)["step"] == 2
 
 
+def test_crop_step_trains_the_trunk_at_crop_scale(tmp_path):
+    """--crop: the trunk, neck and decoder run on a 448-px window-aligned crop, and all of them learn."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("mobile_sam")
+    out = tmp_path / "c.pt"
+    p = _run(*TINY, "--crop", "448", "--full-frac", "0", "--out", out, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "grid 28 " in p.stdout  # 448 px = 28 tokens, not the full 64
+    shipped = torch.load(REPO / "assets" / "demo_vit_t.pt", weights_only=True)
+    sd = torch.load(out, weights_only=True)
+    changed = {k.split(".")[0] + "." + k.split(".")[1] for k, v in sd.items()
+               if v.is_floating_point() and not torch.equal(v, shipped[k])}
+    assert {"image_encoder.patch_embed", "image_encoder.layers", "image_encoder.neck",
+            "mask_decoder.transformer"} <= changed, changed
+
+
+def test_crop_window_keeps_the_objects_the_crop_sees():
+    import numpy as np
+
+    sys.path.insert(0, str(REPO))
+    from training.train_full import crop_window
+
+    t = np.zeros((3, 256, 256), bool)
+    t[0, 10:20, 10:20] = True      # inside a 28-token crop at the origin (0..112 low-res px)
+    t[1, 200:220, 200:220] = True  # outside it
+    t[2, 110:130, 50:60] = True    # 2 rows of it inside: 20 pixels
+    w = crop_window(t, (0, 0), 28, 8)
+    assert w.shape == (2, 112, 112) and w[0].sum() == 100 and w[1].sum() == 20
+    assert crop_window(t, (0, 0), 28, 1).shape[0] == 1
+    assert crop_window(t, (0, 0), 28, 8, min_pixels=21).shape[0] == 1
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--device", "tpu"], "--device tpu"),
     (["--batch", "0"], "--batch must be positive"),
     (["--init", "imagenet"], "--init imagenet"),
     (["--resume", "missing.state"], "no such file"),
+    (["--crop", "500"], "--crop 500"),
+    (["--amp", "fp8"], "--amp fp8"),
+    (["--full-frac", "2"], "--full-frac 2"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, msg):
     pytest.importorskip("torch")

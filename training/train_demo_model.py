@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from training.common import (TRUNK_INITS, base_model, cache_dir, cached_scene, dice_loss, fill_cache,  # noqa: E402
-                             focal_loss, hard_iou)
+from training.common import (TRUNK_INITS, CropTrunk, base_model, cache_dir, cached_scene, dice_loss,  # noqa: E402
+                             fill_cache, focal_loss, hard_iou)
 
 
 class Trainer:
@@ -216,62 +216,6 @@ class Trainer:
         mask_loss = torch.cat(losses).mean()
         iou_loss = torch.cat(ious).mean()
         return mask_loss, iou_loss, point_iou
-
-
-class CropTrunk:
-    """The TinyViT trunk run on a window-aligned crop of the 1024 input, sharing the model's weights.
-
-    TinyViT's windows are 7, 7, 14 and 7 tokens at strides 8, 16, 16 and 16 px, so a crop whose
-    origin is a multiple of 224 px sees the same attention windows as the full image; only the
-    3x3 convs differ at the crop's border (zero padding instead of neighbours). A 448-px crop costs
-    about 0.65 s forward + backward on 2 cores, against about 3.5 s for the full 1024 input.
-    The crop model is built at the crop's size (TinyViT's blocks carry their resolution) and its
-    parameters and BatchNorm statistics are the full model's own tensors, so training it trains
-    the model that is saved."""
-
-    ALIGN = 14  # tokens (224 px)
-
-    def __init__(self, model, crop_px: int):
-        from mobile_sam.modeling import TinyViT
-        enc = model.image_encoder
-        self.tokens = crop_px // 16
-        self.crop = TinyViT(img_size=crop_px, in_chans=3, num_classes=1000, embed_dims=[64, 128, 160, 320],
-                            depths=[2, 2, 6, 2], num_heads=[2, 4, 5, 10], window_sizes=[7, 7, 14, 7],
-                            mlp_ratio=4.0, drop_rate=0.0, drop_path_rate=0.0, mbconv_expand_ratio=4.0,
-                            local_conv_size=3)
-        src = dict(enc.named_parameters())
-        src.update({k: v for k, v in enc.named_buffers() if "attention_bias_idxs" not in k})
-        names = [n for n, _ in self.crop.named_parameters()]
-        names += [n for n, _ in self.crop.named_buffers() if "attention_bias_idxs" not in n]
-        for name in names:
-            owner, _, attr = name.rpartition(".")
-            mod = self.crop.get_submodule(owner)
-            if attr in mod._parameters:
-                mod._parameters[attr] = src[name]
-            else:
-                mod._buffers[attr] = src[name]
-        assert all(p is src[n] for n, p in self.crop.named_parameters())
-
-    def features(self, x: torch.Tensor, ty: int, tx: int) -> torch.Tensor:
-        """Trunk output (1 x 320 x 64 x 64, zero outside the crop) for the crop at token (ty, tx)."""
-        t = self.tokens
-        patch = x[..., 16 * ty:16 * (ty + t), 16 * tx:16 * (tx + t)]
-        y = self.crop.patch_embed(patch)
-        for layer in self.crop.layers:
-            y = layer(y)
-        y = y.view(1, t, t, -1).permute(0, 3, 1, 2)
-        return F.pad(y, (tx, 64 - tx - t, ty, 64 - ty - t))
-
-    def origin(self, rng, item) -> tuple[int, int]:
-        h, w = (int(v) for v in item["size"])
-        sc = 1024 / max(h, w)
-        th, tw = math.ceil(h * sc / 16), math.ceil(w * sc / 16)
-        last = 64 - self.tokens
-
-        def pick(valid):
-            starts = [o for o in range(0, last + 1, self.ALIGN) if o == 0 or o + 4 < valid]
-            return int(rng.choice(starts))
-        return pick(th), pick(tw)
 
 
 class SceneImages:

@@ -1,10 +1,15 @@
-"""Train the whole demo model end to end, TinyViT trunk included, on a GPU where there is one.
+"""Train the whole demo model end to end, TinyViT trunk included, on a 2-core CPU or a GPU.
 
-Issue 19: the shipped demo model's trunk was never trained (assets/demo_vit_t.md), and on this
-project's 2-core CPUs training it does not fit a session. This script is the other path: the full
-MobileSAM (vit_t) at the official 1024 input, every parameter trained, scenes drawn on the fly by
-worker processes (``edgesam.synthetic.scenes.make_scene``, training seeds only), so one GPU session
-can spend its minutes on the model.
+The full MobileSAM (vit_t), every parameter trained, scenes drawn on the fly by worker processes
+(``edgesam.synthetic.scenes.make_scene``, training seeds only). On a CPU the step is made cheap
+three ways (measured split: ``training/profile_step.py``, figures in assets/demo_vit_t.md):
+- ``--crop 448``: most steps run the trunk on a 448-px crop of the 1024 input whose origin is a
+  multiple of 224 px, so its attention windows are the full image's (``training.common.CropTrunk``,
+  a TinyViT built at the crop's size that shares the model's tensors); the neck, the decoder (with
+  the matching crop of the positional encoding) and the targets run at crop scale; the last
+  ``--full-frac`` of the budget runs on the full 1024 input, as inference does;
+- ``--amp bf16`` (default): autocast to bfloat16 on the CPU as on CUDA;
+- ``--batchnorm frozen`` (default): BatchNorms keep their running statistics at batch 1.
 
 Per step: ``--batch`` scenes, each preprocessed as the official predictor does (ResizeLongestSide,
 normalise, pad), one encoder pass for the batch, then for up to ``--prompts`` objects per scene three
@@ -17,6 +22,8 @@ decoder passes, SAM-style:
 Loss: focal x ``--focal-weight`` + dice on the 256 x 256 low-res logits, plus MSE between the IoU
 head and each mask's true IoU. AdamW, linear warm-up, cosine decay to 10 % over the time budget.
 
+    python training/train_full.py --device cpu --crop 448 --full-frac 0.1 --minutes 115 --batch 1 \
+        --workers 1 --margin 0.1 --snapshot-minutes 15 --out demo_full.pt
     python training/train_full.py --device cuda --minutes 12 --batch 16 --out demo_full.pt
     python training/train_full.py --device cuda --minutes 12 --resume demo_full.pt.state --out demo_full.pt
 
@@ -33,6 +40,7 @@ import argparse
 import math
 import os
 import shlex
+import shutil
 import sys
 import time
 import warnings
@@ -66,8 +74,9 @@ def pick_device(name: str) -> str:
 def scene_item(seed: int, max_objects: int) -> dict:
     """One training scene as the model takes it: the image resized as the official predictor does
     (longest side 1024, uint8, not yet normalised or padded) and the low-res (256 x 256) targets of
-    at most ``max_objects`` of its objects, a seeded random choice among those that keep a pixel at
-    low resolution (a thin sliver can vanish there, and a prompt needs a pixel to land on)."""
+    its objects in a seeded random order, those that keep a pixel at low resolution (a thin sliver
+    can vanish there, and a prompt needs a pixel to land on). A full-image step prompts the first
+    ``max_objects``; a crop step those of them that the crop sees."""
     from mobile_sam.utils.transforms import ResizeLongestSide
 
     from edgesam.synthetic.scenes import make_scene
@@ -76,7 +85,7 @@ def scene_item(seed: int, max_objects: int) -> dict:
     sc = make_scene(seed)
     targets = low_res_targets(sc.masks)
     targets = targets[targets.any((1, 2))]
-    order = np.random.default_rng(seed).permutation(len(targets))[:max_objects]
+    order = np.random.default_rng(seed).permutation(len(targets))
     return {"image": ResizeLongestSide(1024).apply_image(sc.image), "targets": targets[order], "seed": seed}
 
 
@@ -104,32 +113,36 @@ def scene_stream(start: int, workers: int, max_objects: int):
     return iter(loader)
 
 
-def random_points(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One pixel of each low-res mask (K x 256 x 256), as (x, y) in the 1024 input frame."""
+def random_points(masks: np.ndarray, rng: np.random.Generator, origin=(0, 0)) -> np.ndarray:
+    """One pixel of each low-res mask (K x h x w, the window at low-res pixel ``origin`` = (y, x) of
+    the 256 x 256 frame), as (x, y) in the 1024 input frame."""
     pts = np.zeros((len(masks), 2), np.float32)
     for i, m in enumerate(masks):
         ys, xs = np.nonzero(m)
         if len(ys):
             k = int(rng.integers(len(ys)))
-            pts[i] = xs[k] * 4 + rng.uniform(0, 4), ys[k] * 4 + rng.uniform(0, 4)
+            pts[i] = (xs[k] + origin[1]) * 4 + rng.uniform(0, 4), (ys[k] + origin[0]) * 4 + rng.uniform(0, 4)
     return pts
 
 
-def jittered_boxes(masks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def jittered_boxes(masks: np.ndarray, rng: np.random.Generator, origin=(0, 0)) -> np.ndarray:
     """Each mask's box in the 1024 frame, each side moved by up to 10 % of the box (at most 20 px),
-    as SAM's training jitters them."""
+    as SAM's training jitters them, kept inside the window (``random_points`` says what origin is)."""
     boxes = np.zeros((len(masks), 4), np.float32)
+    oy, ox = origin
+    lo = np.array([ox, oy, ox, oy], np.float32) * 4
+    hi = lo + np.array([masks.shape[2], masks.shape[1]] * 2, np.float32) * 4
     for i, m in enumerate(masks):
         ys, xs = np.nonzero(m)
         if len(ys):
-            b = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32) * 4
+            b = np.array([xs.min() + ox, ys.min() + oy, xs.max() + 1 + ox, ys.max() + 1 + oy], np.float32) * 4
             w, h = b[2] - b[0], b[3] - b[1]
             b += np.clip(rng.normal(0, 0.1, 4) * np.array([w, h, w, h]), -20, 20)
-            boxes[i] = np.clip(b, 0, 1024)
+            boxes[i] = np.clip(b, lo, hi)
     return boxes
 
 
-def correction_points(pred: np.ndarray, masks: np.ndarray, rng: np.random.Generator):
+def correction_points(pred: np.ndarray, masks: np.ndarray, rng: np.random.Generator, origin=(0, 0)):
     """A point on each prediction's larger error region: (K x 2 points, K labels)."""
     pts, labels = np.zeros((len(masks), 2), np.float32), np.ones(len(masks), np.float32)
     for i, (p, m) in enumerate(zip(pred, masks)):
@@ -137,26 +150,41 @@ def correction_points(pred: np.ndarray, masks: np.ndarray, rng: np.random.Genera
         region, labels[i] = (miss, 1.0) if miss.sum() >= extra.sum() else (extra, 0.0)
         if not region.any():
             region, labels[i] = m, 1.0
-        pts[i] = random_points(region[None], rng)[0]
+        pts[i] = random_points(region[None], rng, origin)[0]
     return pts, labels
 
 
-def decode(model, emb, points=None, labels=None, boxes=None, mask_input=None, multimask=False):
-    """The official prompt encoder + mask decoder on one image embedding and K prompts."""
-    sparse, dense = model.prompt_encoder(points=None if points is None else (points, labels), boxes=boxes,
-                                         masks=mask_input)
-    return model.mask_decoder(image_embeddings=emb, image_pe=model.prompt_encoder.get_dense_pe(),
+def decode(model, emb, points=None, labels=None, boxes=None, mask_input=None, multimask=False, origin=(0, 0)):
+    """The official prompt encoder + mask decoder on one image embedding and K prompts.
+
+    ``emb`` may be a crop's embedding (1 x 256 x t x t at token ``origin`` = (y, x) of the 64 x 64
+    grid): the decoder is attention and transposed convolutions, so it runs on any grid, with the
+    matching crop of the dense positional encoding and of the no-mask embedding. Prompts stay in the
+    1024 input frame; ``mask_input`` is at the crop's low-res scale (4t x 4t). On the full grid this
+    is exactly the official computation."""
+    pe = model.prompt_encoder
+    sparse, dense = pe(points=None if points is None else (points, labels), boxes=boxes, masks=None)
+    th, tw = emb.shape[-2:]
+    ty, tx = origin
+    dense = dense[..., :th, :tw] if mask_input is None else pe.mask_downscaling(mask_input)
+    return model.mask_decoder(image_embeddings=emb, image_pe=pe.get_dense_pe()[..., ty:ty + th, tx:tx + tw],
                               sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                               multimask_output=multimask)
 
 
-def scene_loss(model, emb, targets: np.ndarray, rng: np.random.Generator, focal_weight: float, device):
-    """Loss and IoU figures for one scene's prompts (point, box, point + refinement)."""
+def scene_loss(model, emb, targets: np.ndarray, rng: np.random.Generator, focal_weight: float, device,
+               origin=(0, 0), margin: float = 0.0):
+    """Loss and IoU figures for one scene's prompts (point, box, point + refinement).
+
+    ``targets`` are the low-res masks of the window that ``emb`` covers (origin in tokens, as
+    ``decode`` takes it). ``margin`` weighs a hinge on logits within 1 of zero: masks whose logits
+    hover near the threshold over wide areas flip under fp16 and int8 weights."""
     import torch
 
     from training.common import dice_loss, focal_loss, hard_iou
 
-    t = torch.as_tensor(targets, dtype=torch.float32, device=device)[:, None]  # K x 1 x 256 x 256
+    t = torch.as_tensor(targets, dtype=torch.float32, device=device)[:, None]  # K x 1 x h x w
+    lo = (4 * origin[0], 4 * origin[1])  # the window's origin in low-res pixels
 
     def tensor(a):
         return torch.as_tensor(a, device=device)
@@ -164,32 +192,54 @@ def scene_loss(model, emb, targets: np.ndarray, rng: np.random.Generator, focal_
     def mask_loss(logits, iou_pred, target):
         logits = logits.float()
         per = focal_weight * focal_loss(logits, target.expand_as(logits)) + dice_loss(logits, target.expand_as(logits))
+        if margin:
+            per = per + margin * torch.relu(1 - logits.abs()).flatten(-2).mean(-1)
         with torch.no_grad():
             iou = hard_iou(logits, target.expand_as(logits))
         return per, iou, ((iou_pred.float() - iou) ** 2)
 
     # one point, multimask: the best of the three masks carries the mask loss, every IoU prediction learns
-    pts = tensor(random_points(targets, rng))[:, None]
-    lp, ip = decode(model, emb, pts, torch.ones(len(targets), 1, device=device), multimask=True)
+    pts = tensor(random_points(targets, rng, lo))[:, None]
+    lp, ip = decode(model, emb, pts, torch.ones(len(targets), 1, device=device), multimask=True, origin=origin)
     per, iou_p, iou_err = mask_loss(lp, ip, t)
     best = per.argmin(1)
     rows = torch.arange(len(targets), device=device)
     loss = per[rows, best].mean() + iou_err.mean()
     # a jittered box, single mask
-    lb, ib = decode(model, emb, boxes=tensor(jittered_boxes(targets, rng)))
+    lb, ib = decode(model, emb, boxes=tensor(jittered_boxes(targets, rng, lo)), origin=origin)
     per_b, iou_b, err_b = mask_loss(lb, ib, t)
     loss = loss + per_b.mean() + err_b.mean()
     # point + refinement from the first pass's best mask
     prev = lp[rows, best][:, None].detach()
-    c_pts, c_lab = correction_points((prev[:, 0] > 0).cpu().numpy(), targets, rng)
+    c_pts, c_lab = correction_points((prev[:, 0] > 0).cpu().numpy(), targets, rng, lo)
     pts2 = torch.cat([pts, tensor(c_pts)[:, None]], 1)
     lab2 = torch.cat([torch.ones(len(targets), 1, device=device), tensor(c_lab)[:, None]], 1)
-    lr_, ir = decode(model, emb, pts2, lab2, mask_input=prev.float())
+    lr_, ir = decode(model, emb, pts2, lab2, mask_input=prev.float(), origin=origin)
     per_r, iou_r, err_r = mask_loss(lr_, ir, t)
     loss = loss + per_r.mean() + err_r.mean()
     figures = {"iou_point": float(iou_p[rows, best].mean()), "iou_box": float(iou_b.mean()),
-               "iou_refine": float(iou_r.mean()), "iou_head_err": float(err_r.detach().mean().sqrt())}
+               "iou_refine": float(iou_r.mean()),
+               "iou_head_err": float(torch.cat([iou_err[rows, best], err_b[:, 0], err_r[:, 0]]).detach().mean().sqrt())}
     return loss / 3, figures
+
+
+def crop_window(targets: np.ndarray, origin: tuple[int, int], tokens: int, max_objects: int,
+                min_pixels: int = 4) -> np.ndarray:
+    """The low-res targets inside a crop of ``tokens`` tokens at token ``origin``: the first
+    ``max_objects`` of the objects that keep at least ``min_pixels`` low-res pixels there."""
+    y, x = 4 * origin[0], 4 * origin[1]
+    win = targets[:, y:y + 4 * tokens, x:x + 4 * tokens]
+    return win[win.sum((1, 2)) >= min_pixels][:max_objects]
+
+
+def freeze_batchnorm(model) -> None:
+    """BatchNorms use and keep their running statistics (batch 1: a crop's own statistics are noise);
+    their scale and shift still train."""
+    import torch
+
+    for mod in model.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.eval()
 
 
 def build(init: str):
@@ -232,13 +282,23 @@ def peak_memory_gb(device: str) -> float:
 def train(args, device: str, log) -> dict:
     import torch
 
+    from training.common import CropTrunk
+
     torch.manual_seed(args.seed)
     if device == "cpu":
         torch.set_num_threads(args.threads)
     model = build(args.init).to(device).train()
+    if args.batchnorm == "frozen":
+        freeze_batchnorm(model)
     if args.checkpoint_trunk:  # recompute each TinyViT block's activations in the backward pass
         for layer in model.image_encoder.layers:
             layer.use_checkpoint = True
+    crop = None
+    if args.crop:
+        crop = CropTrunk(model, args.crop)
+        crop.crop.to(device).train(model.training)
+        if args.batchnorm == "frozen":
+            freeze_batchnorm(crop.crop)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
     step, spent = 0, 0.0
     if args.resume:
@@ -250,7 +310,10 @@ def train(args, device: str, log) -> dict:
     first, budget = step, args.minutes * 60 + spent
     scenes = scene_stream(step, args.workers, args.prompts)
     rng = np.random.default_rng([args.seed, step])
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    if args.amp == "bf16":
+        amp = torch.autocast(device, dtype=torch.bfloat16)
+    else:
+        amp = torch.autocast(device, enabled=False)
     start, last_save, stats = time.time() - spent, time.time(), []
     while True:
         now = time.time() - start
@@ -260,20 +323,29 @@ def train(args, device: str, log) -> dict:
         lr = args.lr * min(1.0, (step + 1) / args.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
+        full = crop is None or frac >= 1 - args.full_frac
         items = [next(scenes) for _ in range(args.batch)]
         x = torch.stack([model.preprocess(torch.as_tensor(it["image"], device=device).permute(2, 0, 1).float())
                          for it in items])
+        if full:
+            origin, tokens = (0, 0), 64
+        else:  # one window-aligned crop origin for the batch (the crops share one trunk pass)
+            origin, tokens = crop.origin(rng, {"size": items[0]["image"].shape[:2]}), crop.tokens
+        windows = [crop_window(it["targets"], origin, tokens, args.prompts) for it in items]
+        if not any(len(w) for w in windows):
+            continue
         with amp:
-            emb = model.image_encoder(x)
+            if full:
+                emb = model.image_encoder(x)
+            else:
+                emb = model.image_encoder.neck(crop.grid(x, *origin))
             losses, figs = [], []
-            for i, it in enumerate(items):
-                if len(it["targets"]):
-                    loss_i, f = scene_loss(model, emb[i:i + 1], it["targets"], rng, args.focal_weight, device)
+            for i, w in enumerate(windows):
+                if len(w):
+                    loss_i, f = scene_loss(model, emb[i:i + 1], w, rng, args.focal_weight, device, origin, args.margin)
                     losses.append(loss_i)
                     figs.append(f)
-        if not losses:
-            continue
-        loss = torch.stack(losses).mean()
+        loss = torch.stack(losses).float().mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.clip:
@@ -283,11 +355,17 @@ def train(args, device: str, log) -> dict:
         stats.append({"loss": float(loss.detach()), **{k: float(np.mean([f[k] for f in figs])) for k in figs[0]}})
         if step % args.log_every == 0 or step == 1:
             recent = {k: np.mean([s[k] for s in stats[-args.log_every:]]) for k in stats[-1]}
-            log(f"step {step} {now / 60:.1f} min lr {lr:.2e} " + " ".join(f"{k} {v:.3f}" for k, v in recent.items())
+            log(f"step {step} {now / 60:.1f} min lr {lr:.2e} grid {tokens} "
+                + " ".join(f"{k} {v:.3f}" for k, v in recent.items())
                 + f" peak {peak_memory_gb(device):.1f} GB")
         if time.time() - last_save >= args.save_minutes * 60:
             save(model, opt, step, time.time() - start, args.out)
             last_save = time.time()
+            if args.snapshot_minutes and now // (args.snapshot_minutes * 60) > getattr(args, "_snap", -1):
+                args._snap = now // (args.snapshot_minutes * 60)
+                snap = args.out.with_name(f"{args.out.stem}.{int(now // 60):04d}min{args.out.suffix}")
+                shutil.copyfile(args.out, snap)
+                log(f"snapshot {snap.name}")
     spent = time.time() - start
     save(model, opt, step, spent, args.out)
     log(f"done: {step} steps, {spent / 60:.1f} min in all, on {device}; wrote {args.out} and {args.out}.state")
@@ -303,6 +381,18 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint-trunk", action="store_true",
                     help="gradient checkpointing in the TinyViT trunk: less memory, about a third more compute")
     ap.add_argument("--prompts", type=int, default=16, help="objects per scene, each prompted three ways")
+    ap.add_argument("--crop", type=int, default=0,
+                    help="train on window-aligned crops of this many px of the 1024 input, a multiple of 224 "
+                         "(trunk, decoder and targets at crop scale; 0: the full 1024 input every step)")
+    ap.add_argument("--full-frac", type=float, default=0.15,
+                    help="with --crop: the last share of the budget runs on the full 1024 input")
+    ap.add_argument("--amp", default="bf16", help="bf16 (autocast, CPU and CUDA) or off (fp32)")
+    ap.add_argument("--batchnorm", default="frozen",
+                    help="frozen (running statistics, affine trained) or train (batch statistics)")
+    ap.add_argument("--margin", type=float, default=0.0,
+                    help="weight of a hinge on logits within 1 of zero (decided masks; 0: off)")
+    ap.add_argument("--snapshot-minutes", type=float, default=0.0,
+                    help="also keep a copy of OUT every this many minutes (OUT stem + .NNNNmin), for a learning curve")
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--warmup", type=int, default=200, help="steps of linear lr warm-up")
     ap.add_argument("--focal-weight", type=float, default=2.0,
@@ -332,6 +422,14 @@ def main(argv=None) -> int:
     try:
         if args.init not in ("shipped", "random"):
             raise UsageError(f"--init {args.init}: expected shipped or random")
+        if args.amp not in ("bf16", "off"):
+            raise UsageError(f"--amp {args.amp}: expected bf16 or off")
+        if args.batchnorm not in ("frozen", "train"):
+            raise UsageError(f"--batchnorm {args.batchnorm}: expected frozen or train")
+        if args.crop and (args.crop % 224 or not 0 < args.crop < 1024):
+            raise UsageError(f"--crop {args.crop}: expected a multiple of 224 below 1024 (0: no crops)")
+        if not 0 <= args.full_frac <= 1:
+            raise UsageError(f"--full-frac {args.full_frac}: expected a share between 0 and 1")
         device = pick_device(args.device)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
