@@ -129,9 +129,9 @@ class TorchOfficial:
 
 
 def _full_decoder_feeds(emb, pt, size):
-    from edgesam.runtime.prompts import apply_coords
+    from edgesam.runtime.prompts import sam_transform
 
-    c = apply_coords(np.array([[pt, [0.0, 0.0]]]), size).astype(np.float32)
+    c = sam_transform().apply_coords(np.array([[pt, [0.0, 0.0]]]), size).astype(np.float32)
     c[0, 1] = 0
     return {"image_embeddings": emb, "point_coords": c, "point_labels": np.array([[1, -1]], np.float32),
             "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),
@@ -160,7 +160,7 @@ class OrtSamexporter:
 
         img = Image.open(path).convert("RGB")
         w, h = img.size
-        nh, nw = preprocess_shape(h, w)
+        nh, nw = preprocess_shape(h, w, 1024)
         x = (np.asarray(img.resize((nw, nh), Image.BILINEAR), np.float32) - PIXEL_MEAN) / PIXEL_STD
         inp = np.zeros((1, 3, 1024, 1024), np.float32)
         inp[0, :, :nh, :nw] = x.transpose(2, 0, 1)
@@ -192,7 +192,7 @@ class MnnSeed:
 
         img = cv.imread(str(path))
         h, w = img.shape[:2]
-        nh, nw = preprocess_shape(h, w)
+        nh, nw = preprocess_shape(h, w, 1024)
         x = cv.resize(img, (nw, nh), 0.0, 0.0, cv.INTER_LINEAR, cv.COLOR_BGR2RGB, list(PIXEL_MEAN),
                       [1 / s for s in PIXEL_STD])
         inp = np.zeros((1, 3, 1024, 1024), np.float32)

@@ -25,9 +25,9 @@ from edgesam.synthetic.gate import gate_image
 def gate_encoder_input(img: np.ndarray) -> np.ndarray:
     """The 1x3x1024x1024 encoder input the runtime makes of ``img`` (runtime.preprocess: the one
     resize-and-normalise of the project)."""
-    from edgesam.runtime.preprocess import preprocess
+    from edgesam.runtime.preprocess import SAM_PREPROCESS, preprocess
 
-    return preprocess(img)[0]
+    return preprocess(img, SAM_PREPROCESS)[0]
 
 
 def mnn_candidates(prec: str) -> list[tuple[str, str, str, str]]:
@@ -93,7 +93,7 @@ def _full_cells(dec, feeds: dict, ref: dict, prec: str, label: str) -> list[Cell
         got = dec.run(dict(feeds, orig_im_size=np.array(hw, np.float32)))["masks"]
         low = torch.from_numpy(ref["low_res_masks"])
         up = F.interpolate(low, (IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-        ph, pw = prompts.preprocess_shape(*hw)
+        ph, pw = prompts.preprocess_shape(*hw, IMAGE_SIZE)
         want = F.interpolate(up[..., :ph, :pw], hw, mode="bilinear", align_corners=False).numpy()
         cells.append(compare("full_post", f"masks {hw[0]}x{hw[1]}", want, got, prec, label, "torch", "logits"))
     return cells
@@ -117,7 +117,7 @@ def single_mask_cells(sam: torch.nn.Module, dec_path: Path, threads: int | None)
                  "box+point": ([[0.5 * w, 0.5 * h], [0.2 * w, 0.3 * h], [0.7 * w, 0.8 * h]], [0, 2, 3]),  # token 0
                  "3 points": ([[0.4 * w, 0.5 * h], [0.6 * w, 0.3 * h], [0.1 * w, 0.9 * h], [0, 0]], [1, 1, 0, -1])}
         for name, (coords, labels) in cases.items():
-            c = prompts.apply_coords(np.array(coords, np.float64), hw).astype(np.float32)[None]
+            c = prompts.sam_transform().apply_coords(np.array(coords, np.float64), hw).astype(np.float32)[None]
             feeds = {"image_embeddings": emb.numpy(), "point_coords": c,
                      "point_labels": np.array([labels], np.float32),
                      "mask_input": np.zeros((1, 1, 256, 256), np.float32), "has_mask_input": np.zeros(1, np.float32),

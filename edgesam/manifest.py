@@ -23,6 +23,10 @@ Versions:
   low_res_masks``. The keys are those of version 2. A reader of version 2 fed a version 3 full
   decoder int32 sizes and would fail, hence the new number; version 1 and 2 bundles still load,
   their full decoders fed int32 (``DecoderSpec.orig_im_size_dtype``).
+
+Optional at every version: ``amg``, the automatic mask generator's defaults that the family's
+official generator sets (``AMG_DEFAULTS``). A bundle written before the key reads as its family's
+official generator (``LEGACY_AMG``).
 """
 from __future__ import annotations
 
@@ -45,6 +49,20 @@ MODEL_FORMATS = ("onnx", "mnn", "openvino")  # formats a backend opens; the othe
 # Companion files that a model file needs beside it (verified when the model file is opened).
 COMPANIONS = {"onnx": ("onnx_external_data",), "mnn": ("mnn_external_weight",), "openvino": ("openvino_weights",)}
 PRECISIONS = ("fp32", "fp16", "int8")
+# How the decoder graph is exported: "folded" (the cross-attention projections of the image tokens
+# folded onto the prompt tokens) or "reference" (the official computation step by step).
+DECODER_GRAPHS = ("folded", "reference")
+# SAM 2's single-mask fallback: the stability offset and the stability below which the best
+# multimask token replaces the single-mask token (the official mask decoder's dynamic_multimask_*).
+STABILITY_DELTA, STABILITY_THRESH = 0.05, 0.98
+# The automatic mask generator's defaults where the families' official generators differ:
+# segment-anything's SamAutomaticMaskGenerator and sam2's SAM2AutomaticMaskGenerator. A bundle
+# records its family's in its "amg" section; the runtime's generator reads them from there.
+# "predictor_fills_holes": the generator sets its predictor's max_hole_area and max_sprinkle_area
+# to min_mask_region_area (SAM 2's does; SAM's removes small regions itself, after NMS).
+AMG_DEFAULTS = {"sam": {"pred_iou_thresh": 0.88, "predictor_fills_holes": False},
+                "sam2": {"pred_iou_thresh": 0.8, "mask_threshold": 0.0, "predictor_fills_holes": True}}
+LEGACY_AMG = {"sam": "sam", "mobilesam": "sam", "sam2": "sam2"}  # bundles without "amg": the family's generator
 
 
 @dataclass(frozen=True)
@@ -85,10 +103,10 @@ CONTRACTS = {
                         "original_image_size (bool), iou_predictions, low_res_masks",
     "ort-sam2-decoder-multi": "ONNX Runtime's SAM 2 image decoder, multimask (3 masks)",
 }
+# SAM's tensor names (edgesam.specs holds them with their shapes), by meaning.
 SAM_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embeddings",
                           "outputs": ["image_embeddings"]},
-              "inputs": {"point_coords": "point_coords", "point_labels": "point_labels",
-                         "mask_input": "mask_input", "has_mask_input": "has_mask_input"},
+              "inputs": {k: k for k in DECODER_PROMPT_INPUTS},
               "outputs": {"scores": "iou_predictions", "low_res_logits": "low_res_masks"},
               "full_inputs": {"orig_im_size": "orig_im_size"}}
 
@@ -106,8 +124,8 @@ class DecoderSpec:
     mask_threshold: float  # logits above it are the mask
     prompt_layout: str = "sam"  # PROMPT_LAYOUTS (module docstring)
     single_mask: str = "token"  # SINGLE_MASK_RULES
-    stability_delta: float = 0.05  # the "stability" rule's logit offset
-    stability_thresh: float = 0.98  # ... and the stability below which it falls back
+    stability_delta: float = STABILITY_DELTA  # the "stability" rule's logit offset
+    stability_thresh: float = STABILITY_THRESH  # ... and the stability below which it falls back
     low_res_clamp: Optional[float] = None  # low-res logits returned clamped to +-this
     orig_im_size_dtype: str = "float32"  # a full decoder's orig_im_size: float32 (v3), int32 (v1, v2)
 
@@ -135,6 +153,7 @@ class Manifest:
     encoder: EncoderSpec
     decoder: DecoderSpec
     files: tuple[FileEntry, ...]
+    amg: dict = None  # the generator's family defaults (AMG_DEFAULTS); parse_manifest always sets it
 
 
 class _Reader:
@@ -245,8 +264,12 @@ def parse_manifest(data: Any, where: str) -> Manifest:
     untrained = data.get("untrained")
     if untrained is None:
         untrained = "random_init_seed" in (data.get("checkpoint") or {})
+    amg = r.get(data, "amg", dict, "", AMG_DEFAULTS[LEGACY_AMG[family]])
+    for k, v in amg.items():
+        if not isinstance(v, (int, float)):
+            raise r.fail(f"amg.{k}", f"must be a number or a boolean, not {str(v)[:40]}")
     return Manifest(version=version, family=family, model=model, untrained=bool(untrained),
-                    preprocess=pre, encoder=enc, decoder=dec, files=tuple(entries))
+                    preprocess=pre, encoder=enc, decoder=dec, files=tuple(entries), amg=dict(amg))
 
 
 def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess, EncoderSpec, DecoderSpec]:
@@ -290,8 +313,8 @@ def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess
                                                  old.get("mask_threshold", ...))),
                       prompt_layout=r.choice(d, "prompt_layout", PROMPT_LAYOUTS, "decoder", "sam"),
                       single_mask=r.choice(d, "single_mask", SINGLE_MASK_RULES, "decoder", "token"),
-                      stability_delta=float(r.get(d, "stability_delta", (int, float), "decoder", 0.05)),
-                      stability_thresh=float(r.get(d, "stability_thresh", (int, float), "decoder", 0.98)),
+                      stability_delta=float(r.get(d, "stability_delta", (int, float), "decoder", STABILITY_DELTA)),
+                      stability_thresh=float(r.get(d, "stability_thresh", (int, float), "decoder", STABILITY_THRESH)),
                       low_res_clamp=None if clamp is None else float(clamp),
                       orig_im_size_dtype="int32" if data.get("version", VERSION) < 3 else "float32")
     used = (dec.single_mask_token, *dec.multimask_tokens)
@@ -313,7 +336,8 @@ def sam_sections(variant: str) -> dict:
                         "lowres_size": LOWRES, "mask_tokens": 4, "single_mask_token": 0,
                         "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0,
                         "inputs": {**SAM_TENSORS["inputs"], **(SAM_TENSORS["full_inputs"] if variant == "full" else {})},
-                        "outputs": dict(SAM_TENSORS["outputs"])}}
+                        "outputs": dict(SAM_TENSORS["outputs"])},
+            "amg": dict(AMG_DEFAULTS["sam"])}
 
 
 SAM2_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_embed",
@@ -335,9 +359,10 @@ def sam2_sections() -> dict:
                         "contract": "sam2-encoder"},
             "decoder": {"variant": "lowres", "contract": "sam2-decoder", "lowres_size": LOWRES, "mask_tokens": 4,
                         "single_mask_token": 0, "multimask_tokens": [1, 2, 3], "mask_threshold": 0.0, "prompt_layout": "sam2",
-                        "single_mask": "stability", "stability_delta": 0.05, "stability_thresh": 0.98,
-                        "low_res_clamp": 32.0, "inputs": dict(SAM2_TENSORS["inputs"]),
-                        "outputs": dict(SAM2_TENSORS["outputs"])}}
+                        "single_mask": "stability", "stability_delta": STABILITY_DELTA,
+                        "stability_thresh": STABILITY_THRESH, "low_res_clamp": 32.0,
+                        "inputs": dict(SAM2_TENSORS["inputs"]), "outputs": dict(SAM2_TENSORS["outputs"])},
+            "amg": dict(AMG_DEFAULTS["sam2"])}
 
 
 def find_entry(m: Manifest, role: str, format: str, precision: str) -> Optional[FileEntry]:

@@ -20,13 +20,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from itertools import product
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from edgesam.errors import InputError
+from edgesam.manifest import AMG_DEFAULTS
 from edgesam.runtime import maskstats as MS
 from edgesam.runtime.regions import remove_small_regions
 from edgesam.runtime.rle import area_from_rle, coco_encode_rle, mask_to_rle, rle_to_mask
@@ -39,13 +40,14 @@ ProgressFn = Callable[[int, int, int, int], None]  # (batches done, batches tota
 class AmgOptions:
     """The official generator's keyword arguments, with its defaults (tuned for ViT-H).
 
-    The one place these defaults are written: ``SamAutomaticMaskGenerator``'s signature and
-    the ``edgesam everything`` flags read them from here.
+    The one place these defaults are written (those that differ between families come from
+    ``edgesam.manifest.AMG_DEFAULTS``): ``SamAutomaticMaskGenerator``'s signature and the
+    ``edgesam everything`` flags read them from here.
     """
 
     points_per_side: Optional[int] = 32
     points_per_batch: int = 64
-    pred_iou_thresh: float = 0.88
+    pred_iou_thresh: float = AMG_DEFAULTS["sam"]["pred_iou_thresh"]
     stability_score_thresh: float = 0.95
     stability_score_offset: float = 1.0
     box_nms_thresh: float = 0.7
@@ -102,7 +104,39 @@ class AmgOptions:
 SAM2_ONLY = ("mask_threshold", "use_m2m", "multimask_output")  # not keywords of SAM's generator
 _DEFAULTS = AmgOptions()  # SamAutomaticMaskGenerator's signature reads its defaults from here
 # SAM2AutomaticMaskGenerator's: the official SAM 2 defaults differ in these
-SAM2_DEFAULTS = AmgOptions(pred_iou_thresh=0.8, mask_threshold=0.0)
+SAM2_DEFAULTS = AmgOptions(**{k: v for k, v in AMG_DEFAULTS["sam2"].items() if k in {f.name for f in fields(AmgOptions)}})
+
+
+def load_point_grids(path: str) -> list[np.ndarray]:
+    """A .npy of one Nx2 grid or an LxNx2 stack (x, y normalised to [0, 1]) as a list of grids."""
+    from edgesam.runtime.imageio import load_npy
+
+    arr = np.asarray(load_npy(path), np.float64)
+    return [arr] if arr.ndim == 2 else list(arr)
+
+
+def bundle_options(bundle: Any, opts: AmgOptions, point_grids: Optional[str] = None) -> AmgOptions:
+    """The generator options for ``bundle``: every default its manifest records (the ``amg``
+    section: its family's official generator) filled in where ``opts`` leaves it None, the
+    ``point_grids`` file loaded; validated."""
+    given = {k: v for k, v in bundle.spec.amg.items() if getattr(opts, k, 0) is None}
+    opts = replace(opts, **given)
+    if point_grids:
+        if opts.points_per_side is not None:
+            raise InputError("give --points-per-side or --point-grids, not both")
+        opts = replace(opts, point_grids=load_point_grids(point_grids))
+    return opts.validate()
+
+
+def open_generator(bundle: Any, opts: AmgOptions, run: Any, progress: Optional[ProgressFn] = None,
+                   predictor: Any = None) -> tuple[Any, "SamAutomaticMaskGenerator"]:
+    """(predictor, generator) for a bundle: the predictor opened once with ``run`` (a ``RunOptions``),
+    or ``predictor``, already open on it; set up as the family's official generator builds its own
+    (SAM 2: hole and sprinkle areas from min_mask_region_area)."""
+    pred = run.predictor(bundle) if predictor is None else predictor
+    if bundle.spec.amg.get("predictor_fills_holes"):
+        pred.max_hole_area = pred.max_sprinkle_area = float(opts.min_mask_region_area)
+    return pred, SamAutomaticMaskGenerator.from_options(pred, opts, progress=progress)
 
 
 def point_grid(n_per_side: int) -> np.ndarray:

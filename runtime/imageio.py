@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgesam.errors import ImageError
+from edgesam.errors import ImageError, InputError
 from edgesam.runtime._mnn import import_mnn
 
 
@@ -135,3 +135,11 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
                 return int(h), int(w)
             f.seek(length - 2, 1)
     raise ImageError(f"{path}: no image size in its header (corrupt?)")
+
+
+def load_npy(path: str) -> np.ndarray:
+    """A .npy array (never a pickle), or one line (InputError) naming the file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: not a readable .npy array ({e})") from None

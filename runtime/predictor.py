@@ -8,7 +8,7 @@ import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, BundleError, InputError
-from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS, DecoderSpec
+from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS, FAMILIES, DecoderSpec
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import (BACKEND_TABLE, Backend, ModelRequest, mnn_memory_mode, require_tensorrt,
                                       resolve_threads)
@@ -16,7 +16,6 @@ from edgesam.runtime.options import RunOptions
 from edgesam.runtime.postprocess import fill_holes_and_sprinkles, mask_geometry, postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
 
-FAMILIES = ("sam", "mobilesam", "sam2")  # the families whose models this predictor runs
 
 
 def open_backend(bundle: Bundle, role: str, backend: str, precision: str, threads: int | None = None,
@@ -93,6 +92,8 @@ class SamPredictor:
             raise BundleError(f"{self.bundle.root}: model family {spec.family!r} is not served by SamPredictor")
         self.preprocess_spec = spec.preprocess
         self.decoder_spec = spec.decoder
+        # the official predictor's ``transform`` (ResizeLongestSide(img_size)), here from the manifest
+        self.transform = prompts.Transform.of(spec.preprocess, spec.decoder)
         self.mask_threshold = spec.decoder.mask_threshold  # the official predictor reads model.mask_threshold
         self.backend_name, self.precision = backend, precision
         threads = resolve_threads(threads)
@@ -202,10 +203,8 @@ class SamPredictor:
         boxes = prompts.validate_boxes(boxes)
         batch = coords.shape[0] if coords is not None else (boxes.shape[0] if boxes is not None else 1)
         d = self.decoder_spec
-        mask = prompts.validate_mask_input(mask_input, batch, d.lowres_size)
-        prompt = prompts.decoder_feeds(coords, labels, boxes, mask, self.original_size,
-                                       long_side=self.preprocess_spec.image_size, lowres=d.lowres_size,
-                                       resize=self.preprocess_spec.resize, layout=d.prompt_layout)
+        mask = self.transform.validate_mask_input(mask_input, batch)
+        prompt = self.transform.decoder_feeds(coords, labels, boxes, mask, self.original_size)
         feeds = {**self._encoded, **{d.inputs[k]: v for k, v in prompt.items()}}
         if "orig_im_size" in d.inputs:  # a full decoder: ONNX Runtime wants every graph input fed
             feeds[d.inputs["orig_im_size"]] = np.array(self.input_size, d.orig_im_size_dtype)

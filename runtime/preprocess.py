@@ -15,15 +15,13 @@ from functools import lru_cache
 import numpy as np
 
 from edgesam.errors import BundleError, ImageError
-from edgesam.manifest import Preprocess
+from edgesam.manifest import RESIZES, Preprocess, parse_sections, sam_sections
 from edgesam.runtime._mnn import import_mnn
 from edgesam.runtime.prompts import preprocess_shape
-from edgesam.specs import IMAGE_SIZE, PIXEL_MEAN, PIXEL_STD
 
-# SAM's and MobileSAM's preprocessing: what a bundle of those families says (the default for
-# tools that preprocess without a bundle, e.g. the parity tests' references).
-SAM_PREPROCESS = Preprocess(resize="longest_side", image_size=IMAGE_SIZE, pixel_mean=PIXEL_MEAN,
-                            pixel_std=PIXEL_STD, channel_order="RGB", pad="bottom-right")
+# SAM's and MobileSAM's preprocessing, as their bundles' manifests say (for tools that preprocess
+# without a bundle, e.g. the convert gate's and the parity tests' references); never a default.
+SAM_PREPROCESS = parse_sections(sam_sections("lowres"), "SAM")[0]
 
 INTERPOLATIONS = ("pyramid", "linear")
 
@@ -50,13 +48,13 @@ def c4_truncation() -> float:
     return 0.5 if int(np.asarray(out.read()).reshape(4, 4)[1, 0]) == 0 else 0.0
 
 
-def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Preprocess = SAM_PREPROCESS) -> np.ndarray:
+def resize_normalise(image, bgr: bool, interpolation: str, spec: Preprocess) -> np.ndarray:
     """HxWx3 uint8 (numpy or MNN Var) -> new_h x new_w x 3 float32, normalised, in the channel order
     of ``spec`` (a bundle's manifest "preprocess"; RGB for every family so far).
 
     ``bgr``: channel order of ``image``.
     """
-    if spec.resize not in ("longest_side", "square"):
+    if spec.resize not in RESIZES:
         raise BundleError(f"preprocess resize {spec.resize!r} is not implemented by this runtime")
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}")
@@ -110,7 +108,7 @@ def resize_normalise(image, bgr: bool, interpolation: str = "pyramid", spec: Pre
     return np.array(out.read(), copy=True).reshape(new_h, new_w, 3)
 
 
-def pad_to_input(normalised: np.ndarray, size: int = IMAGE_SIZE) -> np.ndarray:
+def pad_to_input(normalised: np.ndarray, size: int) -> np.ndarray:
     """new_h x new_w x 3 float32 -> 1x3xSxS (S = ``size``), zero-padded bottom-right (zero = the mean
     colour); a square resize's output is already S x S and is only transposed."""
     h, w = normalised.shape[:2]
@@ -134,7 +132,7 @@ def check_image_array(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def preprocess(image, spec: Preprocess = SAM_PREPROCESS, bgr: bool = False,
+def preprocess(image, spec: Preprocess, bgr: bool = False,
                interpolation: str = "pyramid") -> tuple[np.ndarray, tuple[int, int]]:
     """Image -> (1x3xSxS float32 encoder input, (input_h, input_w) before padding), as a bundle's
     manifest says (``spec``: its "preprocess"; S = image_size, 1024). ``bgr``: the image's order."""

@@ -32,10 +32,11 @@ class SAM2ImagePredictor(SamPredictor):
 
     ``sam_model`` is a bundle folder (or a loaded ``Bundle``) where the official class takes a
     model; ``mask_threshold``, ``max_hole_area`` and ``max_sprinkle_area`` are the official
-    keywords; ``backend``, ``precision``, ``threads`` and the rest are ``SamPredictor``'s.
+    keywords (``mask_threshold`` left out: the bundle's, its manifest's ``decoder.mask_threshold``);
+    ``backend``, ``precision``, ``threads`` and the rest are ``SamPredictor``'s.
     """
 
-    def __init__(self, sam_model: str | os.PathLike | Bundle, mask_threshold: float = 0.0,
+    def __init__(self, sam_model: str | os.PathLike | Bundle, mask_threshold: Optional[float] = None,
                  max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, *, backend: str = "mnn",
                  precision: str = "fp32", threads: Optional[int] = None, runtime_precision: str = "high",
                  interpolation: str = "pyramid", decoder_runtime_precision: Optional[str] = None,
@@ -46,6 +47,8 @@ class SAM2ImagePredictor(SamPredictor):
         if self.bundle.spec.family != "sam2":
             raise BundleError(f"{self.bundle.root}: a {self.bundle.spec.family} bundle; SAM2ImagePredictor "
                               "runs SAM 2 bundles (use SamPredictor for SAM and MobileSAM)")
+        if mask_threshold is None:
+            mask_threshold = self.bundle.spec.decoder.mask_threshold
         for name, v in (("mask_threshold", mask_threshold), ("max_hole_area", max_hole_area),
                         ("max_sprinkle_area", max_sprinkle_area)):
             if not np.isfinite(float(v)):

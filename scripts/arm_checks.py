@@ -110,17 +110,16 @@ def convert_demo(a) -> int:
 
 def _decoder_reference(bundle: str, image_path: str):
     """x86 MNN fp32 on ``bundle``: (encoder input, decoder feeds, decoder outputs) for the lane's prompt."""
-    from edgesam.runtime import prompts
     from edgesam.runtime.imageio import read_image
     from edgesam.runtime.predictor import SamPredictor
     from edgesam.runtime.preprocess import preprocess
 
     pred = SamPredictor(bundle, backend="mnn", precision="fp32", threads=int(THREADS), runtime_precision="high")
     image = read_image(image_path)
-    x, _ = preprocess(image)
+    x, _ = preprocess(image, pred.preprocess_spec)
     pred.set_image(image)
     coords, labels, boxes = _decoder_prompts()
-    feeds = prompts.decoder_feeds(coords, labels, boxes, None, pred.original_size, pred.features)
+    feeds = pred.transform.decoder_feeds(coords, labels, boxes, None, pred.original_size, pred.features)
     return x, feeds, pred.decoder.run(feeds)
 
 
@@ -137,7 +136,6 @@ def _scene_decoder_reference(bundle: str) -> dict:
     """
     import numpy as np
 
-    from edgesam.runtime import prompts
     from edgesam.runtime.predictor import SamPredictor
     from edgesam.synthetic.quality import iou
     from edgesam.synthetic.scenes import interior_point, make_scene, mask_box
@@ -152,8 +150,8 @@ def _scene_decoder_reference(bundle: str) -> dict:
         scored.append((iou(masks[0], gt), k, pt, box))
     best = sorted(scored, key=lambda t: (-t[0], t[1]))[:SCENE_PROMPTS]
     coords = np.stack([b[2] for b in best]).astype(np.float64)
-    feeds = prompts.decoder_feeds(coords, np.ones(coords.shape[:2]), np.stack([b[3] for b in best]), None,
-                                  pred.original_size, pred.features)
+    feeds = pred.transform.decoder_feeds(coords, np.ones(coords.shape[:2]), np.stack([b[3] for b in best]), None,
+                                         pred.original_size, pred.features)
     out = pred.decoder.run(feeds)
     return {**{f"feed_{k}": v for k, v in feeds.items()}, **out,
             "objects": np.array([b[1] for b in best]), "x86_gt_iou": np.array([b[0] for b in best])}
@@ -195,12 +193,9 @@ def convert_sam2(a) -> int:
 
 def _sam2_decoder_feeds(pred) -> dict:
     """The lane's point and box as one SAM 2 prompt (box corners first), on ``pred``'s current image."""
-    from edgesam.runtime import prompts
-
     coords, labels, boxes = _decoder_prompts()
     d = pred.decoder_spec
-    feeds = prompts.decoder_feeds(coords, labels, boxes, None, pred.original_size, resize="square",
-                                  layout=d.prompt_layout)
+    feeds = pred.transform.decoder_feeds(coords, labels, boxes, None, pred.original_size)
     return {**pred._encoded, **{d.inputs[k]: v for k, v in feeds.items()}}
 
 

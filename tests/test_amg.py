@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from edgesam.runtime import maskstats as MS
 from edgesam.runtime.preprocess import SAM_PREPROCESS
 from edgesam.runtime.amg import AmgOptions, SamAutomaticMaskGenerator, crop_boxes, point_grid
-from edgesam.runtime.prompts import apply_coords, preprocess_shape
+from edgesam.runtime.prompts import preprocess_shape, sam_transform
 from edgesam.runtime.regions import label_runs, remove_small_regions
 from edgesam.runtime.rle import area_from_rle, coco_decode_rle, coco_encode_rle, mask_to_rle, rle_to_mask
 from edgesam.synthetic.scenes import make_scene
@@ -209,7 +209,7 @@ def test_stability_exact_vs_official_and_bound_is_an_upper_bound(size):
     from segment_anything.utils.amg import calculate_stability_score
 
     low = _smooth_logits(6, sum(size))
-    input_size = preprocess_shape(*size)
+    input_size = preprocess_shape(*size, 1024)
     masks, stab = MS.upscale_with_stability(low, input_size, size, 1.0)
     t = F.interpolate(torch.from_numpy(low)[:, None], (1024, 1024), mode="bilinear", align_corners=False)
     t = F.interpolate(t[..., :input_size[0], :input_size[1]], size, mode="bilinear", align_corners=False)[:, 0]
@@ -258,7 +258,7 @@ def fake_decoder(image: np.ndarray, points_input: np.ndarray) -> tuple[np.ndarra
     pixels, so stability varies with size and k; the IoU prediction depends on label and k.
     """
     h, w = image.shape[:2]
-    ih, iw = preprocess_shape(h, w)
+    ih, iw = preprocess_shape(h, w, 1024)
     centres = (np.arange(256) + 0.5) * 4
     ys, xs = centres * h / ih, centres * w / iw
     lab = image[np.minimum(ys, h - 1).astype(int)][:, np.minimum(xs, w - 1).astype(int), 0].astype(np.int64) // 20
@@ -290,13 +290,13 @@ class RuntimeFake:
 
     def set_image(self, image):
         self.image, self.original_size = image, image.shape[:2]
-        self.input_size = preprocess_shape(*self.original_size)
+        self.input_size = preprocess_shape(*self.original_size, 1024)
 
     def reset_image(self):
         pass
 
     def decode(self, point_coords, point_labels, boxes=None, mask_input=None, multimask_output=True):
-        return fake_decoder(self.image, apply_coords(point_coords[:, 0], self.original_size))
+        return fake_decoder(self.image, sam_transform().apply_coords(point_coords[:, 0], self.original_size))
 
 
 def official_fake(torch):

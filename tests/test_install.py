@@ -20,7 +20,7 @@ from conftest import REPO
 CODE = ("import json, sys, edgesam, edgesam.runtime, edgesam.convert; "
         "from edgesam.runtime import SamPredictor; from edgesam.runtime.prompts import preprocess_shape; "
         "print(json.dumps([edgesam.__file__, edgesam.runtime.__file__, edgesam.convert.__file__, "
-        "SamPredictor.__module__, preprocess_shape(3, 4), "
+        "SamPredictor.__module__, preprocess_shape(3, 4, 1024), "
         "[type(f).__name__ for f in sys.meta_path if getattr(f, 'edgesam_checkout', None)]]))")
 
 

@@ -171,7 +171,6 @@ def test_samexporter_runs_full_bundle(vit_t_full_bundle, samexporter_model, offi
     predictor given them, IoU >= 0.98 each.
     """
     from edgesam.runtime import SamPredictor
-    from edgesam.runtime.prompts import apply_coords
 
     bundle, _ = vit_t_full_bundle
     image = _image(name)
@@ -188,7 +187,7 @@ def test_samexporter_runs_full_bundle(vit_t_full_bundle, samexporter_model, offi
     ious = [_iou(a, b) for a, b in zip(sx_point[0], np.concatenate([single, multi]))]
     assert min(ious) >= 0.98, (name, "point", ious)
     d = p.decoder_spec
-    tokens = apply_coords(np.concatenate([box.reshape(2, 2), [[0.0, 0.0]]]), image.shape[:2])
+    tokens = p.transform.apply_coords(np.concatenate([box.reshape(2, 2), [[0.0, 0.0]]]), image.shape[:2])
     out = p.decoder.run({**p._encoded, d.inputs["point_coords"]: tokens[None].astype(np.float32),
                          d.inputs["point_labels"]: np.array([[2, 3, -1]], np.float32),
                          d.inputs["mask_input"]: np.zeros((1, 1, 256, 256), np.float32),

@@ -15,7 +15,7 @@ F = torch.nn.functional
 def test_matches_official_two_step_resize(hw):
     rng = np.random.default_rng(0)
     low = rng.standard_normal((2, 3, 256, 256)).astype(np.float32) * 5
-    ih, iw = preprocess_shape(*hw)
+    ih, iw = preprocess_shape(*hw, 1024)
     up = F.interpolate(torch.from_numpy(low), (1024, 1024), mode="bilinear", align_corners=False)
     ref = F.interpolate(up[..., :ih, :iw], hw, mode="bilinear", align_corners=False).numpy()
     got = upscale_logits(low, (ih, iw), hw)
@@ -46,7 +46,7 @@ def test_blocked_threshold_equals_full_upscale(hw, kind):
 
     rng = np.random.default_rng(1)
     low = _blobs(rng, 3)[None] if kind == "blobs" else rng.normal(0, 3, (1, 3, 256, 256)).astype(np.float32)
-    ih, iw = preprocess_shape(*hw)
+    ih, iw = preprocess_shape(*hw, 1024)
     logits = upscale_logits(low, (ih, iw), hw)
     for thr in (0.0, 1.5):
         got = threshold_masks(low, (ih, iw), hw, thr)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import scene
-from edgesam.runtime.preprocess import preprocess
+from edgesam.runtime.preprocess import SAM_PREPROCESS, preprocess
 from edgesam.specs import PIXEL_MEAN, PIXEL_STD
 
 pytest.importorskip("torch")
@@ -43,7 +43,7 @@ def test_close_to_official(hw, limit_pyr, limit_lin):
     ref, shape = official_input(img)
     errs, bias = {}, {}
     for interp in ("pyramid", "linear"):
-        got, in_size = preprocess(img, interpolation=interp)
+        got, in_size = preprocess(img, SAM_PREPROCESS, interpolation=interp)
         assert in_size == shape and got.shape == ref.shape and got.dtype == np.float32
         assert np.all(got[0, :, shape[0]:, :] == 0) and np.all(got[0, :, :, shape[1]:] == 0)
         diff = (got - ref) * (58 * 1024 * 1024 / (shape[0] * shape[1]))  # pixel units over the resized area

@@ -100,18 +100,19 @@ def test_apply_coords_is_the_official_per_axis_scale(size, xy):
     transforms = pytest.importorskip("segment_anything.utils.transforms")
     official = transforms.ResizeLongestSide(1024)
     h, w = size
-    nh, nw = P.preprocess_shape(h, w)
+    nh, nw = P.preprocess_shape(h, w, 1024)
     assert (nh, nw) == official.get_preprocess_shape(h, w, 1024)
     assert max(nh, nw) == 1024
     if min(nh, nw) == 0:
         # The official shape is 0 here too (PIL then fails on it); edgesam's image preprocessing
         # refuses such images with "too elongated ... above 2048:1" (test_too_elongated_image_...).
         assert max(h, w) > 2048 * min(h, w)
-    got = P.apply_coords(np.array([xy]), size)
+    sam = P.sam_transform()
+    got = sam.apply_coords(np.array([xy]), size)
     want = official.apply_coords(np.array([xy]), size)
     assert got.dtype == want.dtype == np.float64 and np.array_equal(got, want)
     boxes = np.array([[*xy, xy[0] + 7.5, xy[1] + 3.25], [*xy, *xy]])
-    got_b, want_b = P.apply_boxes(boxes, size), official.apply_boxes(boxes, size)
+    got_b, want_b = sam.apply_boxes(boxes, size), official.apply_boxes(boxes, size)
     assert got_b.shape == want_b.shape == (2, 4) and np.array_equal(got_b, want_b)
 
 

@@ -317,9 +317,12 @@ def test_cli_segment_everything_info_on_sam2(tiny_bundle, tmp_path):
     z = np.load(tmp_path / "o.npz")
     assert z["masks"].shape == (1, 200, 300) and z["low_res_logits"].shape == (1, 256, 256)
     proc = run_cli("everything", tiny_bundle, path, "--points-per-side", "4", "--pred-iou-thresh", "0",
-                   "--stability-score-thresh", "0.3", "--out", tmp_path / "m.json")
+                   "--stability-score-thresh", "0", "--out", tmp_path / "m.json")
     assert proc.returncode == 0, proc.stderr
-    assert isinstance(json.loads((tmp_path / "m.json").read_text()), (list, dict))
+    records = json.loads((tmp_path / "m.json").read_text())
+    assert isinstance(records, list) and records, records  # with both filters off, the NMS survivors
+    assert all({"segmentation", "area", "bbox", "predicted_iou", "stability_score"} <= set(r) for r in records)
+    assert all(r["segmentation"]["size"] == [200, 300] for r in records)
     proc = run_cli("info", tiny_bundle)
     assert proc.returncode == 0 and "sam2" in proc.stdout, proc.stdout + proc.stderr
 
@@ -328,11 +331,39 @@ def test_everything_request_defaults_to_the_family_threshold(tiny_bundle, vit_t_
     """A Python-API EverythingRequest (what edgesam demo builds) left at its defaults gets the official
     pred_iou_thresh of the bundle's family, as the CLI does: 0.8 for SAM 2, 0.88 for SAM."""
     from edgesam.bundle import load_bundle
-    from edgesam.cli.everything import EverythingRequest, resolve_options
+    from edgesam.cli.everything import EverythingRequest
+    from edgesam.runtime.amg import bundle_options
 
     for bundle, want in ((tiny_bundle, 0.8), (vit_t_random_fp32[0], 0.88)):
         req = EverythingRequest(bundle=str(bundle), image="unused.png")
-        assert resolve_options(load_bundle(bundle, verify=False), req.options, None).pred_iou_thresh == want
+        assert bundle_options(load_bundle(bundle, verify=False), req.options).pred_iou_thresh == want
+
+
+def test_the_manifest_decides_thresholds(tiny_bundle, tmp_path):
+    """A keyword left out means the bundle's value: SAM2ImagePredictor's mask_threshold is the
+    manifest's decoder.mask_threshold, the generator's pred_iou_thresh its "amg" section's; a
+    keyword given keeps the official meaning."""
+    import shutil
+
+    from edgesam.bundle import load_bundle
+    from edgesam.runtime import SAM2ImagePredictor
+    from edgesam.runtime.amg import AmgOptions, bundle_options
+
+    b = tmp_path / "b"
+    shutil.copytree(tiny_bundle, b)
+    m = json.loads((b / "manifest.json").read_text())
+    assert m["amg"] == {"pred_iou_thresh": 0.8, "mask_threshold": 0.0, "predictor_fills_holes": True}
+    m["decoder"]["mask_threshold"] = 0.7
+    m["amg"]["pred_iou_thresh"] = 0.55
+    (b / "manifest.json").write_text(json.dumps(m))
+    assert SAM2ImagePredictor(b).mask_threshold == 0.7
+    assert SAM2ImagePredictor(b, mask_threshold=0.0).mask_threshold == 0.0
+    bundle = load_bundle(b, verify=False)
+    assert bundle_options(bundle, AmgOptions(pred_iou_thresh=None)).pred_iou_thresh == 0.55
+    assert bundle_options(bundle, AmgOptions(pred_iou_thresh=0.9)).pred_iou_thresh == 0.9
+    del m["amg"]  # a bundle written before the key: its family's official generator
+    (b / "manifest.json").write_text(json.dumps(m))
+    assert bundle_options(load_bundle(b, verify=False), AmgOptions(pred_iou_thresh=None)).pred_iou_thresh == 0.8
 
 
 @pytest.fixture(scope="module")

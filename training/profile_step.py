@@ -7,7 +7,8 @@ bf16 autocast or fp32) it times, after one warm-up step, the median of ``--reps`
 drawing a scene (``scene_item``: make_scene, resize, low-res targets), the trunk + neck forward,
 each of the three decoder passes (one point multimask, a box, point + refinement) on ``--prompts``
 objects, the loss, the backward pass of the whole step, the trunk's own backward (measured apart,
-from the same forward), and the AdamW update. One line per configuration, in seconds.
+from the same forward), and the AdamW update. One line per configuration, in seconds. BatchNorms
+run on their running statistics here (``--batchnorm frozen``); their share of a step is small.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ import io
 import json
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from edgesam.bundle import atomic_write_bytes
 from edgesam.errors import InputError
-from edgesam.runtime.amg import AmgOptions
+from edgesam.runtime.amg import AmgOptions, bundle_options, open_generator
 from edgesam.runtime.options import RunOptions
 
 # Records go to a file: RLE in JSON by default, not one full-size bool array per mask (the
@@ -25,7 +25,7 @@ OUTPUT_MODE = "coco_rle"
 class EverythingRequest:
     bundle: str
     image: str
-    # pred_iou_thresh None: the official default of the bundle's family (0.88 SAM, 0.8 SAM 2), as on the CLI
+    # pred_iou_thresh None: the bundle's own default (its manifest's "amg": its family's official generator)
     options: AmgOptions = field(default_factory=lambda: AmgOptions(output_mode=OUTPUT_MODE, pred_iou_thresh=None))
     point_grids: Optional[str] = None  # .npy of an Nx2 grid or an LxNx2 stack, normalised to [0, 1]
     run: RunOptions = field(default_factory=RunOptions)  # backend, precision, threads, arithmetic
@@ -48,13 +48,6 @@ def _check_outputs(req: EverythingRequest) -> None:
         want = ".npz" if req.options.output_mode == "binary_mask" else ".json"
         if Path(req.out).suffix.lower() != want:
             raise InputError(f"{req.out}: --output-mode {req.options.output_mode} writes a {want} file")
-
-
-def _load_grids(path: str) -> list[np.ndarray]:
-    from edgesam.cli.segment import load_npy
-
-    arr = np.asarray(load_npy(path), np.float64)
-    return [arr] if arr.ndim == 2 else list(arr)
 
 
 def stderr_progress(prefix: str = "everything") -> Callable[[int, int, int, int], None]:
@@ -104,33 +97,6 @@ def overlay_image(image: np.ndarray, records: list[dict]) -> np.ndarray:
     return vis
 
 
-def resolve_options(bundle, opts: AmgOptions, point_grids: Optional[str]) -> AmgOptions:
-    """The generator options for this bundle: the family's official pred_iou_thresh where none was
-    given, the --point-grids file loaded; validated."""
-    from edgesam.runtime.amg import _DEFAULTS, SAM2_DEFAULTS
-
-    if opts.pred_iou_thresh is None:  # left out: the official default of the bundle's family
-        sam2 = bundle.spec.family == "sam2"
-        opts = replace(opts, pred_iou_thresh=(SAM2_DEFAULTS if sam2 else _DEFAULTS).pred_iou_thresh)
-    if point_grids:
-        if opts.points_per_side is not None:
-            raise InputError("give --points-per-side or --point-grids, not both")
-        opts = replace(opts, point_grids=_load_grids(point_grids))
-    return opts.validate()
-
-
-def build_generator(bundle, opts: AmgOptions, run: RunOptions, progress=None, predictor=None):
-    """(predictor, generator) for a bundle: the predictor opened once (or ``predictor``, already open on
-    it), set up as the family's official generator builds its own (SAM 2: hole and sprinkle areas from
-    min_mask_region_area)."""
-    from edgesam.runtime.amg import SamAutomaticMaskGenerator
-
-    pred = run.predictor(bundle) if predictor is None else predictor
-    if bundle.spec.family == "sam2":
-        pred.max_hole_area = pred.max_sprinkle_area = float(opts.min_mask_region_area)
-    return pred, SamAutomaticMaskGenerator.from_options(pred, opts, progress=progress)
-
-
 def everything(req: EverythingRequest, predictor=None) -> dict[str, Any]:
     """Run one request and return a JSON-ready summary; writes ``req.out`` / ``req.overlay`` atomically.
     ``predictor``: one already open on ``req.bundle`` with ``req.run`` (the demo's), else one is opened."""
@@ -138,11 +104,11 @@ def everything(req: EverythingRequest, predictor=None) -> dict[str, Any]:
     from edgesam.runtime.imageio import read_image, write_image
 
     bundle = load_bundle(req.bundle, verify=False)  # the manifest, read once (the predictor takes it)
-    opts = resolve_options(bundle, req.options, req.point_grids)
+    opts = bundle_options(bundle, req.options, req.point_grids)
     _check_outputs(req)
     image = read_image(req.image)  # validates the file before the (slow) model load
     t0 = time.perf_counter()
-    pred, gen = build_generator(bundle, opts, req.run, stderr_progress() if req.progress else None, predictor)
+    pred, gen = open_generator(bundle, opts, req.run, stderr_progress() if req.progress else None, predictor)
     t_load = time.perf_counter() - t0
     t0 = time.perf_counter()
     records = gen.generate(image)

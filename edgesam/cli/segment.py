@@ -39,14 +39,6 @@ def _check_outputs(req: SegmentRequest) -> None:
             raise InputError(f"{path}: image outputs must end in .png, .jpg or .bmp")
 
 
-def load_npy(path: str) -> np.ndarray:
-    """A .npy array (never a pickle), or one line (InputError) naming the file."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable .npy array ({e})") from None
-
-
 def mask_bbox(m: np.ndarray) -> list[int]:
     """XYWH of a bool mask, width and height counted in pixels (COCO's extent; [0, 0, 0, 0] if empty).
     The AMG's records differ by one: segment-anything's ``box_xyxy_to_xywh`` on inclusive boxes."""
@@ -74,6 +66,8 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
         raise InputError("empty prompt: give at least one --point X,Y[,LABEL] or --box X0,Y0,X1,Y1")
     mask_input = None
     if req.mask_input:
+        from edgesam.runtime.imageio import load_npy
+
         mask_input = load_npy(req.mask_input)
     if image is None:
         image = read_image(req.image)  # validates the file before the (slow) model load
@@ -86,7 +80,7 @@ def segment(req: SegmentRequest, predictor=None, image: Optional[np.ndarray] = N
     c3, l3 = P.validate_points(coords, labels)
     b2 = P.validate_boxes(boxes)
     n_box = 0 if b2 is None else b2.shape[0]
-    P.validate_mask_input(mask_input, max(n_box, 1))
+    pred.transform.validate_mask_input(mask_input, max(n_box, 1))
     t0 = time.perf_counter()
     pred.set_image(image)
     t_embed = time.perf_counter() - t0

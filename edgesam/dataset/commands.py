@@ -40,7 +40,7 @@ def everything_dataset(bundle_path: str, inputs: list[str], out: str, options: A
                        address: Optional[str] = None) -> dict[str, Any]:
     """Segment everything in every image: ``out/<name>.json`` each (the single-image command's
     records), ``out/errors.json``, and with ``coco`` one COCO instances file built from them all."""
-    from edgesam.cli.everything import resolve_options
+    from edgesam.runtime.amg import bundle_options
 
     check_engine(engine, workers, address)
     if options.output_mode != "coco_rle":
@@ -48,7 +48,7 @@ def everything_dataset(bundle_path: str, inputs: list[str], out: str, options: A
     if coco:
         check_writable_file(coco)
     bundle = load_bundle(bundle_path, verify=False)
-    opts = resolve_options(bundle, options, point_grids)
+    opts = bundle_options(bundle, options, point_grids)
     items = collect(inputs)
     job = Job(bundle=str(bundle.root), run=share_threads(run, workers), task="everything", options=opts, out=out)
     store = Store(Path(out), settings_of(job, bundle.manifest.get("source", "")))

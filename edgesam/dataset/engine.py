@@ -46,11 +46,11 @@ _WORKER: dict[str, Any] = {}
 def _open(job: Job) -> None:
     """Load the bundle once in this worker (a process, or the main process for workers=1)."""
     from edgesam.bundle import load_bundle
-    from edgesam.cli.everything import build_generator
+    from edgesam.runtime.amg import open_generator
 
     bundle = load_bundle(job.bundle, verify=False)
     if job.task == "everything":
-        pred, gen = build_generator(bundle, job.options, job.run)
+        pred, gen = open_generator(bundle, job.options, job.run)
     else:
         pred, gen = job.run.predictor(bundle), None
     _WORKER.update(job=job, pred=pred, gen=gen, store=Store.opened(Path(job.out)))

@@ -62,12 +62,11 @@ class ParityReport:
 
 def _prompt_cases(contract: Contract, size: tuple[int, int], prev_logits: Optional[np.ndarray]) -> dict:
     """The synthetic prompt set as named decoder feeds (the contract's tensor names)."""
+    from edgesam.runtime.prompts import Transform
     from edgesam.synthetic.gate import prompt_set
 
     names = contract.decoder.inputs
-    cases = prompt_set(size, None, prev_logits, long_side=contract.preprocess.image_size,
-                       lowres=contract.decoder.lowres_size, resize=contract.preprocess.resize,
-                       layout=contract.decoder.prompt_layout)
+    cases = prompt_set(size, None, prev_logits, Transform.of(contract.preprocess, contract.decoder))
     return {case: {names[k]: v for k, v in feeds.items()} for case, feeds in cases.items()}
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 
 from edgesam.runtime import prompts
-from edgesam.specs import IMAGE_SIZE, LOWRES
 from edgesam.synthetic.scenes import make_scene
 
 
@@ -17,12 +16,10 @@ def gate_image() -> np.ndarray:
     return make_scene(7, (683, 1024), style="gate").image
 
 
-def prompt_set(size: tuple[int, int], embedding: np.ndarray | None, prev_logits: np.ndarray | None, *,
-               long_side: int = IMAGE_SIZE, lowres: int = LOWRES, resize: str = "longest_side",
-               layout: str = "sam") -> dict:
+def prompt_set(size: tuple[int, int], embedding: np.ndarray | None, prev_logits: np.ndarray | None,
+               transform: prompts.Transform) -> dict:
     """Named decoder feeds for points, pos+neg points, box, box+point and a batch of boxes (and a
-    point with ``prev_logits`` as mask input), as ``prompts.decoder_feeds`` makes them."""
-    kw = {"long_side": long_side, "lowres": lowres, "resize": resize, "layout": layout}
+    point with ``prev_logits`` as mask input), as ``transform.decoder_feeds`` (the bundle's) makes them."""
     h, w = size
     cases = {
         "point": (np.array([[w * 0.3, h * 0.4]]), np.array([1]), None),
@@ -34,9 +31,9 @@ def prompt_set(size: tuple[int, int], embedding: np.ndarray | None, prev_logits:
     feeds = {}
     for name, (c, l, b) in cases.items():
         coords, labels = prompts.validate_points(c, l)
-        feeds[name] = prompts.decoder_feeds(coords, labels, prompts.validate_boxes(b), None, size, embedding, **kw)
+        feeds[name] = transform.decoder_feeds(coords, labels, prompts.validate_boxes(b), None, size, embedding)
     if prev_logits is not None:
         coords, labels = prompts.validate_points(np.array([[w * 0.3, h * 0.4]]), np.array([1]))
-        mask = prompts.validate_mask_input(prev_logits, 1, lowres)
-        feeds["point_mask"] = prompts.decoder_feeds(coords, labels, None, mask, size, embedding, **kw)
+        mask = transform.validate_mask_input(prev_logits, 1)
+        feeds["point_mask"] = transform.decoder_feeds(coords, labels, None, mask, size, embedding)
     return feeds
