@@ -22,6 +22,7 @@ from torch import nn
 
 from edgesam.convert.folded_decoder import FoldedDecoderWrapper
 from edgesam.convert.sam_decoder import AV_CHUNK, DecoderWrapper
+from edgesam.manifest import DECODER_GRAPHS
 from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, EMBED_SHAPE, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, LOWRES
 
 # ONNX files whose weights pass this size keep them in an external-data file beside them.
@@ -75,9 +76,6 @@ def export_encoder(sam: nn.Module, path: Path, opset: int) -> ExportResult:
     x = torch.randn(*ENCODER_INPUTS["image"])
     _export(EncoderWrapper(sam).eval(), (x,), path, ENCODER_INPUTS, ENCODER_OUTPUTS, None, opset)
     return ExportResult(path, ENCODER_INPUTS, ENCODER_OUTPUTS)
-
-
-DECODER_GRAPHS = ("folded", "reference")
 
 
 def decoder_wrapper(sam: nn.Module, graph: str = "reference", mnn: bool = False) -> nn.Module:

@@ -15,12 +15,11 @@ from typing import Callable, Optional, TypeVar
 from edgesam import __version__
 from edgesam.bundle import FORMAT, VERSION, atomic_dir, check_out_dir, file_record, sha256_file, write_manifest
 from edgesam.errors import InputError, ParityError
+from edgesam.manifest import DECODER_GRAPHS, PRECISIONS
+from edgesam.manifest import VARIANTS as DECODER_VARIANTS
 from edgesam.specs import IMAGE_SIZE, get_spec
 
-PRECISIONS = ("fp32", "fp16", "int8")
 FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
-DECODER_VARIANTS = ("lowres", "full")
-DECODER_GRAPHS = ("folded", "reference")  # = export.DECODER_GRAPHS (export imports torch; this module must not)
 MNN_GELU = ("fused", "exact")
 T = TypeVar("T")
 

@@ -42,6 +42,24 @@ def folder(tmp_path_factory) -> Path:
 GOOD = ["landscape.png", "sub/panorama.png", "sub/portrait.png"]
 
 
+def test_coco_file_inside_the_out_folder_it_creates(vit_t_bundle, tmp_path):
+    """`--out masks --coco masks/instances.json`: the folder does not exist yet, the run creates it
+    and writes the COCO file there (it was refused: "folder masks does not exist")."""
+    d = tmp_path / "one"
+    d.mkdir()
+    shutil.copy(REPO / "assets" / "portrait.png", d / "portrait.png")
+    masks = tmp_path / "masks"
+    proc = run_cli("everything", vit_t_bundle, d, "--out", masks, "--coco", masks / "instances.json", "--quiet",
+                   "--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0", "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    coco = COCO(str(masks / "instances.json"))
+    assert [im["file_name"] for im in coco.dataset["images"]] == ["portrait.png"]
+    assert (masks / "portrait.png.json").is_file()
+    # a --coco folder that nothing creates is still refused in one line, before any work
+    proc = run_cli("everything", vit_t_bundle, d, "--out", tmp_path / "m2", "--coco", tmp_path / "nowhere" / "c.json")
+    assert proc.returncode == 2 and "nowhere" in proc.stderr and not (tmp_path / "m2").exists(), proc.stderr
+
+
 @pytest.fixture(scope="module")
 def first_run(vit_t_bundle, folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")

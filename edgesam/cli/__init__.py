@@ -257,7 +257,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from edgesam.cli.everything import OUTPUT_MODE
-    from edgesam.convert.pipeline import DECODER_GRAPHS, DECODER_VARIANTS, ConvertOptions  # no torch at import
+    from edgesam.convert.pipeline import ConvertOptions  # no torch at import
+    from edgesam.manifest import DECODER_GRAPHS
+    from edgesam.manifest import VARIANTS as DECODER_VARIANTS
     from edgesam.measure.bench import BenchOptions
     from edgesam.measure.paritymatrix import ParityOptions
     from edgesam.runtime.amg import OUTPUT_MODES, AmgOptions

@@ -45,13 +45,18 @@ def everything_dataset(bundle_path: str, inputs: list[str], out: str, options: A
     check_engine(engine, workers, address)
     if options.output_mode != "coco_rle":
         raise InputError("the dataset form writes RLE records (--output-mode coco_rle)")
-    if coco:
+    # --coco inside the --out folder that this run creates (the natural place to keep it) is probed
+    # once that folder exists; anywhere else, now
+    coco_in_out = bool(coco) and Path(coco).resolve().parent == Path(out).resolve()
+    if coco and not coco_in_out:
         check_writable_file(coco)
     bundle = load_bundle(bundle_path, verify=False)
     opts = bundle_options(bundle, options, point_grids)
     items = collect(inputs)
     job = Job(bundle=str(bundle.root), run=share_threads(run, workers), task="everything", options=opts, out=out)
     store = Store(Path(out), settings_of(job, bundle.manifest.get("source", "")))
+    if coco_in_out:
+        check_writable_file(coco)
     res = execute(job, items, store, engine, workers, progress, address)
     written = [str(store.write_errors(res["failed"]))]
     masks = None
