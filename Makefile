@@ -20,11 +20,12 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/edgesam demo --out edgesam-demo
 
+# EDGESAM_REQUIRE_SETUP=1: a dependency that setup installs is required, its absence fails the run
 test: $(STAMP)
-	$(VENV)/bin/python -m pytest -q
+	EDGESAM_REQUIRE_SETUP=1 $(VENV)/bin/python -m pytest -q
 
 test-slow: $(STAMP)
-	$(VENV)/bin/python -m pytest -q -m slow
+	EDGESAM_REQUIRE_SETUP=1 $(VENV)/bin/python -m pytest -q -m slow
 	EDGESAM_FUZZ_EXAMPLES=2000 $(VENV)/bin/python -m pytest -q tests/test_robustness.py tests/test_amg.py \
 		-k "apply_coords or predict_valid or rle or regions_match" --hypothesis-show-statistics
 

@@ -13,6 +13,29 @@ from edgesam.synthetic.scenes import upsampled_scene as scene  # noqa: F401  (te
 
 REPO = Path(__file__).resolve().parent.parent
 
+# What `make setup` installs, as the tests import it. `make test` sets EDGESAM_REQUIRE_SETUP=1: in that
+# tier a missing or broken one fails the run at the start instead of letting its tests skip (a broken
+# sam2 build would otherwise make the SAM 2 tests vanish). Outside it, tests skip with their reason.
+SETUP_MODULES = ("torch", "torchvision", "segment_anything", "mobile_sam", "sam2", "onnx", "onnxruntime", "onnxslim",
+                 "openvino", "ray.data", "pycocotools.mask", "jsonschema", "cv2", "hypothesis", "samexporter", "PIL",
+                 "MNN")
+
+
+def pytest_sessionstart(session):
+    if os.environ.get("EDGESAM_REQUIRE_SETUP") != "1":
+        return
+    # imported in a fresh interpreter: this process must not load torch before the tests that check
+    # which modules the runtime loads
+    code = ("import importlib, sys\nbad = []\nfor n in sys.argv[1:]:\n    try:\n        importlib.import_module(n)\n"
+            "    except Exception as e:\n        bad.append(f'{n} ({type(e).__name__}: {e})')\nprint('MISSING:' + '; '.join(bad))")
+    proc = subprocess.run([sys.executable, "-c", code, *SETUP_MODULES], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    last = (proc.stdout.strip().splitlines() or [""])[-1]  # MNN prints a line of its own on import
+    missing = last[len("MISSING:"):] if last.startswith("MISSING:") else \
+        (proc.stderr.strip().splitlines() or ["the import check failed"])[-1]
+    if proc.returncode or missing:
+        pytest.exit(f"make test needs what make setup installs; missing or broken: {missing}", returncode=3)
+
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``edgesam`` in a fresh interpreter, as a user would."""
