@@ -3,7 +3,7 @@
 The pipeline, the parity gate, ``edgesam parity --reference torch`` and the manifest writer reach a
 family only through ``family_of(model)``. Adding a family is adding a class that implements ``Family`` (in its
 own module, with its model building and export wrappers, as ``sam2_family.py``) and a row in
-``FAMILIES`` (or ``LAZY_FAMILIES``, when its module imports torch); shared/DESIGN.md, "Model families", lists what its manifest must say.
+``FAMILIES`` (or ``LAZY_FAMILIES``, when its module imports torch); docs/bundle-format.md lists what its manifest must say.
 """
 from __future__ import annotations
 

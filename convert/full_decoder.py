@@ -1,5 +1,5 @@
 """The ``full`` decoder variant: the lowres decoder plus SAM's mask postprocessing as ONNX nodes, with
-the official ``SamOnnxModel`` contract (shared/DESIGN.md): ``orig_im_size`` float32 [H, W], outputs in
+the official ``SamOnnxModel`` contract (docs/bundle-format.md, ``decoder.contract``): ``orig_im_size`` float32 [H, W], outputs in
 the order ``masks, iou_predictions, low_res_masks``, so code written for the official ONNX example and
 samexporter runs it unchanged.
 

@@ -12,7 +12,7 @@ What is exported is what ``sam2.sam2_image_predictor.SAM2ImagePredictor`` comput
   ``masks`` Bx4x256x256 logits and ``iou_predictions`` Bx4. The runtime picks tokens (the
   stability-based fallback included) from the manifest, as ``MaskDecoder.forward`` does.
 
-Tensor names are the SAM 2 ONNX contract of shared/DESIGN.md (samexporter's); ONNX Runtime's own SAM 2
+Tensor names are the SAM 2 ONNX contract (samexporter's); ONNX Runtime's own SAM 2
 scripts read other names and a decoder with the upscale inside (``--ort-sam2``, convert/sam2_ort.py).
 """
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ONNX Runtime ships SAM 2 tooling (``onnxruntime/transformers/models/sam2``: an exporter, a benchmark and
 ``SAM2ImageOnnxPredictor``, which subclasses the official ``SAM2ImagePredictor``). It reads other names
-than the SAM 2 contract of shared/DESIGN.md (samexporter's), and its decoder does more:
+than the SAM 2 contract (samexporter's), and its decoder does more:
 
 - encoder outputs ``image_features_0``, ``image_features_1``, ``image_embeddings``;
 - decoder inputs ``image_features_0``, ``image_features_1``, ``image_embeddings``, ``point_coords``

@@ -3,7 +3,7 @@
 ``parse_manifest(data, where)`` checks every key the runtime relies on and returns a frozen
 ``Manifest``; a missing or wrong-typed key is a ``BundleError`` naming it (``files[3].bytes``).
 The runtime takes preprocessing, tensor names, mask threshold and token rules from here and
-hard-codes none of them (shared/DESIGN.md, "Model families").
+hard-codes none of them. The format, key by key: docs/bundle-format.md.
 
 Versions:
 - 1: no ``family``; ``preprocess`` without ``resize``; decoder token keys and the files'
@@ -88,7 +88,7 @@ class EncoderSpec:
 # The decoder's tensors by meaning -> by name, as the exported graphs name them.
 DECODER_PROMPT_INPUTS = ("point_coords", "point_labels", "mask_input", "has_mask_input")
 DECODER_RESULTS = ("scores", "low_res_logits")
-# The ONNX contracts of shared/DESIGN.md by name: each ONNX file's metadata_props and its manifest
+# The ONNX contracts by name: each ONNX file's metadata_props and its manifest
 # section say which one it follows, so a file found alone says which code can load it.
 CONTRACTS = {
     "sam-encoder": "SAM image encoder: image [1,3,1024,1024] (normalised, padded bottom-right) -> image_embeddings",
@@ -349,7 +349,7 @@ SAM2_TENSORS = {"encoder": {"image_input": "image", "embedding_output": "image_e
 def sam2_sections() -> dict:
     """The "preprocess", "encoder" and "decoder" sections of a SAM 2 / 2.1 bundle: SAM2Transforms'
     preprocessing (square 1024 resize, ImageNet mean/std: in 0-255 units the numbers are SAM's), the
-    tensor names of the SAM 2 ONNX contract (shared/DESIGN.md), and the official mask decoder's
+    tensor names of the SAM 2 ONNX contract (samexporter's), and the official mask decoder's
     token rule with its stability-based fallback for single-mask output."""
     from edgesam.specs import IMAGE_SIZE, LOWRES, PIXEL_MEAN, PIXEL_STD
 

@@ -1,4 +1,4 @@
-"""Whole datasets through the CLI (shared/DESIGN.md, "Many images"): `everything` over a folder with a
+"""Whole datasets through the CLI: `everything` over a folder with a
 corrupt image, per-image outputs equal to the single-image command's, COCO read back by pycocotools,
 resuming (after a deleted output and after a killed run), and a COCO file's boxes turned into masks.
 

@@ -1,4 +1,4 @@
-"""The ONNX contracts other tools read (shared/DESIGN.md), checked by running those tools.
+"""The ONNX contracts other tools read (edgesam.manifest.CONTRACTS), checked by running those tools.
 
 - The official ONNX example's flow (segment-anything's notebook, written out here: ResizeLongestSide
   for the coordinates, the padding point with label -1, float32 ``orig_im_size``, outputs unpacked by

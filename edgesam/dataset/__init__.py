@@ -1,4 +1,4 @@
-"""Whole datasets (shared/DESIGN.md, "Many images"): image lists in, one output per image, COCO out.
+"""Whole datasets: image lists in, one output per image, COCO out.
 
 - ``inputs``: images, folders (recursive) and list files -> (path, relative name) items.
 - ``store``: the per-image outputs (atomic, checked on a rerun so finished images are skipped), the

@@ -1,4 +1,4 @@
-"""The dataset forms of ``edgesam everything`` and ``edgesam segment`` (shared/DESIGN.md, "Many images")."""
+"""The dataset forms of ``edgesam everything`` and ``edgesam segment``: many images in, one output per image, COCO out."""
 from __future__ import annotations
 
 import json
