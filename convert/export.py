@@ -99,3 +99,18 @@ def export_decoder(sam: nn.Module, path: Path, opset: int, graph: str = "referen
            "iou_predictions": {0: "B"}, "low_res_masks": {0: "B"}}
     _export(decoder_wrapper(sam, graph, mnn), args, path, DECODER_INPUTS, DECODER_OUTPUTS, dyn, opset)
     return ExportResult(path, DECODER_INPUTS, DECODER_OUTPUTS)
+
+
+def count_flops(sam, decoder_graph: str = "reference") -> dict:
+    """FLOPs (2 x multiply-adds) of the encoder and of the exported decoder graph for one prompt (a box)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fc:
+            EncoderWrapper(sam)(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        enc = fc.get_total_flops()
+        feeds = dummy_decoder_inputs(b=1, n=2)
+        with FlopCounterMode(display=False) as fc:
+            decoder_wrapper(sam, decoder_graph)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
+        dec = fc.get_total_flops()
+    return {"encoder": int(enc), "decoder_per_prompt": int(dec)}

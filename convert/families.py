@@ -85,7 +85,7 @@ class SamFamily:
         return torch_runner(sam)
 
     def count_flops(self, sam, graph: str) -> dict:
-        from edgesam.convert.pipeline import count_flops
+        from edgesam.convert.export import count_flops
 
         return count_flops(sam, decoder_graph=graph)
 

@@ -17,7 +17,7 @@ from edgesam.bundle import FORMAT, VERSION, atomic_dir, check_out_dir, file_reco
 from edgesam.errors import InputError, ParityError
 from edgesam.manifest import DECODER_GRAPHS, PRECISIONS
 from edgesam.manifest import VARIANTS as DECODER_VARIANTS
-from edgesam.specs import IMAGE_SIZE, get_spec
+from edgesam.specs import get_spec
 
 FORMATS = ("onnx", "mnn", "openvino", "tensorrt")  # tensorrt = checked ONNX + profile + trtexec lines
 MNN_GELU = ("fused", "exact")
@@ -298,25 +298,6 @@ def _tensorrt(sam, tmp: Path, enc_onnx: Path, dec_onnx: Path, opts: ConvertOptio
         tensorrt.lowres_decoder(tmp / "decoder.onnx", dec_onnx)
     return tensorrt.prepare(sam, enc_onnx, dec_onnx, gate.gate_encoder_input(gate_image()), tensorrt.TensorRTProfile(),
                             resolve_threads(opts.threads), log)
-
-
-def count_flops(sam, decoder_graph: str = "reference") -> dict:
-    """FLOPs (2 x multiply-adds) of the encoder and of the exported decoder graph for one prompt (a box)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from edgesam.convert.export import EncoderWrapper, decoder_wrapper, dummy_decoder_inputs
-    from edgesam.specs import DECODER_INPUTS
-
-    with torch.no_grad():
-        with FlopCounterMode(display=False) as fc:
-            EncoderWrapper(sam)(torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE))
-        enc = fc.get_total_flops()
-        feeds = dummy_decoder_inputs(b=1, n=2)
-        with FlopCounterMode(display=False) as fc:
-            decoder_wrapper(sam, decoder_graph)(*(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS))
-        dec = fc.get_total_flops()
-    return {"encoder": int(enc), "decoder_per_prompt": int(dec)}
 
 
 def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool, dims: Optional[dict] = None) -> dict:

@@ -4,12 +4,18 @@ One adapter for every caller: the convert gate and ``edgesam parity --reference 
 """
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
 import numpy as np
 import torch
 
 from edgesam.manifest import SAM_TENSORS
 from edgesam.measure.engine import Runner
 from edgesam.specs import DECODER_INPUTS
+
+if TYPE_CHECKING:
+    from edgesam.bundle import Bundle
 
 
 class TorchBackend:
@@ -38,3 +44,25 @@ def torch_runner(sam: torch.nn.Module, label: str = "torch") -> Runner:
                 TorchBackend(DecoderWrapper(sam), list(DECODER_INPUTS), [out["scores"], out["low_res_logits"]]))
 
     return Runner(label, "fp32", load)
+
+
+def bundle_reference(bundle: "Bundle", checkpoint: Optional[str]) -> Runner:
+    """The bundle's weights in torch, as the convert gate's reference: what ``edgesam parity
+    --reference torch`` compares against (the weights rebuilt from the seed, or the checkpoint, which
+    must be the one the bundle was made from)."""
+    from edgesam.convert.families import family_of
+    from edgesam.errors import InputError
+
+    ck = bundle.manifest["checkpoint"]
+    family = family_of(bundle.model)
+    if "random_init_seed" in ck:
+        sam = family.build(bundle.model, seed=int(ck["random_init_seed"]))
+    else:
+        if not checkpoint:
+            raise InputError("this bundle was made from a checkpoint: pass --checkpoint PATH for --reference torch")
+        from edgesam.bundle import sha256_file
+
+        if sha256_file(Path(checkpoint)) != ck.get("sha256"):
+            raise InputError(f"{checkpoint}: sha256 differs from the checkpoint this bundle was made from")
+        sam = family.build(bundle.model, checkpoint=Path(checkpoint))
+    return family.reference(sam)

@@ -154,7 +154,7 @@ def test_folded_onnx_matches_official_decoder(sam_and_embedding, tmp_path, mnn):
 
 
 def test_folded_graph_does_less_work(vit_t_model):
-    from edgesam.convert.pipeline import count_flops
+    from edgesam.convert.export import count_flops
 
     ref, folded = count_flops(vit_t_model, "reference"), count_flops(vit_t_model, "folded")
     assert folded["decoder_per_prompt"] < 0.6 * ref["decoder_per_prompt"]

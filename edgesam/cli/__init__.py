@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from edgesam import __version__
-from edgesam.errors import EdgesamError, InputError
+from edgesam.errors import BackendError, EdgesamError, InputError
 
 if TYPE_CHECKING:
     from edgesam.runtime.amg import AmgOptions
@@ -192,11 +192,17 @@ def cmd_everything(a: argparse.Namespace) -> int:
 
 def cmd_parity(a: argparse.Namespace) -> int:
     from edgesam.measure.parity import Cell, format_table
-    from edgesam.measure.paritymatrix import ParityOptions, run_parity
+    from edgesam.measure.paritymatrix import ParityOptions, parity_matrix
 
-    report = run_parity(ParityOptions(bundle=a.bundle, images=tuple(a.images or ()), reference=a.reference,
-                                      checkpoint=a.checkpoint, runtime_precisions=tuple(a.runtime_precision),
-                                      threads=a.threads))
+    torch_reference = None
+    if a.reference == "torch":  # the converter (torch) only when asked for
+        try:
+            from edgesam.convert.reference import bundle_reference as torch_reference
+        except ImportError:
+            raise BackendError("--reference torch needs the convert extra: pip install 'edgesam[convert]'") from None
+    report = parity_matrix(ParityOptions(bundle=a.bundle, images=tuple(a.images or ()), reference=a.reference,
+                                         checkpoint=a.checkpoint, runtime_precisions=tuple(a.runtime_precision),
+                                         threads=a.threads), torch_reference=torch_reference)
     if a.json != "-":
         cells = [Cell(**{k: v for k, v in c.items() if k != "ok"}) for c in report["cells"]]
         print(f"reference: {report['reference']}; images: {', '.join(report['images'])}"

@@ -56,27 +56,6 @@ def _collect_images(paths: tuple[str, ...]) -> list[tuple[str, np.ndarray]]:
     return [(str(f), read_image(f)) for f in files]
 
 
-def _torch_reference(bundle: Bundle, checkpoint: Optional[str]) -> Runner:
-    """The bundle's weights in torch (host with the convert extra only), as the gate's reference."""
-    try:
-        from edgesam.convert.families import family_of
-    except ImportError:
-        raise BackendError("--reference torch needs the convert extra: pip install 'edgesam[convert]'") from None
-    ck = bundle.manifest["checkpoint"]
-    family = family_of(bundle.model)
-    if "random_init_seed" in ck:
-        sam = family.build(bundle.model, seed=int(ck["random_init_seed"]))
-    else:
-        if not checkpoint:
-            raise InputError("this bundle was made from a checkpoint: pass --checkpoint PATH for --reference torch")
-        from edgesam.bundle import sha256_file
-
-        if sha256_file(Path(checkpoint)) != ck.get("sha256"):
-            raise InputError(f"{checkpoint}: sha256 differs from the checkpoint this bundle was made from")
-        sam = family.build(bundle.model, checkpoint=Path(checkpoint))
-    return family.reference(sam)
-
-
 def _pair(bundle: Bundle, backend: str, precision: str, threads: int | None, runtime_precision: str = "high",
           int8_compute: str = "off"):
     """Encoder and decoder as the predictor opens them (tensor names from the manifest)."""
@@ -92,9 +71,16 @@ def _runner(bundle: Bundle, label: str, tolerance: str, backend: str, precision:
                                                   int8_compute))
 
 
-def _reference(bundle: Bundle, opts: ParityOptions) -> Runner:
+# builds the torch reference of a bundle (edgesam.convert.reference.bundle_reference); injected by the
+# caller so that this module, which runs on boards, never imports the converter
+TorchReference = Callable[[Bundle, Optional[str]], Runner]
+
+
+def _reference(bundle: Bundle, opts: ParityOptions, torch_reference: Optional[TorchReference]) -> Runner:
     if opts.reference == "torch":
-        return _torch_reference(bundle, opts.checkpoint)
+        if torch_reference is None:
+            raise BackendError("--reference torch needs the convert extra: pip install 'edgesam[convert]'")
+        return torch_reference(bundle, opts.checkpoint)
     if opts.reference != "onnx":
         raise InputError(f"--reference must be onnx or torch, not {opts.reference!r}")
     if importlib.util.find_spec("onnxruntime") is not None:
@@ -129,14 +115,16 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: li
     return out
 
 
-def run_parity(opts: ParityOptions, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> dict:
-    """The parity matrix as a report: {"reference", "images", "cells": [...], "ok", "failures"}."""
+def parity_matrix(opts: ParityOptions, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                  torch_reference: Optional[TorchReference] = None) -> dict:
+    """The parity matrix as a report: {"reference", "images", "cells": [...], "ok", "failures"}.
+    ``torch_reference``: what builds the reference for ``opts.reference == "torch"``."""
     for rp in opts.runtime_precisions:
         if rp not in MNN_PRECISIONS:
             raise InputError(f"runtime precision must be one of {', '.join(MNN_PRECISIONS)}, not {rp!r}")
     bundle = load_bundle(opts.bundle, verify=True)
     images = _collect_images(opts.images)
-    reference = _reference(bundle, opts)
+    reference = _reference(bundle, opts, torch_reference)
     log(f"parity: reference {reference.label}, {len(images)} image(s)")
     skipped: list[str] = []
     candidates = _candidates(bundle, opts, reference.label, skipped)
