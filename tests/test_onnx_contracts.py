@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from conftest import DEMO_CHECKPOINT, REPO, one_line_error, run_cli
-from edgesam.cli.demo import SAMPLES
+from edgesam.cli.demo import CLICKS
 from edgesam.measure.parity import TOLERANCES
 
 pytest.importorskip("torch")
@@ -33,7 +33,7 @@ import torch  # noqa: E402
 # samexporter is a test dependency (Makefile). A missing client is a failure, never a skip.
 from samexporter.sam_onnx import SegmentAnythingONNX  # noqa: E402
 
-IMAGES = sorted(SAMPLES)  # landscape.png (640x427), panorama.png (1200x200, 6:1), portrait.png (400x600)
+IMAGES = sorted(CLICKS)  # landscape.png (640x427), panorama.png (1200x200, 6:1), portrait.png (400x600)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,7 +50,7 @@ def _image(name: str) -> np.ndarray:
 def _prompts(name: str, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The demo's click on the sample's object, and a box around it (XYXY)."""
     h, w = img.shape[:2]
-    fx, fy = SAMPLES[name]
+    fx, fy = CLICKS[name]
     pt = np.array([[w * fx, h * fy]])
     box = np.array([w * fx - 0.12 * w, h * fy - 0.15 * h, w * fx + 0.1 * w, h * fy + 0.14 * h])
     return pt, np.clip(box, 0, [w - 1, h - 1, w - 1, h - 1])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from edgesam.cli.demo import SAMPLES as DEMO_CLICKS
+from edgesam.cli.demo import CLICKS as DEMO_CLICKS
 from edgesam.runtime.imageio import read_image
 from edgesam.synthetic.samples import SAMPLES, sample
 from edgesam.synthetic.scenes import make_scene, upsampled_scene
@@ -15,6 +15,29 @@ from edgesam.synthetic.scenes import make_scene, upsampled_scene
 @pytest.mark.parametrize("name", list(SAMPLES))
 def test_committed_samples_are_what_the_generator_draws(name):
     np.testing.assert_array_equal(read_image(REPO / "assets" / name), sample(name).image)
+
+
+def test_installed_demo_draws_the_samples_it_has_no_file_for(tmp_path, monkeypatch):
+    """An installed edgesam has no assets/: the demo draws the same sample images into its output."""
+    from edgesam.cli import demo
+
+    monkeypatch.setattr(demo, "ASSETS", tmp_path / "no-assets")
+    for name in SAMPLES:
+        path = demo.sample_file(name, tmp_path / "out")
+        assert path == tmp_path / "out" / "samples" / name
+        np.testing.assert_array_equal(read_image(path), read_image(REPO / "assets" / name))
+    monkeypatch.setattr(demo, "ASSETS", REPO / "assets")
+    assert demo.sample_file("landscape.png", tmp_path / "o2") == REPO / "assets" / "landscape.png"
+
+
+def test_installed_demo_without_weights_says_so_in_one_line(tmp_path, monkeypatch):
+    from edgesam.cli import demo
+    from edgesam.errors import InputError
+
+    monkeypatch.setattr(demo, "DEMO_CHECKPOINT", tmp_path / "absent.pt")
+    with pytest.raises(InputError, match="ships with the source checkout.*--checkpoint mobile_sam.pt.*--untrained"):
+        demo.run_demo(tmp_path / "out")
+    assert not (tmp_path / "out").exists()  # nothing written
 
 
 @pytest.mark.parametrize("name", list(SAMPLES))

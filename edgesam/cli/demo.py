@@ -2,9 +2,13 @@
 
 Converts the built-in demo model (assets/demo_vit_t.pt: MobileSAM's architecture
 trained here on synthetic shapes, see assets/demo_vit_t.md) with the parity gate,
-then segments the sample images in assets/ with the MNN runtime and writes
-overlays and a report. ``--checkpoint`` swaps in any vit_t state_dict (for
-example the official mobile_sam.pt); ``--untrained`` uses seeded random weights.
+then segments the sample images with the MNN runtime and writes overlays and a
+report. ``--checkpoint`` swaps in any vit_t state_dict (for example the official
+mobile_sam.pt); ``--untrained`` uses seeded random weights.
+
+The sample images are generated (``edgesam.synthetic.samples``): a source checkout
+has them in assets/, and an installed edgesam, which has no assets/, draws them.
+The demo weights (20 MB) ship with the source checkout only, not in the wheel.
 """
 from __future__ import annotations
 
@@ -16,8 +20,8 @@ from typing import Optional
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEMO_CHECKPOINT = ASSETS / "demo_vit_t.pt"
-# One point prompt per sample, on an object (fractions of width and height).
-SAMPLES = {"landscape.png": (0.525, 0.725), "portrait.png": (0.655, 0.2), "panorama.png": (0.325, 0.55)}
+# One click per sample image, on an object (fractions of width and height).
+CLICKS = {"landscape.png": (0.525, 0.725), "portrait.png": (0.655, 0.2), "panorama.png": (0.325, 0.55)}
 EVERYTHING_SAMPLE = "landscape.png"  # `everything` at the official defaults runs on this one
 
 
@@ -32,6 +36,21 @@ def _truth(name: str, image):
         return None
     sc = sample(name)
     return sc if np.array_equal(sc.image, image) else None
+
+
+def sample_file(name: str, out: Path) -> Path:
+    """The sample image ``name``: the checkout's assets/ file, or (an installed edgesam has no
+    assets/) the same image drawn by the generator into ``out/samples/``."""
+    src = ASSETS / name
+    if src.is_file():
+        return src
+    from edgesam.runtime.imageio import write_image
+    from edgesam.synthetic.samples import sample
+
+    dst = out / "samples" / name
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    write_image(dst, sample(name).image)
+    return dst
 
 
 def _log(msg: str) -> None:
@@ -50,7 +69,6 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     from edgesam.synthetic import quality
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     bundle = out / "bundle"
     from edgesam.specs import get_spec
 
@@ -63,9 +81,10 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     if not untrained and checkpoint is None:
         checkpoint = DEMO_CHECKPOINT
         if not checkpoint.is_file():
-            raise InputError(f"{checkpoint}: the built-in demo model is missing from this checkout "
-                             "(pass --checkpoint or --untrained)")
+            raise InputError("the built-in demo model ships with the source checkout, not the installed package: "
+                             "pass --checkpoint mobile_sam.pt (the official weights) or --untrained")
         _log(f"demo model: {checkpoint} (MobileSAM architecture trained on synthetic shapes only)")
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     manifest = convert(ConvertOptions(model=model, out=bundle, checkpoint=checkpoint,
                                       random_init=seed if untrained else None, force=True, threads=threads),
@@ -78,11 +97,8 @@ def run_demo(out: Path, checkpoint: Optional[Path] = None, seed: int = 0, thread
     results, truths = [], {}
     run = RunOptions(threads=threads)
     predictor = run.predictor(bundle)  # one model load for every sample
-    for name, (fx, fy) in SAMPLES.items():
-        src = ASSETS / name
-        if not src.is_file():
-            _log(f"sample {src} missing; skipped")
-            continue
+    for name, (fx, fy) in CLICKS.items():
+        src = sample_file(name, out)
         stem = Path(name).stem
         image = read_image(src)
         h, w = image.shape[:2]
@@ -127,10 +143,7 @@ def _everything(bundle: Path, out: Path, run, predictor, scene) -> Optional[dict
     from edgesam.runtime.rle import rle_to_mask
     from edgesam.synthetic import quality
 
-    src = ASSETS / EVERYTHING_SAMPLE
-    if not src.is_file():
-        _log(f"sample {src} missing; everything skipped")
-        return None
+    src = sample_file(EVERYTHING_SAMPLE, out)
     stem = Path(EVERYTHING_SAMPLE).stem
     req = EverythingRequest(bundle=str(bundle), image=str(src), run=run, out=str(out / f"{stem}.everything.json"),
                             overlay=str(out / f"{stem}.everything.png"))
