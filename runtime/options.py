@@ -63,3 +63,6 @@ class RunOptions:
         from edgesam.runtime.predictor import SamPredictor
 
         return SamPredictor(bundle, **self.predictor_kwargs())
+
+
+RUN_DEFAULTS = RunOptions()  # the defaults every entry point's signature reads (SamPredictor, SAM2ImagePredictor, bench)

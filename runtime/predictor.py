@@ -12,7 +12,7 @@ from edgesam.manifest import DECODER_PROMPT_INPUTS, DECODER_RESULTS, FAMILIES, D
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import (BACKEND_TABLE, Backend, ModelRequest, mnn_memory_mode, require_tensorrt,
                                       resolve_threads)
-from edgesam.runtime.options import RunOptions
+from edgesam.runtime.options import RUN_DEFAULTS, RunOptions
 from edgesam.runtime.postprocess import fill_holes_and_sprinkles, mask_geometry, postprocess_masks
 from edgesam.runtime.preprocess import check_image_array, preprocess
 
@@ -78,13 +78,16 @@ class SamPredictor:
     max_hole_area = 0.0
     max_sprinkle_area = 0.0
 
-    def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = "mnn", precision: str = "fp32",
-                 threads: Optional[int] = None, runtime_precision: str = "high", interpolation: str = "pyramid",
-                 decoder_runtime_precision: Optional[str] = None, int8_compute: str = "auto") -> None:
-        # The settings are checked by RunOptions, the one set of rules every entry point uses.
-        RunOptions(backend=backend, precision=precision, threads=threads, runtime_precision=runtime_precision,
-                   decoder_runtime_precision=decoder_runtime_precision, interpolation=interpolation,
-                   int8_compute=int8_compute)
+    def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = RUN_DEFAULTS.backend,
+                 precision: str = RUN_DEFAULTS.precision, threads: Optional[int] = RUN_DEFAULTS.threads,
+                 runtime_precision: str = RUN_DEFAULTS.runtime_precision,
+                 interpolation: str = RUN_DEFAULTS.interpolation,
+                 decoder_runtime_precision: Optional[str] = RUN_DEFAULTS.decoder_runtime_precision,
+                 int8_compute: str = RUN_DEFAULTS.int8_compute) -> None:
+        # The settings are checked by RunOptions, the one set of rules every entry point uses, and kept.
+        self.options = RunOptions(backend=backend, precision=precision, threads=threads,
+                                  runtime_precision=runtime_precision, decoder_runtime_precision=decoder_runtime_precision,
+                                  interpolation=interpolation, int8_compute=int8_compute)
         # Files are hashed as they are opened (Bundle.open): only the two models this predictor loads.
         self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
         spec = self.bundle.spec

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgesam.bundle import Bundle
 from edgesam.errors import BundleError, InputError
+from edgesam.runtime.options import RUN_DEFAULTS
 from edgesam.runtime.predictor import SamPredictor
 
 
@@ -37,10 +38,12 @@ class SAM2ImagePredictor(SamPredictor):
     """
 
     def __init__(self, sam_model: str | os.PathLike | Bundle, mask_threshold: Optional[float] = None,
-                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, *, backend: str = "mnn",
-                 precision: str = "fp32", threads: Optional[int] = None, runtime_precision: str = "high",
-                 interpolation: str = "pyramid", decoder_runtime_precision: Optional[str] = None,
-                 int8_compute: str = "auto") -> None:
+                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, *,
+                 backend: str = RUN_DEFAULTS.backend, precision: str = RUN_DEFAULTS.precision,
+                 threads: Optional[int] = RUN_DEFAULTS.threads, runtime_precision: str = RUN_DEFAULTS.runtime_precision,
+                 interpolation: str = RUN_DEFAULTS.interpolation,
+                 decoder_runtime_precision: Optional[str] = RUN_DEFAULTS.decoder_runtime_precision,
+                 int8_compute: str = RUN_DEFAULTS.int8_compute) -> None:
         super().__init__(sam_model, backend=backend, precision=precision, threads=threads,
                          runtime_precision=runtime_precision, interpolation=interpolation,
                          decoder_runtime_precision=decoder_runtime_precision, int8_compute=int8_compute)

@@ -81,6 +81,11 @@ def test_run_options_defaults_are_the_predictors():
 
     sig = _signature_defaults(SamPredictor.__init__)
     assert sig == _values(RunOptions())  # same names and defaults: predictor() passes them through
+    from edgesam.runtime.sam2_predictor import SAM2ImagePredictor
+
+    sig2 = _signature_defaults(SAM2ImagePredictor.__init__)
+    assert {k: sig2[k] for k in _values(RunOptions())} == _values(RunOptions())
+    assert sig2["mask_threshold"] is None  # left out: the bundle's (manifest) threshold
 
 
 @pytest.mark.parametrize("command", [["segment", "b", "i.png"], ["everything", "b", "i.png"]])

@@ -23,7 +23,7 @@ import numpy as np
 
 from edgesam.bundle import load_bundle
 from edgesam.errors import InputError
-from edgesam.runtime.options import RunOptions
+from edgesam.runtime.options import RUN_DEFAULTS, RunOptions
 
 STAGES = ("image_decode", "preprocess", "encoder", "decoder_1", "decoder_batch", "postprocess", "end_to_end")
 
@@ -36,11 +36,11 @@ class BenchOptions:
 
     bundle: str
     image: Optional[str] = None  # default: a synthetic 600x400 PNG written to a temp folder
-    backends: tuple[str, ...] = ("mnn",)
-    precisions: tuple[str, ...] = ("fp32",)
-    runtime_precisions: tuple[str, ...] = ("high",)
+    backends: tuple[str, ...] = (RUN_DEFAULTS.backend,)
+    precisions: tuple[str, ...] = (RUN_DEFAULTS.precision,)
+    runtime_precisions: tuple[str, ...] = (RUN_DEFAULTS.runtime_precision,)
     threads: Optional[tuple[int, ...]] = None  # None: (every core,)
-    int8_compute: tuple[str, ...] = ("auto",)  # for int8 files on MNN: auto, on, off (see SamPredictor)
+    int8_compute: tuple[str, ...] = (RUN_DEFAULTS.int8_compute,)  # for int8 files on MNN (see SamPredictor)
     runs: int = 5
     warmup: int = 1
     batch: int = 16  # prompts in the batched decoder stage
