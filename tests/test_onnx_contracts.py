@@ -26,6 +26,7 @@ import pytest
 from conftest import DEMO_CHECKPOINT, REPO, one_line_error, run_cli
 from edgesam.cli.demo import CLICKS
 from edgesam.measure.parity import TOLERANCES
+from edgesam.runtime.maskstats import mask_iou
 
 pytest.importorskip("torch")
 import torch  # noqa: E402
@@ -36,9 +37,8 @@ from samexporter.sam_onnx import SegmentAnythingONNX  # noqa: E402
 IMAGES = sorted(CLICKS)  # landscape.png (640x427), panorama.png (1200x200, 6:1), portrait.png (400x600)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
+def _iou(a, b):
+    return mask_iou(np.asarray(a, bool), np.asarray(b, bool))
 
 
 def _image(name: str) -> np.ndarray:

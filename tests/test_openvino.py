@@ -54,7 +54,7 @@ def _prompts(h: int, w: int, prev: np.ndarray) -> dict:
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_openvino_predictor_matches_onnx_every_prompt_kind(ov_bundle, precision):
     from edgesam.runtime import SamPredictor
-    from edgesam.measure.parity import TOLERANCES, compare, mask_iou
+    from edgesam.measure.parity import TOLERANCES, compare, logits_iou
 
     img = scene(480, 640, seed=4)
     ref, got = SamPredictor(ov_bundle, backend="ort"), SamPredictor(ov_bundle, backend="openvino", precision=precision)
@@ -72,7 +72,7 @@ def test_openvino_predictor_matches_onnx_every_prompt_kind(ov_bundle, precision)
         for cell in (compare("decoder", "low_res_logits", l_r, l_g, precision, "openvino", "onnx", "logits"),
                      compare("decoder", "scores", s_r, s_g, precision, "openvino", "onnx", "scores")):
             assert cell.ok, (kind, cell.output, cell.failures)
-        assert mask_iou(m_r.astype(np.float32), m_g.astype(np.float32)) >= TOLERANCES[precision].mask_iou, kind
+        assert logits_iou(m_r.astype(np.float32), m_g.astype(np.float32)) >= TOLERANCES[precision].mask_iou, kind
     # A batch of boxes in one decoder call
     boxes = np.array([[0, 0, 320, 240], [200, 100, 640, 480], [10, 20, 300, 200]])
     r = ref.predict_batch(boxes=boxes, multimask_output=True)

@@ -15,6 +15,7 @@ import pytest
 
 from conftest import scene
 from edgesam.measure.parity import OFFICIAL_MAX_FLIP_RATE, TOLERANCES
+from edgesam.runtime.maskstats import mask_iou
 from predictor_worker import SIZES, prompts
 
 pytest.importorskip("torch")
@@ -24,8 +25,7 @@ CONFIGS = [("mnn", "fp32"), ("ort", "fp32"), ("mnn", "fp16"), ("mnn", "int8")]
 
 
 def _iou(a, b):
-    u = np.logical_or(a, b).sum()
-    return 1.0 if u == 0 else np.logical_and(a, b).sum() / u
+    return mask_iou(np.asarray(a, bool), np.asarray(b, bool))
 
 
 @pytest.fixture(scope="module")

@@ -65,8 +65,8 @@ def tolerance_key(model_precision: str, runtime_precision: str) -> str:
     return model_precision
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """IoU of ``a > 0`` and ``b > 0`` over all elements (1.0 when both are empty)."""
+def logits_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of the masks ``a > 0`` and ``b > 0`` (logits, or 0/1 masks) over all elements (1.0 when both are empty)."""
     from edgesam.runtime.maskstats import mask_iou as iou
 
     return iou(a > 0, b > 0)
@@ -103,7 +103,7 @@ def compare(stage: str, output: str, ref: np.ndarray, got: np.ndarray, precision
         if rel > tol.rel_max:
             failures.append(f"rel max err {rel:.3g} > {tol.rel_max:g}")
     if kind in ("logits", "masks"):
-        cell.mask_iou = mask_iou(ref, got)
+        cell.mask_iou = logits_iou(ref, got)
         if cell.mask_iou < tol.mask_iou:
             failures.append(f"mask IoU {cell.mask_iou:.4f} < {tol.mask_iou:g}")
     cell.failures = failures
