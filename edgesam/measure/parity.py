@@ -33,6 +33,11 @@ TOLERANCES: dict[str, Tolerance] = {
 # lose a few % IoU over boundary pixels whose logits sit within the ~5e-3 preprocessing difference of 0:
 # such a mask also passes when under this fraction of the image's pixels disagree.
 OFFICIAL_MAX_FLIP_RATE = 1e-3
+# SAM 2's fp32 runtime against the official SAM2ImagePredictor: its square resize runs on 0-1 floats with
+# antialiasing in torch, edgesam's in MNN.cv on uint8, and the seeded random SAM 2 weights' masks have wide
+# near-zero logit areas, so the fp32 mask-IoU bar against the official class is 0.98, not TOLERANCES' 0.99
+# (which holds between edgesam's own formats on the same input).
+SAM2_OFFICIAL_FP32_MASK_IOU = 0.98
 
 
 @dataclass
