@@ -83,7 +83,7 @@ def run_official(checkpoint: str | None, image: np.ndarray, threads: int, kw: di
     import torch
     from mobile_sam import SamAutomaticMaskGenerator
 
-    from edgesam.convert.models import model_from_checkpoint, random_model
+    from edgesam.convert.sam_models import model_from_checkpoint, random_model
 
     torch.set_num_threads(threads)
     model = model_from_checkpoint("vit_t", checkpoint) if checkpoint else random_model("vit_t", 0)

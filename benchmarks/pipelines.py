@@ -110,7 +110,7 @@ class TorchOfficial:
         import torch
         from mobile_sam import SamPredictor
 
-        from edgesam.convert.models import model_from_checkpoint, random_model
+        from edgesam.convert.sam_models import model_from_checkpoint, random_model
 
         torch.set_num_threads(threads)
         self.p = SamPredictor(model_from_checkpoint("vit_t", checkpoint) if checkpoint else random_model("vit_t", 0))

@@ -1,6 +1,6 @@
 """Host side of edgesam: torch checkpoint -> ONNX -> MNN bundle, gated on parity.
 
-Submodules import torch; this package file does not, so ``edgesam.convert.models``
+Submodules import torch; this package file does not, so ``edgesam.convert.sam_models``
 and friends can be imported one by one.
 """
 from __future__ import annotations

@@ -15,8 +15,8 @@ from edgesam.specs import get_spec
 if TYPE_CHECKING:  # torch is imported by the implementations only
     import torch
 
-    from edgesam.convert.export import ExportResult
-    from edgesam.measure.engine import Contract, Runner
+    from edgesam.convert.sam_export import ExportResult
+    from edgesam.measure.parity_engine import Contract, Runner
 
 
 class Family(Protocol):
@@ -48,7 +48,7 @@ class Family(Protocol):
 class SamFamily:
     """SAM (ViT encoders) and MobileSAM (TinyViT encoder): one prompt encoder and mask decoder,
     one preprocessing, one set of tensor names; only how the torch model is built differs
-    (``convert/models.py``: segment-anything's or mobile_sam's registry)."""
+    (``convert/sam_models.py``: segment-anything's or mobile_sam's registry)."""
 
     folds_decoder = True
     mnn_encoder_graph = False
@@ -85,7 +85,7 @@ class SamFamily:
         return torch_runner(sam)
 
     def count_flops(self, sam, graph: str) -> dict:
-        from edgesam.convert.export import count_flops
+        from edgesam.convert.sam_export import count_flops
 
         return count_flops(sam, decoder_graph=graph)
 
@@ -111,6 +111,6 @@ def family_of(model: str) -> Family:
 def contract(family: Family, variant: str) -> "Contract":
     """The tensor names and geometry a bundle of this family and decoder variant will have."""
     from edgesam.manifest import parse_sections
-    from edgesam.measure.engine import Contract
+    from edgesam.measure.parity_engine import Contract
 
     return Contract(*parse_sections(family.sections(variant), "convert"))

@@ -2,7 +2,7 @@
 
 The candidates are the files just converted, opened as the runtime opens them (every way it can
 run an MNN file: ``mnn_candidates``); the comparison is the one parity engine's
-(``edgesam.measure.engine``), the same as ``edgesam parity``'s.
+(``edgesam.measure.parity_engine``), the same as ``edgesam parity``'s.
 """
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import torch
 
 from edgesam.convert.families import FAMILIES, Family
 from edgesam.convert.families import contract as family_contract
-from edgesam.measure.engine import Runner, run_parity
+from edgesam.measure.parity_engine import Runner, run_parity
 from edgesam.measure.parity import Cell, compare, tolerance_key
 from edgesam.runtime import prompts
 from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
 from edgesam.specs import IMAGE_SIZE
-from edgesam.synthetic.gate import gate_image
+from edgesam.synthetic.gate_inputs import gate_image
 
 
 def gate_encoder_input(img: np.ndarray) -> np.ndarray:
@@ -45,7 +45,7 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
              mnn_files: dict[str, tuple[Path, Path]], threads: int | None, log: Callable[[str], None],
              full: bool = False, openvino_files: dict[str, tuple[Path, Path]] | None = None,
              family: Family | None = None) -> list[Cell]:
-    """Every candidate against torch, through the one parity engine (measure/engine.py), with the
+    """Every candidate against torch, through the one parity engine (measure/parity_engine.py), with the
     tensor names the bundle's manifest will have. ``onnx_enc=None`` leaves ONNX Runtime out (a
     re-check of re-converted MNN files only). ``family``: the model's export family (default: SAM's)."""
     family = family or FAMILIES["sam"]

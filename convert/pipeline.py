@@ -37,7 +37,7 @@ class ConvertOptions:
     single_mask: bool = False
     # SAM 2 only: also ONNX Runtime's SAM 2 scripts' contract (convert/sam2_ort.py)
     ort_sam2: bool = False
-    decoder_graph: str = "folded"  # or "reference" (the official steps); same function (folded_decoder.py)
+    decoder_graph: str = "folded"  # or "reference" (the official steps); same function (sam_folded.py)
     opset: int = 17
     simplify: bool = True
     force: bool = False
@@ -291,7 +291,7 @@ def _tensorrt(sam, tmp: Path, enc_onnx: Path, dec_onnx: Path, opts: ConvertOptio
     """TensorRT takes the lowres decoder: a full bundle gets its lowres subgraph beside it."""
     from edgesam.convert import gate, tensorrt
     from edgesam.runtime.backends import resolve_threads
-    from edgesam.synthetic.gate import gate_image
+    from edgesam.synthetic.gate_inputs import gate_image
 
     if opts.decoder == "full":
         dec_onnx = tmp / "decoder.lowres.onnx"
@@ -305,7 +305,7 @@ def finalise_onnx(path: Path, meta: dict, simplify: bool, make_full: bool, dims:
     ``dims``: the dynamic axis names to restore after simplifying (default: the SAM decoder's)."""
     import onnx
 
-    from edgesam.convert.export import EXTERNAL_DATA_BYTES
+    from edgesam.convert.sam_export import EXTERNAL_DATA_BYTES
     from edgesam.convert.full_decoder import append_postprocessing
 
     model = onnx.load(str(path))
@@ -454,7 +454,7 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
 
 
 def _mnn_encoder_note() -> str:
-    from edgesam.convert.export import AV_CHUNK
+    from edgesam.convert.sam_export import AV_CHUNK
 
     return (f"encoder.onnx's graph with the global-attention blocks' probabilities @ values summed over the "
             f"keys in chunks of {AV_CHUNK} (ARM fp16 accumulation); the same function")
@@ -462,7 +462,7 @@ def _mnn_encoder_note() -> str:
 
 def _mnn_graph_note(family) -> str:
     """How the MNN files' decoder graph differs from decoder.onnx's (the same function; export.decoder_wrapper)."""
-    from edgesam.convert.export import AV_CHUNK
+    from edgesam.convert.sam_export import AV_CHUNK
 
     if not family.folds_decoder:
         return f"decoder.onnx's graph with token->image key sums in chunks of {AV_CHUNK} (ARM fp16 accumulation)"

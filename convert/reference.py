@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from edgesam.manifest import SAM_TENSORS
-from edgesam.measure.engine import Runner
+from edgesam.measure.parity_engine import Runner
 from edgesam.specs import DECODER_INPUTS
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ class TorchBackend:
 
 def torch_runner(sam: torch.nn.Module, label: str = "torch") -> Runner:
     """``sam`` (SAM / MobileSAM) as the two models a bundle holds, with the bundle's tensor names."""
-    from edgesam.convert.export import DecoderWrapper, EncoderWrapper
+    from edgesam.convert.sam_export import DecoderWrapper, EncoderWrapper
 
     enc, out = SAM_TENSORS["encoder"], SAM_TENSORS["outputs"]
 

@@ -72,7 +72,7 @@ def build_model(name: str) -> nn.Module:
 
 def random_model(name: str, seed: int) -> nn.Module:
     """Seeded random weights, every tensor perturbed so that no layer is trivial ("untrained")."""
-    from edgesam.convert.models import perturb_
+    from edgesam.convert.sam_models import perturb_
 
     torch.manual_seed(seed)
     model = build_model(name)
@@ -191,7 +191,7 @@ def dummy_decoder_inputs(model: nn.Module, b: int = 2, n: int = 3, seed: int = 0
 
 
 def export_encoder(model: nn.Module, path: Path, opset: int, mnn: bool = False):
-    from edgesam.convert.export import AV_CHUNK, ExportResult, _export
+    from edgesam.convert.sam_export import AV_CHUNK, ExportResult, _export
 
     x = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE)
     _export(Sam2Encoder(model, AV_CHUNK if mnn else 0).eval(), (x,), path, ["image"], ENCODER_OUTPUTS, None, opset)
@@ -201,7 +201,7 @@ def export_encoder(model: nn.Module, path: Path, opset: int, mnn: bool = False):
 def decoder_module(model: nn.Module, graph: str = "folded", mnn: bool = False) -> nn.Module:
     """The decoder graph to export: ``folded`` (``sam2_folded.FoldedSam2Decoder``, the default) or
     ``reference`` (``Sam2Decoder``, the official steps); ``mnn``: the graph the MNN files come from."""
-    from edgesam.convert.export import AV_CHUNK
+    from edgesam.convert.sam_export import AV_CHUNK
 
     if graph == "folded":
         from edgesam.convert.sam2_folded import FoldedSam2Decoder
@@ -213,7 +213,7 @@ def decoder_module(model: nn.Module, graph: str = "folded", mnn: bool = False) -
 
 
 def export_decoder(model: nn.Module, path: Path, opset: int, mnn: bool = False, graph: str = "folded"):
-    from edgesam.convert.export import ExportResult, _export
+    from edgesam.convert.sam_export import ExportResult, _export
 
     feeds = dummy_decoder_inputs(model)
     args = tuple(torch.from_numpy(feeds[k]) for k in DECODER_INPUTS)
@@ -242,7 +242,7 @@ def count_flops(model: nn.Module, graph: str = "folded") -> dict:
 def torch_runner(model: nn.Module, label: str = "torch"):
     """The official modules as the parity engine's reference, with the bundle's tensor names."""
     from edgesam.convert.reference import TorchBackend
-    from edgesam.measure.engine import Runner
+    from edgesam.measure.parity_engine import Runner
 
     def load():
         return (TorchBackend(Sam2Encoder(model), ["image"], list(ENCODER_OUTPUTS)),

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from edgesam.convert.folded_decoder import (FoldedDecoderWrapper, FoldedTwoWayTransformer, set_dense_prompt, set_hyper,
+from edgesam.convert.sam_folded import (FoldedDecoderWrapper, FoldedTwoWayTransformer, set_dense_prompt, set_hyper,
                                             set_upscale_matmuls, subpixels_to_raster)
 
 

@@ -108,7 +108,7 @@ def append_upscale(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def export_ort_decoder(model: nn.Module, path: Path, opset: int, multimask: bool, graph: str = "folded") -> None:
     """``ort_image_decoder[_multi].onnx`` (ONNX Runtime's ``SAM2ImageDecoder`` contract)."""
-    from edgesam.convert.export import _export
+    from edgesam.convert.sam_export import _export
 
     dyn = {"point_coords": {0: "L", 1: "P"}, "point_labels": {0: "L", 1: "P"}, "input_masks": {0: "L"},
            "has_input_masks": {0: "L"}, "low_res_logits": {0: "L"}, "iou_predictions": {0: "L"}}
@@ -148,7 +148,7 @@ def ort_cells(model: nn.Module, enc_path: Path, bundle: Path, threads: int | Non
 
     from edgesam.measure.parity import compare
     from edgesam.runtime.backends import ORTBackend
-    from edgesam.synthetic.gate import gate_image
+    from edgesam.synthetic.gate_inputs import gate_image
 
     img = gate_image()
     predictor = SAM2ImagePredictor(model)

@@ -182,7 +182,7 @@ def prepare(sam, enc_onnx: Path, dec_onnx: Path, encoder_input: np.ndarray, prof
     import onnx
     import torch
 
-    from edgesam.convert.export import EXTERNAL_DATA_BYTES, DecoderWrapper
+    from edgesam.convert.sam_export import EXTERNAL_DATA_BYTES, DecoderWrapper
     from edgesam.runtime.backends import ORTBackend
     from edgesam.measure.parity import compare
 

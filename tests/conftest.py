@@ -94,7 +94,7 @@ def vit_t_random_fp32(tmp_path_factory) -> tuple[Path, subprocess.CompletedProce
 def vit_t_model():
     """The torch model with the same weights as ``vit_t_bundle``."""
     pytest.importorskip("torch")
-    from edgesam.convert.models import model_from_checkpoint
+    from edgesam.convert.sam_models import model_from_checkpoint
 
     return model_from_checkpoint("vit_t", DEMO_CHECKPOINT)
 

@@ -26,7 +26,7 @@ def weights(vit_t_bundle, vit_t_model, tmp_path_factory):
     """(bundle, torch model, trained?) on the same weights."""
     if not DEMO.exists():
         return vit_t_bundle, vit_t_model, False
-    from edgesam.convert.models import model_from_checkpoint
+    from edgesam.convert.sam_models import model_from_checkpoint
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     out = tmp_path_factory.mktemp("demo") / "vit_t"

@@ -80,7 +80,7 @@ def test_mnn_decoder_sums_image_keys_in_chunks(vit_t_bundle, vit_t_model, tmp_pa
     Same function as the official decoder, and the caller's model is not modified."""
     import onnx
 
-    from edgesam.convert.export import AV_CHUNK, DecoderWrapper, dummy_decoder_inputs, export_decoder
+    from edgesam.convert.sam_export import AV_CHUNK, DecoderWrapper, dummy_decoder_inputs, export_decoder
 
     def sums(path):
         return len(chunk_sums(onnx.load(str(path)).graph))
@@ -101,7 +101,7 @@ def test_mnn_decoder_sums_image_keys_in_chunks(vit_t_bundle, vit_t_model, tmp_pa
 def test_random_init_is_marked_untrained_and_matches_torch(vit_t_random_fp32):
     """--random-init builds the seeded random model, says UNTRAINED everywhere, and its ONNX
     encoder computes what torch's random_model does on the same input."""
-    from edgesam.convert.models import random_model
+    from edgesam.convert.sam_models import random_model
 
     b_dir, p = vit_t_random_fp32
     assert p.returncode == 0, p.stderr[-3000:]
@@ -295,7 +295,7 @@ def test_gelu_is_exact_in_mnn_and_fused_in_ort(tmp_path):
     import onnx
     import onnxruntime as ort
 
-    from edgesam.convert.export import _export
+    from edgesam.convert.sam_export import _export
     from edgesam.convert.mnn import onnx_to_mnn, unfused_gelu
     from edgesam.runtime.backends import MNNBackend
 
@@ -341,7 +341,7 @@ def test_gelu_rewrite_keeps_external_data(tmp_path):
     rewrite must read them and write its copy the same way (one protobuf cannot hold them)."""
     import onnx
 
-    from edgesam.convert.export import _export
+    from edgesam.convert.sam_export import _export
     from edgesam.convert.mnn import onnx_to_mnn, unfused_gelu
     from edgesam.runtime.backends import MNNBackend
 
@@ -368,7 +368,7 @@ def test_gelu_rewrite_once_per_role_and_stray_erf_refused(tmp_path):
     """The pipeline rewrites each role's ONNX once (exact_gelu_source) and converts that copy for every
     precision; the scratch copy is gone afterwards. An Erf outside torch's GELU pattern is refused
     rather than left to MNN's fusion."""
-    from edgesam.convert.export import _export
+    from edgesam.convert.sam_export import _export
     from edgesam.convert.mnn import exact_gelu_source, onnx_to_mnn, unfused_gelu
     from edgesam.errors import ConversionError
     from edgesam.runtime.backends import MNNBackend

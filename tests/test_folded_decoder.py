@@ -1,4 +1,4 @@
-"""The folded decoder graph (convert/folded_decoder.py) computes the official decoder's function.
+"""The folded decoder graph (convert/sam_folded.py) computes the official decoder's function.
 
 Reference: mobile_sam's own PromptEncoder + MaskDecoder.predict_masks (all four mask
 tokens), on the trained demo checkpoint and on seeded random weights, for every prompt
@@ -74,9 +74,9 @@ def _amg_batch(seed: int = 4):
 
 
 def _embedding(sam):
-    from edgesam.convert.export import EncoderWrapper
+    from edgesam.convert.sam_export import EncoderWrapper
     from edgesam.convert.gate import gate_encoder_input
-    from edgesam.synthetic.gate import gate_image
+    from edgesam.synthetic.gate_inputs import gate_image
 
     with torch.no_grad():
         return EncoderWrapper(sam)(torch.from_numpy(gate_encoder_input(gate_image())))
@@ -93,7 +93,7 @@ def _check(got, want, what):
 
 @pytest.fixture(scope="module", params=["demo checkpoint", pytest.param("random init", marks=pytest.mark.slow)])
 def sam_and_embedding(request, vit_t_model):
-    from edgesam.convert.models import random_model
+    from edgesam.convert.sam_models import random_model
 
     sam = vit_t_model if request.param == "demo checkpoint" else random_model("vit_t", 0)
     torch.set_num_threads(2)
@@ -102,7 +102,7 @@ def sam_and_embedding(request, vit_t_model):
 
 @pytest.mark.parametrize("mnn", [False, True], ids=["plain", "mnn-workarounds"])
 def test_folded_wrapper_matches_official_decoder(sam_and_embedding, mnn):
-    from edgesam.convert.export import decoder_wrapper
+    from edgesam.convert.sam_export import decoder_wrapper
     from edgesam.specs import DECODER_INPUTS
 
     sam, emb = sam_and_embedding
@@ -119,7 +119,7 @@ def test_folded_onnx_matches_official_decoder(sam_and_embedding, tmp_path, mnn):
     """Both exported graphs in ONNX Runtime, on single prompts and on batches (the plain graph
     broadcasts one image's keys over the prompt batch instead of expanding them)."""
     ort = pytest.importorskip("onnxruntime")
-    from edgesam.convert.export import export_decoder
+    from edgesam.convert.sam_export import export_decoder
 
     sam, emb = sam_and_embedding
     path = tmp_path / "decoder.onnx"
@@ -154,7 +154,7 @@ def test_folded_onnx_matches_official_decoder(sam_and_embedding, tmp_path, mnn):
 
 
 def test_folded_graph_does_less_work(vit_t_model):
-    from edgesam.convert.export import count_flops
+    from edgesam.convert.sam_export import count_flops
 
     ref, folded = count_flops(vit_t_model, "reference"), count_flops(vit_t_model, "folded")
     assert folded["decoder_per_prompt"] < 0.6 * ref["decoder_per_prompt"]
@@ -163,7 +163,7 @@ def test_folded_graph_does_less_work(vit_t_model):
 def test_folded_mnn_matches_official_on_prompt_batches(vit_t_model, tmp_path):
     """MNN 3.6 computes batched MatMuls wrongly when it must broadcast one operand over a batch above 1;
     the folded graph expands those operands. Batches of 3 with one shared mask and with one mask each."""
-    from edgesam.convert.export import export_decoder
+    from edgesam.convert.sam_export import export_decoder
     from edgesam.convert.mnn import onnx_to_mnn
     from edgesam.runtime.backends import MNNBackend
     from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS

@@ -46,5 +46,5 @@ def test_lower_layers_never_import_the_converter(lower):
 
 def test_the_check_sees_lazy_imports(tmp_path):
     p = tmp_path / "m.py"
-    p.write_text("def f():\n    from edgesam.cli.everything import x\n    import edgesam.convert.export\n")
-    assert _imports(p) == {"edgesam.cli.everything", "edgesam.convert.export"}
+    p.write_text("def f():\n    from edgesam.cli.everything import x\n    import edgesam.convert.sam_export\n")
+    assert _imports(p) == {"edgesam.cli.everything", "edgesam.convert.sam_export"}

@@ -56,7 +56,7 @@ def test_int8_arithmetic_really_switches(vit_t_bundle):
     from edgesam.convert.gate import gate_encoder_input
     from edgesam.measure.parity import compare
     from edgesam.runtime.predictor import open_backend
-    from edgesam.synthetic.gate import gate_image
+    from edgesam.synthetic.gate_inputs import gate_image
 
     b = load_bundle(vit_t_bundle)
     x = {"image": gate_encoder_input(gate_image())}
@@ -161,7 +161,7 @@ def test_int8_keeps_named_layers_float(tmp_path):
     """keep_float leaves the matching layers' weights float32 (the rest int8), says which, and refuses
     a pattern that matches no layer instead of quantising everything silently."""
     torch = pytest.importorskip("torch")
-    from edgesam.convert.export import _export
+    from edgesam.convert.sam_export import _export
     from edgesam.convert.mnn import onnx_to_mnn
     from edgesam.errors import ConversionError
     from edgesam.runtime.backends import MNNBackend

@@ -74,7 +74,7 @@ def _example_setup(bundle: Path, official, name: str):
 def official():
     from mobile_sam import SamPredictor
 
-    from edgesam.convert.models import model_from_checkpoint
+    from edgesam.convert.sam_models import model_from_checkpoint
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -370,7 +370,7 @@ def test_the_manifest_decides_thresholds(tiny_bundle, tmp_path):
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
     """Official-format checkpoints ({"model": state_dict}) of seeded random models, saved here."""
-    from edgesam.convert.models import random_model as sam1_random
+    from edgesam.convert.sam_models import random_model as sam1_random
     from edgesam.convert.sam2_family import random_model
 
     d = tmp_path_factory.mktemp("ckpt")

@@ -26,7 +26,7 @@ def _small_profile():
 def prepared(vit_t_bundle, vit_t_model):
     """``tensorrt.prepare`` on the session bundle's ONNX files: (manifest section, parity cells)."""
     from edgesam.convert import gate, tensorrt
-    from edgesam.synthetic.gate import gate_image
+    from edgesam.synthetic.gate_inputs import gate_image
 
     return tensorrt.prepare(vit_t_model, vit_t_bundle / "encoder.onnx", vit_t_bundle / "decoder.onnx",
                             gate.gate_encoder_input(gate_image()), _small_profile(), 2, lambda m: None)

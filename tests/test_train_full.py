@@ -32,7 +32,7 @@ def test_one_step_trains_every_part_and_resumes(tmp_path):
     # the trunk moved too, not only the neck and the decoder
     assert {"image_encoder.patch_embed", "image_encoder.layers", "image_encoder.neck",
             "mask_decoder.transformer", "prompt_encoder.point_embeddings"} <= changed, changed
-    from edgesam.convert.models import build_model
+    from edgesam.convert.sam_models import build_model
 
     build_model("vit_t").load_state_dict({k: v.float() for k, v in sd.items()})  # the official modules load it
     log = (tmp_path / "m.pt.log").read_text()

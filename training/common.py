@@ -33,7 +33,7 @@ def base_model(trunk_init: str = "default"):
 
     "default" is torch's default init under ENCODER_SEED. "damped" then applies damp_trunk;
     "conditioned" applies damp_trunk with the CONDITION_* settings and bias_patch_embed."""
-    from edgesam.convert.models import build_model
+    from edgesam.convert.sam_models import build_model
     if trunk_init not in TRUNK_INITS:
         raise ValueError(f"trunk_init must be one of {TRUNK_INITS}, not {trunk_init!r}")
     torch.manual_seed(ENCODER_SEED)

@@ -51,7 +51,7 @@ def main(argv=None):
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
     torch.set_num_threads(2)
-    from edgesam.convert.models import model_from_checkpoint, random_model
+    from edgesam.convert.sam_models import model_from_checkpoint, random_model
     from edgesam.synthetic.quality import HELDOUT_SEEDS
     from edgesam.synthetic.scenes import make_scene
 

@@ -247,7 +247,7 @@ def freeze_batchnorm(model) -> None:
 def build(init: str):
     import torch
 
-    from edgesam.convert.models import build_model
+    from edgesam.convert.sam_models import build_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,6 +1,6 @@
 """``edgesam parity``: the stage x format x precision matrix of a bundle against a reference.
 
-The comparison is the one parity engine's (measure/engine.py: encoder, decoder, end to end); this
+The comparison is the one parity engine's (measure/parity_engine.py: encoder, decoder, end to end); this
 module picks the reference and the candidates from the bundle. Runs on a board with only the base
 install: without ONNX Runtime the reference falls back to MNN fp32 at runtime precision "high",
 and the output says so.
@@ -17,8 +17,8 @@ import numpy as np
 
 from edgesam.bundle import Bundle, load_bundle
 from edgesam.errors import BackendError, InputError
-from edgesam.measure import engine
-from edgesam.measure.engine import Contract, Runner
+from edgesam.measure import parity_engine as engine
+from edgesam.measure.parity_engine import Contract, Runner
 from edgesam.measure.parity import tolerance_key
 from edgesam.runtime.backends import MNN_PRECISIONS
 from edgesam.synthetic.scenes import make_scene

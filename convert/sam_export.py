@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgesam.convert.folded_decoder import FoldedDecoderWrapper
+from edgesam.convert.sam_folded import FoldedDecoderWrapper
 from edgesam.convert.sam_decoder import AV_CHUNK, DecoderWrapper
 from edgesam.manifest import DECODER_GRAPHS
 from edgesam.specs import DECODER_INPUTS, DECODER_OUTPUTS, EMBED_SHAPE, ENCODER_INPUTS, ENCODER_OUTPUTS, IMAGE_SIZE, LOWRES

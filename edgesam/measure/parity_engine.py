@@ -63,7 +63,7 @@ class ParityReport:
 def _prompt_cases(contract: Contract, size: tuple[int, int], prev_logits: Optional[np.ndarray]) -> dict:
     """The synthetic prompt set as named decoder feeds (the contract's tensor names)."""
     from edgesam.runtime.prompts import Transform
-    from edgesam.synthetic.gate import prompt_set
+    from edgesam.synthetic.gate_inputs import prompt_set
 
     names = contract.decoder.inputs
     cases = prompt_set(size, None, prev_logits, Transform.of(contract.preprocess, contract.decoder))
