@@ -253,9 +253,7 @@ def test_boxes_to_masks(vit_t_bundle, folder, boxes_run):
     gives for a box: edgesam's predictor on the same box, mask for mask), written back as the same
     annotations with segmentation, area and predicted_iou. A detection whose image is not listed and
     an image missing on disk are reported, the rest done (exit 1). Only images with boxes are read.
-
-    Not asserted: that each mask's bbox lies inside its box. With the demo model it does not (its box
-    mIoU is 0.30, issue 19): a box drawn around the portrait's red ellipse got a mask 150 px beyond it."""
+    (That each mask lies inside its box: test_each_box_gets_a_mask_inside_it, on true objects' boxes.)"""
     from edgesam.runtime import SamPredictor
     from edgesam.runtime.imageio import read_image
 
@@ -280,6 +278,40 @@ def test_boxes_to_masks(vit_t_bundle, folder, boxes_run):
         m = mask_utils.decode(a["segmentation"]).astype(bool)
         assert np.array_equal(m, want[0]) and a["area"] == int(want[0].sum()) > 0
         assert abs(a["predicted_iou"] - float(score[0])) < 1e-6
+
+
+def test_each_box_gets_a_mask_inside_it(vit_t_bundle, tmp_path):
+    """segment --boxes with the tight boxes of the sample images' true objects (the samples are
+    generated, so their masks are known): every mask's bounding box lies inside its box, within 2 px."""
+    from edgesam.synthetic.samples import SAMPLES, sample
+    from edgesam.synthetic.scenes import mask_box
+
+    images, anns = [], []
+    for i, name in enumerate(sorted(SAMPLES)):
+        shutil.copy(REPO / "assets" / name, tmp_path / name)
+        images.append({"id": i + 1, "file_name": name})
+        sc = sample(name)
+        for m in sc.masks:
+            if m.sum() >= 400:  # objects a box can be drawn around: at least 20 x 20 pixels
+                x0, y0, x1, y1 = (float(v) for v in mask_box(m))
+                anns.append({"id": len(anns) + 1, "image_id": i + 1, "bbox": [x0, y0, x1 - x0, y1 - y0],
+                             "score": 1.0, "category_id": 1})
+    assert len(anns) >= 10
+    (tmp_path / "det.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                    "categories": [{"id": 1, "name": "shape"}]}))
+    proc = run_cli("segment", vit_t_bundle, "--images", tmp_path, "--boxes", tmp_path / "det.json",
+                   "--coco", tmp_path / "segm.json", "--threads", "2")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outside = []
+    for a in json.loads((tmp_path / "segm.json").read_text())["annotations"]:
+        m = mask_utils.decode(a["segmentation"]).astype(bool)
+        x, y, w, h = a["bbox"]
+        ys, xs = np.nonzero(m)
+        assert len(ys), a["id"]
+        if xs.min() < x - 2 or ys.min() < y - 2 or xs.max() + 1 > x + w + 2 or ys.max() + 1 > y + h + 2:
+            outside.append((a["id"], [x, y, x + w, y + h], [int(xs.min()), int(ys.min()), int(xs.max()) + 1,
+                                                           int(ys.max()) + 1]))
+    assert outside == [], outside
 
 
 def test_boxes_to_masks_on_ray_gives_the_same_file(vit_t_bundle, folder, boxes_run, tmp_path):
