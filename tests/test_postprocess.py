@@ -52,3 +52,27 @@ def test_blocked_threshold_equals_full_upscale(hw, kind):
         got = threshold_masks(low, (ih, iw), hw, thr)
         assert got.shape == (1, 3, *hw) and got.dtype == bool
         assert np.array_equal(got, logits > thr), (hw, kind, thr, int((got != (logits > thr)).sum()))
+
+
+def test_differs_only_at_boundary():
+    """The predictor tests' edge rule: flips along the reference's edge pass, a vanished object fails."""
+    from edgesam.measure.parity import differs_only_at_boundary
+
+    b = np.zeros((64, 64), bool)
+    b[10:40, 10:40] = True
+    a = b.copy()
+    a[10, 10:40] = False  # the top row shaved off
+    a[40, 10:20] = True  # one row grown below
+    assert differs_only_at_boundary(a, b, 1) and not differs_only_at_boundary(a, b, 0)
+    small = b.copy()
+    small[50:60, 50:60] = True
+    assert not differs_only_at_boundary(b, small, 2)  # a 10 x 10 object gone: its middle differs
+    hole = b.copy()
+    hole[25, 25] = False
+    assert not differs_only_at_boundary(hole, b, 1)  # a pixel deep inside
+    edge = np.zeros((64, 64), bool)
+    edge[:, :20] = True
+    assert differs_only_at_boundary(edge[:, ::-1][:, ::-1], edge, 0)
+    shifted = np.zeros((64, 64), bool)
+    shifted[:, :21] = True
+    assert differs_only_at_boundary(shifted, edge, 1)  # the image border is no edge of the mask

@@ -30,8 +30,11 @@ TOLERANCES: dict[str, Tolerance] = {
 
 
 # Against the official predictor (PIL's resize there, MNN.cv's here), a mask of a few hundred pixels can
-# lose a few % IoU over boundary pixels whose logits sit within the ~5e-3 preprocessing difference of 0:
-# such a mask also passes when under this fraction of the image's pixels disagree.
+# lose a few % IoU over boundary pixels whose logits sit within the ~5e-3 preprocessing difference of 0.
+# Trained weights: such a mask also passes when every pixel that differs lies within one low-res pixel
+# of the official mask's boundary (differs_only_at_boundary), so a small object that vanishes fails.
+# Seeded random weights (SAM 2's tests) have wide areas of near-zero logits, where flips are not at a
+# boundary: there a mask also passes when under this fraction of the image's pixels disagree.
 OFFICIAL_MAX_FLIP_RATE = 1e-3
 # SAM 2's fp32 runtime against the official SAM2ImagePredictor: its square resize runs on 0-1 floats with
 # antialiasing in torch, edgesam's in MNN.cv on uint8, and the seeded random SAM 2 weights' masks have wide
@@ -68,6 +71,31 @@ def tolerance_key(model_precision: str, runtime_precision: str) -> str:
     if model_precision == "fp32" and runtime_precision == "low":
         return "fp16"
     return model_precision
+
+
+def differs_only_at_boundary(a: np.ndarray, b: np.ndarray, radius: int) -> bool:
+    """Whether every pixel where the bool masks ``a`` and ``b`` (H x W) differ lies within ``radius``
+    pixels (8-connected steps) of the boundary of ``b``: inside ``b`` dilated and outside ``b`` eroded
+    by ``radius``. Beyond the image the masks continue as at its edge."""
+    diff = a ^ b
+    if not diff.any():
+        return True
+    inner, outer = b.copy(), b.copy()
+    for _ in range(radius):
+        inner = _neighbourhood(inner, np.logical_and)
+        outer = _neighbourhood(outer, np.logical_or)
+    return not (diff & (inner | ~outer)).any()
+
+
+def _neighbourhood(m: np.ndarray, op) -> np.ndarray:
+    """One step of erosion (op = logical_and) or dilation (logical_or) over the 3 x 3 neighbourhood."""
+    p = np.pad(m, 1, mode="edge")
+    h, w = m.shape
+    out = m.copy()
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            op(out, p[dy:dy + h, dx:dx + w], out=out)
+    return out
 
 
 def logits_iou(a: np.ndarray, b: np.ndarray) -> float:
