@@ -35,9 +35,10 @@ def _noisy(h, w, seed):
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-# Bounds: the measured errors above plus ~10 % (plain bilinear 5.92 -> 6.5, 4.28 -> 4.8).
-@pytest.mark.parametrize("hw,limit_pyr,limit_lin", [((3000, 4000), 3.5, 6.5), ((2000, 1500), 2.0, 4.8),
-                                                    ((400, 600), 0.3, 0.3), ((40, 56), 0.3, 0.3)])
+# Bounds: the measured mean errors plus 10 % (MNN 3.6.1, x86, 2026-12-07): pyramid 2.536 / 1.225 / 0.188 /
+# 0.183 and plain bilinear 5.925 / 4.283 / 0.188 / 0.183 at 12 MP, 3 MP, 600x400 and 56x40.
+@pytest.mark.parametrize("hw,limit_pyr,limit_lin", [((3000, 4000), 2.8, 6.5), ((2000, 1500), 1.35, 4.75),
+                                                    ((400, 600), 0.21, 0.21), ((40, 56), 0.2, 0.2)])
 def test_close_to_official(hw, limit_pyr, limit_lin):
     img = _noisy(*hw, seed=1)
     ref, shape = official_input(img)
