@@ -175,3 +175,21 @@ def test_bench_values_checked_like_run_options(kwargs, match):
 
     with pytest.raises(InputError, match=match):
         BenchOptions(bundle="b", **kwargs).validate()
+
+
+def test_every_flag_is_documented_and_every_command_has_examples():
+    """`edgesam CMD --help` reads as a reference: a help line for every flag, its default shown where it
+    has one, and examples at the end."""
+    import argparse
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert "examples:" in parser.format_help()
+    for name, sp in subs.choices.items():
+        text = sp.format_help()
+        assert text.rstrip().splitlines()[-1].startswith("  edgesam "), (name, text[-300:])
+        for action in sp._actions:
+            if action.option_strings and action.dest != "help":
+                assert action.help, (name, action.option_strings)
+    segment = subs.choices["segment"].format_help()
+    assert "(default: mnn)" in segment and "(default: fp32)" in segment and "(default: 1)" in segment

@@ -25,9 +25,30 @@ if TYPE_CHECKING:
     from edgesam.runtime.options import RunOptions
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Each flag's help ends with its default where it has one; the epilog (examples) keeps its lines."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        d = action.default
+        shown_at_all = not any(d is v for v in (None, False, True)) and d != argparse.SUPPRESS
+        if action.option_strings and shown_at_all and "default" not in text:
+            shown = ",".join(map(str, d)) if isinstance(d, (list, tuple)) else d
+            text = f"{text} (default: {shown})" if text else f"default: {shown}"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> None:  # argparse prints usage + exits 2; keep it to one line
         raise InputError(f"{self.prog}: {message}")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _csv(kind: Callable = str) -> Callable[[str], list]:
@@ -129,13 +150,13 @@ def cmd_segment(a: argparse.Namespace) -> int:
     return _summary_and_json(a, segment(req))
 
 
-def add_engine_arguments(p: argparse.ArgumentParser) -> None:
+def add_engine_arguments(p) -> None:
     from edgesam.dataset.engine import ENGINES
 
-    p.add_argument("--engine", default="local", choices=list(ENGINES), help="dataset form: who runs the images")
+    p.add_argument("--engine", default="local", choices=list(ENGINES), help="who runs the images")
     p.add_argument("--workers", type=int, default=1,
-                   help="dataset form: processes (local) or Ray actors, each holding the bundle once "
-                        "(threads: the cores shared out unless --threads)")
+                   help="processes (local) or Ray actors, each holding the bundle once; threads are the "
+                        "cores shared out unless --threads")
     p.add_argument("--ray-address", metavar="ADDR", help="--engine ray: join this Ray cluster (default: a local Ray)")
 
 
@@ -243,14 +264,15 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0 if report["parity_ok"] else 1
 
 
-def add_run_arguments(p: argparse.ArgumentParser) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """--backend, --precision, --runtime-precision, --decoder-runtime-precision, --threads and
-    --int8-compute, defaulting to RunOptions' defaults (read by run_options)."""
+    --int8-compute, defaulting to RunOptions' defaults (read by run_options), in their own group."""
     from edgesam.runtime.backends import BACKEND_TABLE, INT8_COMPUTE, MNN_PRECISIONS
     from edgesam.runtime.options import RunOptions
 
     run = _defaults(RunOptions)
-    p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_TABLE))
+    p = parser.add_argument_group("how the bundle runs")
+    p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_TABLE), help="runtime for both models")
     p.add_argument("--precision", default=run["precision"], help="model precision in the bundle: fp32, fp16, int8")
     p.add_argument("--runtime-precision", default=run["runtime_precision"], choices=list(MNN_PRECISIONS),
                    help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
@@ -270,24 +292,37 @@ def build_parser() -> argparse.ArgumentParser:
     from edgesam.measure.paritymatrix import ParityOptions
     from edgesam.runtime.amg import OUTPUT_MODES, AmgOptions
 
-    p = _Parser(prog="edgesam", description="Segment Anything on edge devices: convert, run, check, measure.")
+    p = _Parser(prog="edgesam", description="Segment Anything on edge devices: convert, run, check, measure.",
+                epilog=_examples("edgesam demo", "edgesam convert --model vit_t --checkpoint mobile_sam.pt --out bundle/",
+                                 "edgesam segment bundle/ photo.jpg --point 500,375 --overlay over.png",
+                                 "edgesam <command> --help"))
     p.add_argument("--version", action="version", version=f"edgesam {__version__}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     conv = _defaults(ConvertOptions)
-    c = sub.add_parser("convert", help="checkpoint -> verified ONNX/MNN bundle")
+    c = sub.add_parser("convert", help="checkpoint -> verified ONNX/MNN bundle",
+                       description="Convert a checkpoint into a bundle: ONNX, MNN and OpenVINO files and a manifest, "
+                                   "written only after the parity gate passes.",
+                       epilog=_examples("edgesam convert --model vit_t --checkpoint mobile_sam.pt --out bundle/",
+                                        "edgesam convert --model vit_b --checkpoint sam_vit_b_01ec64.pth --out b/ "
+                                        "--precision fp32,fp16",
+                                        "edgesam convert --model sam2.1_hiera_t --checkpoint sam2.1_hiera_tiny.pt "
+                                        "--out b2/ --format onnx,mnn,openvino"))
     from edgesam.specs import MODELS
 
-    c.add_argument("--model", required=True, choices=[n for n, m in MODELS.items() if m.user_visible])
+    c.add_argument("--model", required=True, choices=[n for n, m in MODELS.items() if m.user_visible],
+                   help="which model the checkpoint is")
     src = c.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="official state_dict (.pt/.pth), loaded with weights_only=True")
     src.add_argument("--random-init", type=int, metavar="SEED", help="seeded random weights (untrained)")
-    c.add_argument("--out", required=True)
-    c.add_argument("--precision", type=_csv(), default=list(conv["precisions"]), help="fp32,fp16,int8")
+    c.add_argument("--out", required=True, help="the bundle folder to write")
+    c.add_argument("--precision", type=_csv(), default=list(conv["precisions"]), help="comma list of fp32,fp16,int8")
     c.add_argument("--format", type=_csv(), default=list(conv["formats"]),
                    help="comma list: onnx,mnn,openvino,tensorrt (tensorrt = checked ONNX, profile and trtexec "
                         "lines; engines are built on the device)")
-    c.add_argument("--decoder", default=conv["decoder"], choices=DECODER_VARIANTS)
+    c.add_argument("--decoder", default=conv["decoder"], choices=DECODER_VARIANTS,
+                   help="lowres: scores and low-res logits (edgesam's runtime); full: segment-anything's "
+                        "SamOnnxModel contract, for other tools")
     c.add_argument("--single-mask", action="store_true",
                    help="with --decoder full: decoder.onnx returns one mask per prompt, picked as the official "
                         "SamOnnxModel(return_single_mask=True) does (the official notebook's export); edgesam's "
@@ -297,96 +332,131 @@ def build_parser() -> argparse.ArgumentParser:
                         "their output names; ort_image_decoder.onnx and ort_image_decoder_multi.onnx are added, "
                         "gated against the official SAM2ImagePredictor)")
     c.add_argument("--decoder-graph", default=conv["decoder_graph"], choices=DECODER_GRAPHS,
-                   help="folded (default): the official function with its projections folded onto the prompt "
-                        "tokens (2.1 instead of 3.7 GFLOP a prompt on vit_t); reference: the official "
-                        "step-by-step graph")
-    c.add_argument("--opset", type=int, default=conv["opset"])
+                   help="folded: the official function with its projections folded onto the prompt tokens "
+                        "(2.1 instead of 3.7 GFLOP a prompt on vit_t); reference: the official step-by-step graph")
+    c.add_argument("--opset", type=int, default=conv["opset"], help="ONNX opset")
     c.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     c.add_argument("--force", action="store_true", help="replace an existing --out")
     c.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
     c.add_argument("--exact-gelu", action="store_true",
                    help="MNN files always compute GELU exactly (a rewritten graph; vit_t's encoder 1.4x slower). "
                         "Default: MNN's fused GELU kernel wherever the parity gate holds, exact elsewhere")
-    c.add_argument("--json", metavar="FILE")
+    c.add_argument("--json", metavar="FILE", help="the manifest, also here ('-': stdout)")
     c.set_defaults(func=cmd_convert)
 
     i = sub.add_parser("info", help="verify every file hash and summarise a bundle, or show what one .onnx "
-                                    "file is (its metadata_props, inputs and outputs)")
+                                    "file is (its metadata_props, inputs and outputs)",
+                       epilog=_examples("edgesam info bundle/", "edgesam info bundle/decoder.onnx"))
     i.add_argument("bundle", help="a bundle folder, or an .onnx file")
-    i.add_argument("--json", metavar="FILE")
+    i.add_argument("--json", metavar="FILE", help="the summary as JSON ('-': stdout)")
     i.set_defaults(func=cmd_info)
 
     s = sub.add_parser("segment", help="segment one image with point/box prompts, or turn a COCO file's "
-                                       "boxes into masks (--images, --boxes, --coco)")
-    s.add_argument("bundle")
-    s.add_argument("image", nargs="?")
-    s.add_argument("--images", metavar="DIR", help="the folder the detection file's file_names are relative to")
-    s.add_argument("--boxes", metavar="DETECTIONS.json", help="COCO file with 'images' and 'annotations' (bbox XYWH)")
-    s.add_argument("--coco", metavar="OUT.json", help="the annotations written back with 'segmentation' (RLE) added; "
-                                                      "per-image parts in OUT.json.parts/ make a rerun resume")
-    add_engine_arguments(s)
-    s.add_argument("--point", action="append", type=_floats((2, 3)), metavar="X,Y[,LABEL]")
-    s.add_argument("--box", action="append", type=_floats((4,)), metavar="X0,Y0,X1,Y1")
-    s.add_argument("--mask-input", metavar="FILE.npy")
-    s.add_argument("--multimask", action="store_true")
+                                       "boxes into masks (--images, --boxes, --coco)",
+                       description="Segment one image with points and boxes (original-image pixels, x before y), "
+                                   "or give every box of a COCO detection file its mask.",
+                       epilog=_examples("edgesam segment bundle/ photo.jpg --point 500,375 --out mask.png "
+                                        "--overlay over.png",
+                                        "edgesam segment bundle/ photo.jpg --box 425,600,700,875 --point 575,750,0 "
+                                        "--npz out.npz",
+                                        "edgesam segment bundle/ --images val2017/ --boxes detections.json "
+                                        "--coco segm.json --workers 2"))
+    s.add_argument("bundle", help="the bundle folder")
+    s.add_argument("image", nargs="?", help="JPEG, PNG or BMP (grey, RGB or RGBA)")
+    pr = s.add_argument_group("prompts")
+    pr.add_argument("--point", action="append", type=_floats((2, 3)), metavar="X,Y[,LABEL]",
+                    help="a point, label 1 (object, the default) or 0 (background); repeat for more")
+    pr.add_argument("--box", action="append", type=_floats((4,)), metavar="X0,Y0,X1,Y1",
+                    help="a box; several boxes give one mask each")
+    pr.add_argument("--mask-input", metavar="FILE.npy", help="1x256x256 low-res logits of an earlier prediction")
+    pr.add_argument("--multimask", action="store_true", help="three masks per prompt, as multimask_output=True")
     add_run_arguments(s)
-    s.add_argument("--out", metavar="MASK.png")
-    s.add_argument("--overlay", metavar="OUT.png")
-    s.add_argument("--npz", metavar="FILE.npz")
-    s.add_argument("--json", metavar="FILE")
+    o = s.add_argument_group("output")
+    o.add_argument("--out", metavar="MASK.png", help="the best mask as a PNG")
+    o.add_argument("--overlay", metavar="OUT.png", help="the masks tinted over the image")
+    o.add_argument("--npz", metavar="FILE.npz", help="masks (bool CxHxW), scores (C), low_res_logits (Cx256x256)")
+    o.add_argument("--json", metavar="FILE", help="summary: scores, areas, boxes, timings ('-': stdout)")
+    ds = s.add_argument_group("dataset form (--images, --boxes, --coco)")
+    ds.add_argument("--images", metavar="DIR", help="the folder the detection file's file_names are relative to")
+    ds.add_argument("--boxes", metavar="DETECTIONS.json", help="COCO file with 'images' and 'annotations' (bbox XYWH)")
+    ds.add_argument("--coco", metavar="OUT.json", help="the annotations written back with 'segmentation' (RLE) "
+                                                       "added; per-image parts in OUT.json.parts/ make a rerun resume")
+    add_engine_arguments(ds)
     s.set_defaults(func=cmd_segment)
 
     e = sub.add_parser("everything", help="automatic mask generation (segment everything) on one image, or on "
-                                          "many (images, folders, list files) with --out DIR")
-    e.add_argument("bundle")
+                                          "many (images, folders, list files) with --out DIR",
+                       description="Segment everything: the official automatic mask generator's options and records, "
+                                   "on one image or (with --out DIR) on many.",
+                       epilog=_examples("edgesam everything bundle/ photo.jpg --out masks.json --overlay all.png",
+                                        "edgesam everything bundle/ photo.jpg --points-per-side 16 --crop-n-layers 1 "
+                                        "--out masks.json",
+                                        "edgesam everything bundle/ photos/ --out masks/ --coco masks/instances.json "
+                                        "--workers 2"))
+    e.add_argument("bundle", help="the bundle folder")
     e.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="an image; or several, folders (searched recursively) and .txt lists of images, with --out DIR")
-    e.add_argument("--coco", metavar="FILE.json", help="dataset form: one COCO instances file of every image's masks")
-    add_engine_arguments(e)
     amg = _defaults(AmgOptions)
-    e.add_argument("--points-per-side", type=int, default=None,
-                   help=f"grid points per side (default {amg['points_per_side']})")
-    e.add_argument("--point-grids", metavar="FILE.npy", help="Nx2 or LxNx2 points in [0,1], one grid per crop layer")
-    e.add_argument("--points-per-batch", type=int, default=amg["points_per_batch"], help="prompts per decoder call")
-    e.add_argument("--pred-iou-thresh", type=float, default=None,
-                   help=f"default: the official one of the bundle's family ({amg['pred_iou_thresh']} for SAM "
-                        "and MobileSAM, 0.8 for SAM 2)")
-    e.add_argument("--stability-score-thresh", type=float, default=amg["stability_score_thresh"])
-    e.add_argument("--stability-score-offset", type=float, default=amg["stability_score_offset"])
-    e.add_argument("--box-nms-thresh", type=float, default=amg["box_nms_thresh"])
-    e.add_argument("--crop-n-layers", type=int, default=amg["crop_n_layers"])
-    e.add_argument("--crop-nms-thresh", type=float, default=amg["crop_nms_thresh"])
-    e.add_argument("--crop-overlap-ratio", type=float, default=amg["crop_overlap_ratio"])
-    e.add_argument("--crop-n-points-downscale-factor", type=int, default=amg["crop_n_points_downscale_factor"])
-    e.add_argument("--min-mask-region-area", type=int, default=amg["min_mask_region_area"])
-    e.add_argument("--mask-threshold", type=float, default=amg["mask_threshold"],
+    from edgesam.manifest import AMG_DEFAULTS
+
+    g = e.add_argument_group("the generator (the official keywords)")
+    g.add_argument("--points-per-side", type=int, default=None,
+                   help=f"grid points per side (default: {amg['points_per_side']})")
+    g.add_argument("--point-grids", metavar="FILE.npy", help="Nx2 or LxNx2 points in [0,1], one grid per crop layer")
+    g.add_argument("--points-per-batch", type=int, default=amg["points_per_batch"], help="prompts per decoder call")
+    g.add_argument("--pred-iou-thresh", type=float, default=None,
+                   help=f"keep masks whose predicted IoU is above this (default: the bundle's, its family's official "
+                        f"one: {AMG_DEFAULTS['sam']['pred_iou_thresh']} SAM and MobileSAM, "
+                        f"{AMG_DEFAULTS['sam2']['pred_iou_thresh']} SAM 2)")
+    g.add_argument("--stability-score-thresh", type=float, default=amg["stability_score_thresh"],
+                   help="keep masks at least this stable")
+    g.add_argument("--stability-score-offset", type=float, default=amg["stability_score_offset"],
+                   help="logit offset of the stability score")
+    g.add_argument("--box-nms-thresh", type=float, default=amg["box_nms_thresh"], help="box IoU for NMS in a crop")
+    g.add_argument("--crop-n-layers", type=int, default=amg["crop_n_layers"], help="layers of image crops")
+    g.add_argument("--crop-nms-thresh", type=float, default=amg["crop_nms_thresh"], help="box IoU for NMS across crops")
+    g.add_argument("--crop-overlap-ratio", type=float, default=amg["crop_overlap_ratio"], help="crop overlap")
+    g.add_argument("--crop-n-points-downscale-factor", type=int, default=amg["crop_n_points_downscale_factor"],
+                   help="grid points per side divided by this in each crop layer")
+    g.add_argument("--min-mask-region-area", type=int, default=amg["min_mask_region_area"],
+                   help="remove holes and islands smaller than this (pixels)")
+    g.add_argument("--mask-threshold", type=float, default=amg["mask_threshold"],
                    help="SAM 2's generator keyword (default: the bundle's mask threshold)")
-    e.add_argument("--use-m2m", action="store_true", help="SAM 2's one refinement step of every mask")
-    e.add_argument("--no-multimask-output", dest="multimask_output", action="store_false",
+    g.add_argument("--use-m2m", action="store_true", help="SAM 2's one refinement step of every mask")
+    g.add_argument("--no-multimask-output", dest="multimask_output", action="store_false",
                    help="one mask per grid point (SAM 2's multimask_output=False)")
-    e.add_argument("--output-mode", default=OUTPUT_MODE, choices=list(OUTPUT_MODES),
-                   help="records in --out: RLE in a .json file, or binary masks in a .npz")
     add_run_arguments(e)
-    e.add_argument("--out", metavar="masks.json", help="the records (official keys), COCO-style JSON")
-    e.add_argument("--overlay", metavar="OUT.png", help="every mask tinted over the image")
-    e.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
-    e.add_argument("--json", metavar="FILE", help="summary: counts, areas, boxes, scores, timings")
+    o = e.add_argument_group("output")
+    o.add_argument("--output-mode", default=OUTPUT_MODE, choices=list(OUTPUT_MODES),
+                   help="records in --out: RLE in a .json file, or binary masks in a .npz")
+    o.add_argument("--out", metavar="masks.json", help="the records (official keys); a folder for many images")
+    o.add_argument("--overlay", metavar="OUT.png", help="every mask tinted over the image")
+    o.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    o.add_argument("--json", metavar="FILE", help="summary: counts, areas, boxes, scores, timings ('-': stdout)")
+    ds = e.add_argument_group("dataset form (--out DIR)")
+    ds.add_argument("--coco", metavar="FILE.json", help="one COCO instances file of every image's masks")
+    add_engine_arguments(ds)
     e.set_defaults(func=cmd_everything)
 
-    q = sub.add_parser("parity", help="stage x format x precision parity matrix of a bundle")
-    q.add_argument("bundle")
+    q = sub.add_parser("parity", help="stage x format x precision parity matrix of a bundle",
+                       epilog=_examples("edgesam parity bundle/", "edgesam parity bundle/ --images photos/ --json -",
+                                        "edgesam parity bundle/ --reference torch --checkpoint mobile_sam.pt"))
+    q.add_argument("bundle", help="the bundle folder")
     q.add_argument("--images", nargs="+", metavar="PATH", help="image files or folders (default: synthetic scenes)")
     parity = _defaults(ParityOptions)
-    q.add_argument("--reference", default=parity["reference"], choices=["onnx", "torch"])
+    q.add_argument("--reference", default=parity["reference"], choices=["onnx", "torch"],
+                   help="what every file is compared with (torch needs the convert extra)")
     q.add_argument("--checkpoint", help="with --reference torch, for a bundle made from a checkpoint")
     q.add_argument("--runtime-precision", type=_csv(), default=list(parity["runtime_precisions"]),
                    help="MNN arithmetic precisions to check (high,normal,low)")
     q.add_argument("--threads", type=int, default=parity["threads"], help="CPU threads (default: every core)")
-    q.add_argument("--json", metavar="FILE")
+    q.add_argument("--json", metavar="FILE", help="every cell as JSON ('-': stdout)")
     q.set_defaults(func=cmd_parity)
 
-    bn = sub.add_parser("bench", help="per-stage latency, swept over backends/precisions/threads")
-    bn.add_argument("bundle", nargs="?")
+    bn = sub.add_parser("bench", help="per-stage latency, swept over backends/precisions/threads",
+                        epilog=_examples("edgesam bench bundle/ --backend mnn,ort --precision fp32,fp16 --threads 1,2,4",
+                                         "edgesam bench --compare pi5.json jetson.json"))
+    bn.add_argument("bundle", nargs="?", help="the bundle folder")
     bn.add_argument("--image", help="JPEG/PNG/BMP (default: a synthetic 600x400 image)")
     bench = _defaults(BenchOptions)
     bn.add_argument("--backend", type=_csv(), default=list(bench["backends"]), help="comma list: mnn,ort,openvino "
@@ -399,24 +469,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="int8 files on MNN: comma list of auto,on,off (on = int8 arithmetic)")
     bn.add_argument("--threads", type=_csv(int), default=bench["threads"],
                     help="comma list, e.g. 1,2,4 (default: every core)")
-    bn.add_argument("--runs", type=int, default=bench["runs"])
-    bn.add_argument("--warmup", type=int, default=bench["warmup"])
+    bn.add_argument("--runs", type=int, default=bench["runs"], help="timed runs per configuration")
+    bn.add_argument("--warmup", type=int, default=bench["warmup"], help="untimed runs first")
     bn.add_argument("--batch", type=int, default=bench["batch"], help="prompts in the batched decoder stage")
     bn.add_argument("--compare", nargs="+", metavar="JSON", help="print bench JSON files side by side")
-    bn.add_argument("--json", metavar="FILE")
+    bn.add_argument("--json", metavar="FILE", help="every figure and the machine as JSON ('-': stdout)")
     bn.set_defaults(func=cmd_bench)
 
-    d = sub.add_parser("demo", help="build, convert, check and run the built-in default model")
-    d.add_argument("--out", default="edgesam-demo")
+    d = sub.add_parser("demo", help="build, convert, check and run the built-in default model",
+                       epilog=_examples("edgesam demo", "edgesam demo --checkpoint mobile_sam.pt --out demo-official"))
+    d.add_argument("--out", default="edgesam-demo", help="where the bundle, overlays and report go")
     d.add_argument("--model", default="vit_t", choices=[n for n, m in MODELS.items() if m.user_visible],
-                   help="the model to convert and run (default vit_t, the built-in demo model; any other needs "
+                   help="the model to convert and run (vit_t: the built-in demo model; any other needs "
                         "--checkpoint or --untrained)")
     d.add_argument("--checkpoint", help="a vit_t state_dict to use instead of the built-in model "
                    "(assets/demo_vit_t.pt, trained on synthetic shapes)")
     d.add_argument("--untrained", action="store_true", help="seeded random weights instead of the built-in model")
     d.add_argument("--seed", type=int, default=0, help="seed for --untrained")
     d.add_argument("--threads", type=int, default=None, help="CPU threads (default: every core)")
-    d.add_argument("--json", metavar="FILE")
+    d.add_argument("--json", metavar="FILE", help="the report as JSON ('-': stdout)")
     d.set_defaults(func=cmd_demo)
     return p
 
