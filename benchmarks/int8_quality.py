@@ -2,7 +2,7 @@
 
 Protocol: ``edgesam.synthetic.quality.agreement`` (per object: the point prompt's three masks, the
 box mask, point + one refinement), over the first --scenes held-out scenes at their own sizes plus
-a 6:1 panorama and a 1:3 portrait. Issue 20's floors for int8: mean mask IoU >= 0.95 and 10th
+a 6:1 panorama and a 1:3 portrait. The floors for int8: mean mask IoU >= 0.95 and 10th
 percentile >= 0.85. Runs on the base install (MNN + numpy). Usage:
 
   .venv/bin/python benchmarks/int8_quality.py BUNDLE [--scenes 40] [--objects 8] [--json out.json]

@@ -1,4 +1,4 @@
-"""Side-by-side latency of SAM pipelines on the same weights and images (issues 3 and 20's targets).
+"""Side-by-side latency of SAM pipelines on the same weights and images (the project's speed targets).
 
   torch-official  mobile_sam.SamPredictor (PIL resize, torch encoder/decoder/postprocess)
   ort-samexporter PIL resize + numpy normalise, ONNX Runtime encoder, *full* decoder (orig_im_size -> masks),
@@ -11,7 +11,7 @@
                   decoder + the runtime's exact upscale, MNN files as the parity gate chose them),
                   fp32 files; edgesam-fp16 and edgesam-int8 (int8 files, this CPU's default arithmetic)
                   and edgesam-int8-i8 (int8 arithmetic forced) beside it
-  edgesam-exact-gelu  an --exact-gelu bundle on MNN (the graph every MNN file had before issue 20)
+  edgesam-exact-gelu  an --exact-gelu bundle on MNN (every MNN file's graph before MNN's fused GELU was chosen by the gate)
   edgesam-ort     the same bundle on ONNX Runtime
   edgesam-openvino  the same on OpenVINO (fp32 IR; x86 hosts; only if openvino is installed)
   edgesam-reference, edgesam-reference-ort  a bundle with the official step-by-step decoder graph
@@ -21,8 +21,8 @@ multimask output and thresholds at the original size (image -> first mask); then
 each timed alone (decode + post: their median). Each pipeline lives in its own process,
 and only one works at a time. Runs are interleaved (rep by rep, pipeline by pipeline, in a new
 random order each turn) so machine drift hits all alike; medians are reported with ratios
-against the ONNX Runtime pipeline written as samexporter's is (issue 3's baseline) and against
-the seed MNN script (issue 20's). Per pipeline also: the encoder alone (median) and its GFLOP/s
+against the ONNX Runtime pipeline written as samexporter's is (the first baseline) and against
+the seed MNN script (the second). Per pipeline also: the encoder alone (median) and its GFLOP/s
 against numpy's matmul peak on the same threads, the process's peak RSS, and the first mask's IoU
 against edgesam MNN fp32's (the int8 and fp16 rows' mask agreement). The weights are the trained
 demo model by default, so that masks have the shape of real ones (the thresholded upscale's cost

@@ -1,4 +1,4 @@
-"""Side-by-side latency of SAM 2.1 pipelines on the same weights and images (issue 22's targets).
+"""Side-by-side latency of SAM 2.1 pipelines on the same weights and images (the targets set for SAM 2).
 
   torch-official   sam2.SAM2ImagePredictor (torch; SAM2Transforms, torch encoder/decoder/postprocess)
   ort-samexporter  as samexporter's SAM 2 runtime does it: cv2.resize to 1024x1024 + numpy normalise,

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli
 
-# Floors of issue 20 for int8 against fp32 masks on held-out scenes (point, box, refinement, a 6:1
+# Floors for int8 against fp32 masks on held-out scenes (point, box, refinement, a 6:1
 # panorama and a 1:3 portrait). CI subset below; the full figures are in the README ("int8").
 INT8_MEAN_IOU, INT8_P10_IOU = 0.95, 0.85
 CI_SEEDS = 3

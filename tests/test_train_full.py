@@ -1,4 +1,4 @@
-"""training/train_full.py, the end-to-end trainer for a machine with a GPU (issue 19), on the CPU:
+"""training/train_full.py, the end-to-end trainer (CPU or GPU), on the CPU:
 it trains every parameter, writes what the official loader reads, resumes, and refuses bad flags."""
 from __future__ import annotations
 

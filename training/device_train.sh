@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One call on a lent GPU machine (the `device` tool; issue 19): train the demo model end to end.
+# One call on a lent GPU machine (the `device` tool): train the demo model end to end.
 #   run(command="bash training/device_train.sh 8", carry=[".whl"], timeout_s=600)
 # .whl holds mobilesam-mirror's wheel (DEVELOPERS.md, "Training on a GPU"); torch, torchvision, timm,
 # numpy and Pillow are already there. The resumable state stays on the machine (/tmp/edgesam-train,
