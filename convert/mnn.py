@@ -24,11 +24,8 @@ from edgesam.errors import ConversionError
 PRECISION_FLAGS = {
     "fp32": [],
     "fp16": ["--fp16"],  # half weights on disk; arithmetic is fp16 only with precision="low"
-    # int8 weights, per output channel, asymmetric (a scale and an offset each). Measured on the
-    # trained vit_t encoder against ONNX Runtime fp32 (gate scene, MNN 3.6.1): with MNN's int8
-    # arithmetic (memory mode low) this is rel max err 0.021, cosine 0.999991; without
-    # --weightQuantAsymmetric it was 0.51 (cosine 0.9936), and blocks of 32/64/128 were worse
-    # (0.27/0.28/0.12). Expanded to float at load (memory mode normal): 0.013 against 0.025.
+    # int8 weights, per output channel, asymmetric (a scale and an offset each): the most accurate of
+    # the schemes measured (docs/converting.md, "int8")
     "int8": ["--weightQuantBits", "8", "--weightQuantAsymmetric"],
 }
 
@@ -36,23 +33,17 @@ PRECISION_FLAGS = {
 def weight_storage(role: str, precision: str) -> str:
     """How a bundle precision stores a role's MNN weights (a key of PRECISION_FLAGS).
 
-    An int8 bundle keeps its decoder's weights in fp16: int8 decoder weights flipped the masks of
-    undecided prompts (the trained demo model, a point outside the image: IoU 0.25 and 0.79 against
-    the official predictor with an fp32 encoder, tests/test_predictor.py's cases), and the fp16 file
-    is smaller anyway (10.4 MB against 11.2 MB for the symmetric int8 decoder before: the 4 MB dense
-    positional encoding stays float in both)."""
+    An int8 bundle keeps its decoder's weights in fp16: int8 decoder weights flip the masks of
+    undecided prompts, and the fp16 file is smaller anyway (figures: docs/converting.md, "int8")."""
     return "fp16" if (role, precision) == ("decoder", "int8") else precision
 
 
 def int8_float_layers(role: str, precision: str) -> tuple[str, ...]:
     """Name patterns of the layers an int8 file keeps float (``onnx_to_mnn(keep_float=...)``).
 
-    The encoder's patch embedding (the convolutions that read the image: 3->32->64 channels in
-    vit_t, 19 k weights, +57 KB on the file; one 16x16 convolution in SAM's ViTs): quantised, it
-    moved the trained demo model's undecided masks most. A click outside a 6:1 panorama: IoU 0.842
-    against the official predictor with every layer int8, 0.875 with the patch embedding float;
-    keeping the neck (the last two convolutions) float instead changed nothing (0.842), the last
-    eight made it worse (0.812)."""
+    The encoder's patch embedding (the convolutions that read the image; one 16x16 convolution in
+    SAM's ViTs): quantised, it moved undecided masks most of any layer, and it is small (figures:
+    docs/converting.md, "int8")."""
     return ("patch_embed",) if (role, precision) == ("encoder", "int8") else ()
 
 
