@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml Makefile
 	# samexporter, a real client of the ONNX contracts (tests/test_onnx_contracts.py). Its runtime needs
 	# only onnxruntime, opencv and Pillow (installed above); --no-deps because it pins torch 2.10.
 	$(VENV)/bin/pip install -q --no-deps 'samexporter==0.5.0'
+	# a real browser for the page test of `edgesam serve` (tests/test_serve.py): Debian's Chromium and its driver
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -57,7 +57,7 @@ class SamFamily:
         self.name = name
 
     def build(self, model: str, checkpoint: Optional[Path] = None, seed: Optional[int] = None):
-        from edgesam.convert import models
+        from edgesam.convert import sam_models as models
 
         if (checkpoint is None) == (seed is None):
             raise ValueError("give a checkpoint or a random-init seed, not both or neither")
@@ -65,12 +65,12 @@ class SamFamily:
                                                                                                        checkpoint)
 
     def export_encoder(self, sam, path: Path, opset: int, mnn: bool = False):
-        from edgesam.convert import export
+        from edgesam.convert import sam_export as export
 
         return export.export_encoder(sam, path, opset)
 
     def export_decoder(self, sam, path: Path, opset: int, graph: str, mnn: bool = False):
-        from edgesam.convert import export
+        from edgesam.convert import sam_export as export
 
         return export.export_decoder(sam, path, opset, graph=graph, mnn=mnn)
 

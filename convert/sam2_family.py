@@ -82,7 +82,7 @@ def random_model(name: str, seed: int) -> nn.Module:
 
 def model_from_checkpoint(name: str, path: str | Path) -> nn.Module:
     """An official ``sam2*.pt`` (``{"model": state_dict}``, loaded weights_only), strictly."""
-    from edgesam.convert import models
+    from edgesam.convert import sam_models as models
 
     return models.model_from_checkpoint(name, path, build=build_model)
 

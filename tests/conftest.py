@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 # sam2 build would otherwise make the SAM 2 tests vanish). Outside it, tests skip with their reason.
 SETUP_MODULES = ("torch", "torchvision", "segment_anything", "mobile_sam", "sam2", "onnx", "onnxruntime", "onnxslim",
                  "openvino", "ray.data", "pycocotools.mask", "jsonschema", "cv2", "hypothesis", "samexporter", "PIL",
-                 "MNN")
+                 "MNN", "selenium")
 
 
 def pytest_sessionstart(session):

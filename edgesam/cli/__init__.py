@@ -255,6 +255,23 @@ def cmd_bench(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    from edgesam.serve import LOOPBACK, ServeOptions, make_server
+
+    server = make_server(ServeOptions(bundle=a.bundle, host=a.host, port=a.port, run=run_options(a), token=a.token))
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(f"edgesam serve: http://{shown}:{port}/" + (f"?token={a.token}" if a.token else ""), flush=True)
+    if a.host not in LOOPBACK:
+        print(f"note: listening on {a.host}: the page and its API are reachable from the network"
+              + ("" if a.token else " (no --token: anyone who reaches it can use it)"), flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     from edgesam.cli.demo import run_demo
 
@@ -475,6 +492,18 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--compare", nargs="+", metavar="JSON", help="print bench JSON files side by side")
     bn.add_argument("--json", metavar="FILE", help="every figure and the machine as JSON ('-': stdout)")
     bn.set_defaults(func=cmd_bench)
+
+    sv = sub.add_parser("serve", help="a browser page and an HTTP API that segment images with a bundle",
+                        description="Serve a page to click on images and see the masks, with its JSON API "
+                                    "(docs/serve.md). Loopback only unless --host says otherwise.",
+                        epilog=_examples("edgesam serve bundle/", "edgesam serve bundle/ --host 0.0.0.0 --port 8080 "
+                                         "--token s3cret --precision fp16"))
+    sv.add_argument("bundle", help="the bundle folder")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network interface)")
+    sv.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
+    sv.add_argument("--token", help="every API call must carry it (Authorization: Bearer TOKEN)")
+    add_run_arguments(sv)
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="build, convert, check and run the built-in default model",
                        epilog=_examples("edgesam demo", "edgesam demo --checkpoint mobile_sam.pt --out demo-official"))

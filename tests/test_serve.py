@@ -1,0 +1,266 @@
+"""`edgesam serve`: the HTTP API against the predictor it serves (a real HTTP client on loopback), the
+command line, and the page in a real browser (headless Chromium driven by Selenium)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from edgesam.runtime.rle import rle_to_mask
+
+LANDSCAPE = REPO / "assets" / "landscape.png"
+
+
+class Client:
+    def __init__(self, base: str, token: str | None = None) -> None:
+        self.base, self.token = base, token
+
+    def call(self, method: str, path: str, body=None, raw: bytes | None = None):
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(self.base + path, data=data, method=method)
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=300) as r:
+                payload = r.read()
+                return r.status, (json.loads(payload) if r.headers["Content-Type"] == "application/json" else payload)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+
+def _start(bundle, token=None):
+    from edgesam.runtime.options import RunOptions
+    from edgesam.serve import ServeOptions, make_server
+
+    server = make_server(ServeOptions(bundle=str(bundle), port=0, run=RunOptions(threads=2), token=token))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, Client(f"http://127.0.0.1:{server.server_address[1]}", token)
+
+
+@pytest.fixture(scope="module")
+def served(vit_t_bundle):
+    server, client = _start(vit_t_bundle)
+    yield server, client
+    server.shutdown()
+    server.server_close()
+
+
+def test_info_and_samples(served, tmp_path):
+    _, c = served
+    status, info = c.call("GET", "/api/info")
+    assert status == 200 and info["model"] == "vit_t" and info["family"] == "mobilesam"
+    assert info["backend"] == "mnn" and info["precision"] == "fp32" and info["threads"] == 2 and info["version"]
+    status, s = c.call("GET", "/api/samples")
+    assert s["samples"] == ["landscape.png", "panorama.png", "portrait.png"]
+    status, png = c.call("GET", "/api/samples/landscape.png")
+    assert status == 200 and png[:8] == b"\x89PNG\r\n\x1a\n"
+    from edgesam.runtime.imageio import read_image
+
+    tmp = tmp_path / "sample.png"
+    tmp.write_bytes(png)
+    assert np.array_equal(read_image(tmp), read_image(LANDSCAPE))  # the generator draws the committed file
+
+
+def test_predict_equals_the_predictor(served, vit_t_bundle):
+    """POST /predict gives SamPredictor.predict's masks and scores for the same prompt, and "previous"
+    refines with the chosen mask's low-res logits as the official refinement does."""
+    from edgesam.runtime import SamPredictor
+    from edgesam.runtime.imageio import read_image
+
+    _, c = served
+    status, up = c.call("POST", "/api/images", raw=LANDSCAPE.read_bytes())
+    assert status == 200 and (up["width"], up["height"]) == (640, 427) and up["embed_ms"] > 0
+    p = SamPredictor(vit_t_bundle, threads=2)
+    p.set_image(read_image(LANDSCAPE))
+    pt = [336.0, 309.0]
+    status, r = c.call("POST", f"/api/images/{up['id']}/predict", {"points": [[*pt, 1]], "multimask": True})
+    want, scores, low = p.predict(np.array([pt]), np.array([1]), multimask_output=True)
+    assert status == 200 and len(r["masks"]) == 3 and r["decode_ms"] > 0
+    for rle, m in zip(r["masks"], want):
+        assert np.array_equal(rle_to_mask(rle), m)
+    assert np.allclose(r["scores"], scores, atol=1e-6)
+    # refinement: a background point, the chosen (second) mask's logits fed back
+    body = {"points": [[*pt, 1], [100, 50, 0]], "multimask": False, "mask_input": "previous", "previous_index": 1}
+    status, r2 = c.call("POST", f"/api/images/{up['id']}/predict", body)
+    want2, scores2, _ = p.predict(np.array([pt, [100, 50]]), np.array([1, 0]), mask_input=low[1][None],
+                                  multimask_output=False)
+    assert status == 200 and np.array_equal(rle_to_mask(r2["masks"][0]), want2[0])
+    assert np.allclose(r2["scores"], scores2, atol=1e-6)
+    status, rb = c.call("POST", f"/api/images/{up['id']}/predict", {"box": [250, 230, 400, 350], "multimask": False})
+    wb, _, _ = p.predict(box=np.array([250, 230, 400, 350]), multimask_output=False)
+    assert status == 200 and np.array_equal(rle_to_mask(rb["masks"][0]), wb[0])
+
+
+def test_everything_returns_the_generators_records(served, vit_t_bundle):
+    from edgesam.runtime import SamAutomaticMaskGenerator, SamPredictor
+    from edgesam.runtime.imageio import read_image
+
+    _, c = served
+    _, up = c.call("POST", "/api/images", raw=LANDSCAPE.read_bytes())
+    opts = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.5}
+    status, r = c.call("POST", f"/api/images/{up['id']}/everything", opts)
+    want = SamAutomaticMaskGenerator(SamPredictor(vit_t_bundle, threads=2), output_mode="coco_rle",
+                                     **opts).generate(read_image(LANDSCAPE))
+    assert status == 200 and len(r["records"]) == len(want) > 0
+    assert [x["segmentation"] for x in r["records"]] == [x["segmentation"] for x in want]
+    status, prog = c.call("GET", f"/api/images/{up['id']}/progress")
+    assert status == 200 and prog["running"] is False and prog["done"] == prog["total"] > 0
+    # the image's own embedding is back after the generator ran: a click still answers for this image
+    status, r2 = c.call("POST", f"/api/images/{up['id']}/predict", {"points": [[336, 309, 1]]})
+    assert status == 200 and len(r2["masks"]) == 3
+
+
+@pytest.mark.parametrize("method,path,body,status,needle", [
+    ("POST", "/api/images/nope/predict", {"points": [[1, 1, 1]]}, 404, "no image 'nope'"),
+    ("POST", "/api/images", None, 400, "image file's bytes"),
+    ("GET", "/api/samples/other.png", None, 404, "no sample"),
+    ("GET", "/api/nothing", None, 404, "no API GET /api/nothing"),
+    ("GET", "/../etc/passwd", None, 404, "no page"),
+])
+def test_bad_requests_are_one_line_4xx(served, method, path, body, status, needle):
+    _, c = served
+    got, r = c.call(method, path, body)
+    assert got == status and needle in r["error"] and "\n" not in r["error"], r
+
+
+def test_bad_prompts_are_400(served):
+    _, c = served
+    _, up = c.call("POST", "/api/images", raw=LANDSCAPE.read_bytes())
+    for body, needle in (({"pointz": []}, "unknown keys"), ({}, "empty prompt"), ({"points": [[1, 2]]}, "[x, y, label]"),
+                         ({"points": [[1, 2, 7]]}, "point_labels"), ({"box": [5, 5, 1, 1]}, "x1 >= x0"),
+                         ({"points": [[1, 2, 1]], "mask_input": "previous"}, "no earlier prediction")):
+        status, r = c.call("POST", f"/api/images/{up['id']}/predict", body)
+        assert status == 400 and needle in r["error"], (body, r)
+    status, r = c.call("POST", "/api/images", raw=b"not an image at all")
+    assert status == 400 and "\n" not in r["error"], r
+    status, r = c.call("POST", f"/api/images/{up['id']}/everything", {"points_per_sid": 4})
+    assert status == 400 and "unknown generator keywords" in r["error"]
+
+
+def test_token(vit_t_bundle):
+    server, c = _start(vit_t_bundle, token="s3cret")
+    try:
+        assert c.call("GET", "/api/info")[0] == 200
+        anonymous = Client(c.base)
+        status, r = anonymous.call("GET", "/api/info")
+        assert status == 401 and "token" in r["error"]
+        assert anonymous.call("GET", "/api/info?token=s3cret")[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_sam2_bundle_is_served_the_same_way(tmp_path_factory):
+    """The same API on a SAM 2 bundle (the tiny test model): predict equals SAM2ImagePredictor's."""
+    pytest.importorskip("sam2")
+    from edgesam.convert.pipeline import ConvertOptions, convert
+    from edgesam.runtime import SAM2ImagePredictor
+    from edgesam.runtime.imageio import read_image
+
+    out = tmp_path_factory.mktemp("bundles") / "sam2_tiny"
+    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",)), log=lambda m: None)
+    server, c = _start(out)
+    try:
+        assert c.call("GET", "/api/info")[1]["family"] == "sam2"
+        _, up = c.call("POST", "/api/images", raw=LANDSCAPE.read_bytes())
+        status, r = c.call("POST", f"/api/images/{up['id']}/predict", {"points": [[300, 200, 1]], "box": [250, 150, 400, 300],
+                                                                       "multimask": False})
+        p = SAM2ImagePredictor(out, threads=2)
+        p.set_image(read_image(LANDSCAPE))
+        want, scores, _ = p.predict(np.array([[300, 200]]), np.array([1]), box=np.array([250, 150, 400, 300]),
+                                    multimask_output=False)
+        assert status == 200 and np.array_equal(rle_to_mask(r["masks"][0]), want[0])
+        assert np.allclose(r["scores"], scores, atol=1e-6)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_cli_prints_the_url_and_warns_off_loopback(vit_t_bundle):
+    proc = subprocess.Popen([sys.executable, "-m", "edgesam.cli", "serve", str(vit_t_bundle), "--host", "0.0.0.0",
+                             "--port", "0", "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first, second = proc.stdout.readline(), proc.stdout.readline()
+        assert first.startswith("edgesam serve: http://0.0.0.0:") and first.strip().endswith("/"), first
+        assert "reachable from the network" in second and "no --token" in second, second
+        port = int(first.strip().rstrip("/").rsplit(":", 1)[1])
+        assert Client(f"http://127.0.0.1:{port}").call("GET", "/api/info")[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    bad = subprocess.run([sys.executable, "-m", "edgesam.cli", "serve", "/no/such/bundle"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+
+
+# --- the page, in a real browser --------------------------------------------------------------
+
+def _chrome():
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not (binary and driver):
+        pytest.fail("the page test needs Debian's chromium and chromium-driver (make setup installs them)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for a in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1300,900"):
+        opts.add_argument(a)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def _wait(browser, script, timeout=240):
+    t = time.time()
+    while time.time() - t < timeout:
+        v = browser.execute_script(script)
+        if v:
+            return v
+        time.sleep(0.2)
+    shown = browser.execute_script("return document.getElementById('error').textContent")
+    raise AssertionError(f"timed out waiting for {script}: error shown: {shown}")
+
+
+def test_page_shows_the_mask_of_a_click(served):
+    """The page loads from the server (no other host), a sample image is opened, a click draws a mask
+    over the clicked object with its score and the decode time, and Everything draws masks."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    server, c = served
+    browser = _chrome()
+    try:
+        browser.get(c.base + "/")
+        _wait(browser, "return document.body.dataset.ready")
+        assert "vit_t" in browser.find_element(By.ID, "info").text
+        browser.find_element(By.XPATH, "//div[@id='samples']/button[text()='landscape.png']").click()
+        _wait(browser, "return document.body.dataset.imageId")
+        canvas = browser.find_element(By.ID, "canvas")
+        pixel = "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data)"
+        # inside the clicked ellipse, clear of the point's dot (radius 5); and the sky, far from it
+        before = [browser.execute_script(pixel, canvas, x, y) for x, y in ((351, 309), (100, 50))]
+        # the canvas is shown at its own size here (640 px wide): offsets are image pixels from its centre
+        w, h = canvas.size["width"], canvas.size["height"]
+        ActionChains(browser).move_to_element_with_offset(canvas, int(336 * w / 640 - w / 2),
+                                                          int(309 * h / 427 - h / 2)).click().perform()
+        _wait(browser, "return document.body.dataset.predictions === '1'")
+        after = [browser.execute_script(pixel, canvas, x, y) for x, y in ((351, 309), (100, 50))]
+        assert after[0] != before[0] and after[1] == before[1]  # the mask is painted on the object, not the sky
+        assert float(browser.find_element(By.ID, "score").text) > 0
+        assert float(browser.find_element(By.ID, "decode-ms").text) > 0
+        assert browser.find_element(By.ID, "error").text == ""
+        browser.execute_script("document.getElementById('pps').value = 4")
+        browser.find_element(By.ID, "everything").click()
+        _wait(browser, "return document.body.dataset.everything !== undefined")
+        assert browser.find_element(By.ID, "error").text == ""
+    finally:
+        browser.quit()
