@@ -38,6 +38,11 @@ def _sniff(path: Path) -> str:
         raise ImageError(f"{path}: permission denied") from None
     except FileNotFoundError:
         raise ImageError(f"{path}: no such file") from None
+    return _kind(head, tail, size, str(path))
+
+
+def _kind(head: bytes, tail: bytes, size: int, path: str) -> str:
+    """"png", "jpeg" or "bmp" from a file's first 32 and last 1024 bytes, or an ImageError naming ``path``."""
     if size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -79,6 +84,20 @@ def read_image_var(path: str | os.PathLike):
     if len(shape) != 3 or shape[2] != 3 or shape[0] < 1 or shape[1] < 1:
         raise ImageError(f"{path}: decoded to an unexpected shape {shape}")
     return var
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """An image file's bytes (JPEG/PNG/BMP), decoded in memory by MNN.cv -> HxWx3 uint8 RGB, with the
+    same checks as ``read_image`` (``name`` starts their messages). Nothing is written to disk."""
+    _kind(data[:32], data[-1024:], len(data), name)
+    cv = _cv()
+    var = cv.imdecode(np.frombuffer(data, np.uint8), cv.IMREAD_COLOR)
+    if _is_null(var):
+        raise ImageError(f"{name}: MNN.cv failed to decode this image (corrupt?)")
+    shape = var.shape
+    if len(shape) != 3 or shape[2] != 3 or shape[0] < 1 or shape[1] < 1:
+        raise ImageError(f"{name}: decoded to an unexpected shape {shape}")
+    return np.ascontiguousarray(np.array(var.read(), copy=True)[..., ::-1])
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

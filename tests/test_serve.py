@@ -2,8 +2,11 @@
 command line, and the page in a real browser (headless Chromium driven by Selenium)."""
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +17,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, run_cli
 from edgesam.runtime.rle import rle_to_mask
 
 LANDSCAPE = REPO / "assets" / "landscape.png"
@@ -37,21 +40,34 @@ class Client:
             return e.code, json.loads(e.read())
 
 
-def _start(bundle, token=None):
-    from edgesam.runtime.options import RunOptions
-    from edgesam.serve import ServeOptions, make_server
+def _launch(bundle, *extra: str, env=None):
+    """``edgesam serve BUNDLE --port 0`` as its own process: (process, client on the URL it printed)."""
+    proc = subprocess.Popen([sys.executable, "-m", "edgesam.cli", "serve", str(bundle), "--port", "0", "--threads", "2",
+                             *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})})
+    line = proc.stdout.readline()
+    if not line.startswith("edgesam serve: http://"):
+        proc.kill()
+        raise AssertionError(line + proc.stderr.read())
+    url = line.split()[2].split("?")[0].rstrip("/")
+    return proc, Client(url.replace("0.0.0.0", "127.0.0.1"))
 
-    server = make_server(ServeOptions(bundle=str(bundle), port=0, run=RunOptions(threads=2), token=token))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, Client(f"http://127.0.0.1:{server.server_address[1]}", token)
+
+def _stop(proc) -> int:
+    """SIGTERM, as a service manager stops it: the server shuts down cleanly, exit code 130."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 @pytest.fixture(scope="module")
 def served(vit_t_bundle):
-    server, client = _start(vit_t_bundle)
-    yield server, client
-    server.shutdown()
-    server.server_close()
+    proc, client = _launch(vit_t_bundle)
+    yield proc, client
+    assert _stop(proc) == 130
 
 
 def test_info_and_samples(served, tmp_path):
@@ -98,20 +114,24 @@ def test_predict_equals_the_predictor(served, vit_t_bundle):
     status, rb = c.call("POST", f"/api/images/{up['id']}/predict", {"box": [250, 230, 400, 350], "multimask": False})
     wb, _, _ = p.predict(box=np.array([250, 230, 400, 350]), multimask_output=False)
     assert status == 200 and np.array_equal(rle_to_mask(rb["masks"][0]), wb[0])
+    body = {"points": [[*pt, 1]], "box": [250, 230, 400, 350], "multimask": False}
+    status, rbp = c.call("POST", f"/api/images/{up['id']}/predict", body)
+    wbp, sbp, _ = p.predict(np.array([pt]), np.array([1]), box=np.array([250, 230, 400, 350]), multimask_output=False)
+    assert status == 200 and np.array_equal(rle_to_mask(rbp["masks"][0]), wbp[0])
+    assert np.allclose(rbp["scores"], sbp, atol=1e-6)
 
 
-def test_everything_returns_the_generators_records(served, vit_t_bundle):
-    from edgesam.runtime import SamAutomaticMaskGenerator, SamPredictor
-    from edgesam.runtime.imageio import read_image
-
+def test_everything_returns_the_clis_records(served, vit_t_bundle, tmp_path):
     _, c = served
     _, up = c.call("POST", "/api/images", raw=LANDSCAPE.read_bytes())
     opts = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.5}
     status, r = c.call("POST", f"/api/images/{up['id']}/everything", opts)
-    want = SamAutomaticMaskGenerator(SamPredictor(vit_t_bundle, threads=2), output_mode="coco_rle",
-                                     **opts).generate(read_image(LANDSCAPE))
+    cli = run_cli("everything", vit_t_bundle, LANDSCAPE, "--points-per-side", "6", "--pred-iou-thresh", "0",
+                  "--stability-score-thresh", "0.5", "--threads", "2", "--quiet", "--out", tmp_path / "m.json")
+    assert cli.returncode == 0, cli.stderr
+    want = json.loads((tmp_path / "m.json").read_text())
     assert status == 200 and len(r["records"]) == len(want) > 0
-    assert [x["segmentation"] for x in r["records"]] == [x["segmentation"] for x in want]
+    assert r["records"] == want
     status, prog = c.call("GET", f"/api/images/{up['id']}/progress")
     assert status == 200 and prog["running"] is False and prog["done"] == prog["total"] > 0
     # the image's own embedding is back after the generator ran: a click still answers for this image
@@ -146,17 +166,60 @@ def test_bad_prompts_are_400(served):
     assert status == 400 and "unknown generator keywords" in r["error"]
 
 
-def test_token(vit_t_bundle):
-    server, c = _start(vit_t_bundle, token="s3cret")
+def test_token_guards_the_page_and_the_api(vit_t_bundle):
+    proc, c = _launch(vit_t_bundle, env={"EDGESAM_SERVE_TOKEN": "s3cret"})  # from the environment
     try:
-        assert c.call("GET", "/api/info")[0] == 200
-        anonymous = Client(c.base)
-        status, r = anonymous.call("GET", "/api/info")
-        assert status == 401 and "token" in r["error"]
-        assert anonymous.call("GET", "/api/info?token=s3cret")[0] == 200
+        for path in ("/api/info", "/", "/app.js"):
+            status, r = c.call("GET", path)
+            assert status == 401 and "token" in r["error"], (path, r)
+        assert Client(c.base, token="s3cret").call("GET", "/api/info")[0] == 200
+        assert c.call("GET", "/api/info?token=s3cret")[0] == 200
+        # the page opened with its token sets a cookie, which its own requests then carry
+        with urllib.request.urlopen(c.base + "/?token=s3cret", timeout=60) as r:
+            cookie = r.headers["Set-Cookie"].split(";")[0]
+        req = urllib.request.Request(c.base + "/app.js", headers={"Cookie": cookie})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 200
     finally:
-        server.shutdown()
-        server.server_close()
+        assert _stop(proc) == 130
+
+
+def test_two_clients_at_once_and_the_cache_bound(vit_t_bundle):
+    """Two clients upload and click at the same time and both are answered; with --max-images 1 the
+    least recently used image is dropped (404 naming the bound), the other still answers."""
+    proc, c = _launch(vit_t_bundle, "--max-images", "1")
+    try:
+        results = {}
+
+        def client(name, path):
+            status, up = c.call("POST", "/api/images", raw=path.read_bytes())
+            results[name] = (status, up, c.call("POST", f"/api/images/{up['id']}/predict", {"points": [[50, 60, 1]]}))
+
+        threads = [threading.Thread(target=client, args=(n, REPO / "assets" / n)) for n in ("portrait.png", "panorama.png")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+        assert all(r[0] == 200 and r[2][0] == 200 for r in results.values()), results
+        codes = sorted(c.call("POST", f"/api/images/{r[1]['id']}/predict", {"points": [[50, 60, 1]]})[0]
+                       for r in results.values())
+        assert codes == [200, 404]
+    finally:
+        assert _stop(proc) == 130
+
+
+def test_upload_too_large_is_413(served):
+    _, c = served
+    host, port = c.base.split("//")[1].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.putrequest("POST", "/api/images")
+    conn.putheader("Content-Length", str(10 ** 9))
+    conn.endheaders()
+    r = conn.getresponse()
+    body = json.loads(r.read())
+    assert r.status == 413 and "at most" in body["error"] and "\n" not in body["error"]
+    conn.close()
+    assert c.call("GET", "/api/info")[0] == 200  # and the server goes on
 
 
 def test_sam2_bundle_is_served_the_same_way(tmp_path_factory):
@@ -168,7 +231,7 @@ def test_sam2_bundle_is_served_the_same_way(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("bundles") / "sam2_tiny"
     convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",)), log=lambda m: None)
-    server, c = _start(out)
+    proc, c = _launch(out)
     try:
         assert c.call("GET", "/api/info")[1]["family"] == "sam2"
         _, up = c.call("POST", "/api/images", raw=LANDSCAPE.read_bytes())
@@ -181,8 +244,7 @@ def test_sam2_bundle_is_served_the_same_way(tmp_path_factory):
         assert status == 200 and np.array_equal(rle_to_mask(r["masks"][0]), want[0])
         assert np.allclose(r["scores"], scores, atol=1e-6)
     finally:
-        server.shutdown()
-        server.server_close()
+        assert _stop(proc) == 130
 
 
 def test_cli_prints_the_url_and_warns_off_loopback(vit_t_bundle):
@@ -195,11 +257,12 @@ def test_cli_prints_the_url_and_warns_off_loopback(vit_t_bundle):
         port = int(first.strip().rstrip("/").rsplit(":", 1)[1])
         assert Client(f"http://127.0.0.1:{port}").call("GET", "/api/info")[0] == 200
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-    bad = subprocess.run([sys.executable, "-m", "edgesam.cli", "serve", "/no/such/bundle"], capture_output=True,
-                         text=True, timeout=120)
-    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+        assert _stop(proc) == 130
+    for args in (["/no/such/bundle"], [str(vit_t_bundle), "--max-images", "0"], [str(vit_t_bundle), "--port", "70000"]):
+        bad = subprocess.run([sys.executable, "-m", "edgesam.cli", "serve", *args], capture_output=True,
+                             text=True, timeout=120)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr, \
+            (args, bad.stderr)
 
 
 # --- the page, in a real browser --------------------------------------------------------------
@@ -230,34 +293,53 @@ def _wait(browser, script, timeout=240):
     raise AssertionError(f"timed out waiting for {script}: error shown: {shown}")
 
 
-def test_page_shows_the_mask_of_a_click(served):
-    """The page loads from the server (no other host), a sample image is opened, a click draws a mask
-    over the clicked object with its score and the decode time, and Everything draws masks."""
+DRAWN_MASK = """
+// the pixels the page tinted: its canvas against the image drawn alone, as row-major 0/1
+const c = document.getElementById("canvas"), st = window.edgesam;
+const off = document.createElement("canvas");
+off.width = c.width; off.height = c.height;
+const o = off.getContext("2d");
+o.drawImage(st.image.bitmap, 0, 0);
+const a = c.getContext("2d").getImageData(0, 0, c.width, c.height).data, b = o.getImageData(0, 0, c.width, c.height).data;
+const out = new Array(c.width * c.height);
+for (let i = 0; i < out.length; i++) out[i] = (a[4 * i] !== b[4 * i] || a[4 * i + 1] !== b[4 * i + 1] || a[4 * i + 2] !== b[4 * i + 2]) ? 1 : 0;
+return out;
+"""
+
+
+def test_page_shows_the_mask_of_a_click(served, tmp_path):
+    """The page loads from the server (no other host), a sample image is opened, a click on an object
+    draws the mask the API gives for that click (read back from the canvas), with its score and decode
+    time; Everything runs; a screenshot is saved."""
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    server, c = served
+    _, c = served
     browser = _chrome()
     try:
         browser.get(c.base + "/")
         _wait(browser, "return document.body.dataset.ready")
         assert "vit_t" in browser.find_element(By.ID, "info").text
         browser.find_element(By.XPATH, "//div[@id='samples']/button[text()='landscape.png']").click()
-        _wait(browser, "return document.body.dataset.imageId")
+        iid = _wait(browser, "return document.body.dataset.imageId")
         canvas = browser.find_element(By.ID, "canvas")
-        pixel = "return Array.from(arguments[0].getContext('2d').getImageData(arguments[1], arguments[2], 1, 1).data)"
-        # inside the clicked ellipse, clear of the point's dot (radius 5); and the sky, far from it
-        before = [browser.execute_script(pixel, canvas, x, y) for x, y in ((351, 309), (100, 50))]
-        # the canvas is shown at its own size here (640 px wide): offsets are image pixels from its centre
         w, h = canvas.size["width"], canvas.size["height"]
-        ActionChains(browser).move_to_element_with_offset(canvas, int(336 * w / 640 - w / 2),
-                                                          int(309 * h / 427 - h / 2)).click().perform()
+        x, y = 336, 309  # on an object of the sample (the demo's click)
+        ActionChains(browser).move_to_element_with_offset(canvas, int(x * w / 640 - w / 2),
+                                                          int(y * h / 427 - h / 2)).click().perform()
         _wait(browser, "return document.body.dataset.predictions === '1'")
-        after = [browser.execute_script(pixel, canvas, x, y) for x, y in ((351, 309), (100, 50))]
-        assert after[0] != before[0] and after[1] == before[1]  # the mask is painted on the object, not the sky
+        assert browser.find_element(By.ID, "error").text == ""
         assert float(browser.find_element(By.ID, "score").text) > 0
         assert float(browser.find_element(By.ID, "decode-ms").text) > 0
-        assert browser.find_element(By.ID, "error").text == ""
+        browser.save_screenshot(str(tmp_path / "serve.png"))
+        drawn = np.array(browser.execute_script(DRAWN_MASK), bool).reshape(427, 640)
+        # the API's answer to the same click on the same image: the mask the page chose (highest score)
+        status, r = c.call("POST", f"/api/images/{iid}/predict", {"points": [[x, y, 1]], "multimask": True})
+        want = rle_to_mask(r["masks"][int(np.argmax(r["scores"]))])
+        yy, xx = np.mgrid[:427, :640]
+        away = (xx - x) ** 2 + (yy - y) ** 2 > 8 ** 2  # the point's dot is drawn there too
+        assert status == 200 and want.sum() > 100
+        assert np.array_equal(drawn[away], want[away]), (int((drawn ^ want)[away].sum()), int(want.sum()))
         browser.execute_script("document.getElementById('pps').value = 4")
         browser.find_element(By.ID, "everything").click()
         _wait(browser, "return document.body.dataset.everything !== undefined")

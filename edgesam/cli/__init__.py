@@ -256,15 +256,17 @@ def cmd_bench(a: argparse.Namespace) -> int:
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
-    from edgesam.serve import LOOPBACK, ServeOptions, make_server
+    from edgesam.serve import LOOPBACK, TOKEN_ENV, ServeOptions, make_server
 
-    server = make_server(ServeOptions(bundle=a.bundle, host=a.host, port=a.port, run=run_options(a), token=a.token))
+    token = a.token or os.environ.get(TOKEN_ENV) or None
+    server = make_server(ServeOptions(bundle=a.bundle, host=a.host, port=a.port, run=run_options(a), token=token,
+                                      max_images=a.max_images))
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"edgesam serve: http://{shown}:{port}/" + (f"?token={a.token}" if a.token else ""), flush=True)
+    print(f"edgesam serve: http://{shown}:{port}/" + (f"?token={token}" if token else ""), flush=True)
     if a.host not in LOOPBACK:
         print(f"note: listening on {a.host}: the page and its API are reachable from the network"
-              + ("" if a.token else " (no --token: anyone who reaches it can use it)"), flush=True)
+              + ("" if token else " (no --token: anyone who reaches it can use it)"), flush=True)
     try:
         server.serve_forever()
     finally:
@@ -501,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("bundle", help="the bundle folder")
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every network interface)")
     sv.add_argument("--port", type=int, default=8000, help="port (0: any free one)")
-    sv.add_argument("--token", help="every API call must carry it (Authorization: Bearer TOKEN)")
+    sv.add_argument("--token", help="the page and every API call need it (default: $EDGESAM_SERVE_TOKEN, else none)")
+    sv.add_argument("--max-images", type=int, default=8,
+                    help="embedded images kept; the least recently used is dropped")
     add_run_arguments(sv)
     sv.set_defaults(func=cmd_serve)
 

@@ -2,8 +2,9 @@
 
 The server is the standard library's ``ThreadingHTTPServer``; the page is static files inside the
 package (no CDN, no build step: the device may be offline). One predictor is opened at start; each
-uploaded image is embedded once and its embedding kept (the last ``MAX_IMAGES``), so a click costs
-one decoder run. The API (JSON; coordinates in original-image pixels; masks as COCO RLE):
+uploaded image is decoded in memory (never written to disk), embedded once and its embedding kept
+(the ``max_images`` most recently used), so a click costs one decoder run. The API (JSON;
+coordinates in original-image pixels; masks as COCO RLE):
 
 - ``GET /api/info``: model, family, backend, precision, threads, version;
 - ``GET /api/samples``: the sample images' names; ``GET /api/samples/NAME``: one, as PNG;
@@ -17,7 +18,8 @@ one decoder run. The API (JSON; coordinates in original-image pixels; masks as C
   records ``edgesam everything`` writes; ``GET /api/images/ID/progress`` while it runs;
 - errors: a 4xx status with ``{"error": "one line"}``.
 
-With ``token`` set, every ``/api`` call needs ``Authorization: Bearer TOKEN`` (or ``?token=``).
+With ``token`` set (``--token`` or ``EDGESAM_SERVE_TOKEN``), the page and every API call need it:
+``Authorization: Bearer TOKEN``, ``?token=TOKEN``, or the cookie the page gets when opened with it.
 """
 from __future__ import annotations
 
@@ -40,8 +42,10 @@ from edgesam.errors import EdgesamError, InputError
 from edgesam.runtime.options import RunOptions
 
 STATIC = Path(__file__).with_name("static")
-MAX_IMAGES = 8  # embeddings kept; the oldest is dropped
+MAX_IMAGES = 8  # embeddings kept by default; the least recently used is dropped
 MAX_BODY = 64 * 2**20  # bytes of an upload
+TOKEN_ENV = "EDGESAM_SERVE_TOKEN"
+COOKIE = "edgesam_token"
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                  ".css": "text/css; charset=utf-8", ".png": "image/png"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -54,6 +58,13 @@ class ServeOptions:
     port: int = 8000
     run: RunOptions = field(default_factory=RunOptions)
     token: Optional[str] = None
+    max_images: int = MAX_IMAGES
+
+    def __post_init__(self) -> None:
+        if self.max_images < 1:
+            raise InputError(f"--max-images must be >= 1, not {self.max_images}")
+        if not 0 <= self.port < 65536:
+            raise InputError(f"--port must be between 0 and 65535, not {self.port}")
 
 
 class HTTPError(Exception):
@@ -68,8 +79,8 @@ class Images:
 
     STATE = ("_encoded", "features", "input_size", "original_size", "is_image_set")
 
-    def __init__(self, predictor) -> None:
-        self.predictor = predictor
+    def __init__(self, predictor, capacity: int = MAX_IMAGES) -> None:
+        self.predictor, self.capacity = predictor, capacity
         self.items: "OrderedDict[str, dict]" = OrderedDict()
         self.lock = threading.Lock()  # one predictor: one request at a time uses it
         self.progress: dict[str, dict] = {}
@@ -82,7 +93,7 @@ class Images:
             iid = secrets.token_hex(8)
             self.items[iid] = {"state": {k: getattr(self.predictor, k) for k in self.STATE}, "image": image,
                                "previous": None}
-            while len(self.items) > MAX_IMAGES:
+            while len(self.items) > self.capacity:
                 self.items.popitem(last=False)
         h, w = image.shape[:2]
         return {"id": iid, "width": int(w), "height": int(h), "embed_ms": round(ms, 1)}
@@ -90,7 +101,9 @@ class Images:
     def get(self, iid: str) -> dict:
         item = self.items.get(iid)
         if item is None:
-            raise HTTPError(404, f"no image {iid!r} (upload it again: the server keeps the last {MAX_IMAGES})")
+            raise HTTPError(404, f"no image {iid!r} (upload it again: the server keeps the {self.capacity} "
+                                 "most recently used)")
+        self.items.move_to_end(iid)  # least recently used goes first
         return item
 
     def use(self, item: dict) -> None:
@@ -150,7 +163,7 @@ class App:
         self.opts = opts
         self.bundle = load_bundle(opts.bundle, verify=False)
         self.predictor = opts.run.predictor(self.bundle)
-        self.images = Images(self.predictor)
+        self.images = Images(self.predictor, opts.max_images)
 
     def info(self) -> dict:
         spec = self.bundle.spec
@@ -159,15 +172,11 @@ class App:
                 "threads": self.predictor.threads, "untrained": self.bundle.untrained, "version": __version__}
 
     def upload(self, data: bytes) -> dict:
-        from edgesam.runtime.imageio import read_image
+        from edgesam.runtime.imageio import decode_image
 
         if not data:
             raise HTTPError(400, "the body must hold the image file's bytes (JPEG, PNG or BMP)")
-        with tempfile.TemporaryDirectory() as d:  # MNN.cv decodes files: the bytes go to a private one
-            path = Path(d) / "upload"
-            path.write_bytes(data)
-            image = read_image(path)
-        return self.images.add(image)
+        return self.images.add(decode_image(data, "the uploaded image"))
 
     def predict(self, iid: str, body: Any) -> dict:
         item = self.images.get(iid)
@@ -235,9 +244,12 @@ def _handler(app: App):
             token = app.opts.token
             if not token:
                 return True
-            given = self.headers.get("Authorization", "")
-            return secrets.compare_digest(given, f"Bearer {token}") or \
-                secrets.compare_digest((query.get("token") or [""])[0], token)
+            from http.cookies import SimpleCookie
+
+            cookie = SimpleCookie(self.headers.get("Cookie", "")).get(COOKIE)
+            given = (self.headers.get("Authorization", ""), f"Bearer {(query.get('token') or [''])[0]}",
+                     f"Bearer {cookie.value if cookie else ''}")
+            return any(secrets.compare_digest(g, f"Bearer {token}") for g in given)
 
         def _body(self) -> bytes:
             n = int(self.headers.get("Content-Length") or 0)
@@ -249,12 +261,13 @@ def _handler(app: App):
             url = urlparse(self.path)
             parts = [p for p in url.path.split("/") if p]
             try:
+                if not self._authorised(parse_qs(url.query)):
+                    raise HTTPError(401, "this server needs its token: open the page as /?token=TOKEN, "
+                                         "or send Authorization: Bearer TOKEN")
                 if parts[:1] != ["api"]:
                     if method != "GET":
                         raise HTTPError(405, "only GET serves the page")
                     return self._static(url.path)
-                if not self._authorised(parse_qs(url.query)):
-                    raise HTTPError(401, "this server needs its token: Authorization: Bearer TOKEN")
                 out = self._api(method, parts[1:])
                 if isinstance(out, bytes):  # a sample image
                     self._send(200, out, "image/png")
@@ -307,7 +320,14 @@ def _handler(app: App):
             target = (STATIC / name).resolve()
             if STATIC.resolve() not in target.parents or not target.is_file():
                 raise HTTPError(404, f"no page {path}")
-            self._send(200, target.read_bytes(), CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
+            body = target.read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPES.get(target.suffix, "application/octet-stream"))
+            self.send_header("Content-Length", str(len(body)))
+            if app.opts.token:  # the page's own requests (its script, styles, API calls) carry the token
+                self.send_header("Set-Cookie", f"{COOKIE}={app.opts.token}; Path=/; HttpOnly; SameSite=Strict")
+            self.end_headers()
+            self.wfile.write(body)
 
         def do_GET(self) -> None:  # noqa: N802 (the standard library's name)
             self._route("GET")

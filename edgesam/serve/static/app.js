@@ -8,7 +8,7 @@ const token = new URLSearchParams(location.search).get("token");
 const COLORS = [[30, 144, 255], [255, 99, 71], [50, 205, 50], [255, 215, 0], [186, 85, 211], [0, 206, 209],
                 [255, 140, 0], [199, 21, 133]];
 
-const state = {
+const state = window.edgesam = {  // also what a test (or a curious user) can read from the console
   image: null,        // {id, width, height, bitmap, name}
   objects: [],        // {color, points: [[x, y, label]], box, masks, scores, chosen, history: []}
   current: -1,
