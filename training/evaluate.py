@@ -46,7 +46,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("checkpoint", type=Path)
     ap.add_argument("--card", type=Path, help="write the card data (JSON) here")
-    ap.add_argument("--scenes", type=int, default=40)
+    ap.add_argument("--scenes", type=int, default=42, help="held-out scenes (42: at least 300 objects)")
     ap.add_argument("--extra", type=Path, help="JSON merged into the card (training details, AMG recall)")
     a = ap.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -66,7 +66,8 @@ def main(argv=None):
         "bytes": a.checkpoint.stat().st_size,
         "heldout": {"seeds": [seeds[0], seeds[-1]], "scenes": len(seeds), "objects": res["objects"],
                     "max_objects_per_scene": MAX_OBJECTS, "predictor": "mobile_sam.SamPredictor (torch)",
-                    **{k: round(v, 4) for k, v in res.items() if k.startswith("miou")}},
+                    **{k: round(v, 4) for k, v in res.items() if k.startswith("miou")},
+                    "iou_head_abs_err": round(res["iou_head_abs_err"], 4)},
         "random_model": {"model": 'random_model("vit_t", 0)',
                          **{k: round(v, 4) for k, v in rnd.items() if k.startswith("miou")}},
         "ci_subset": {"seeds": list(seeds[:CI_SEEDS]), "max_objects": MAX_OBJECTS, "objects": n_ci,
