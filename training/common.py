@@ -15,7 +15,6 @@ from edgesam.synthetic.scenes import make_scene
 
 ENCODER_SEED = 0          # the frozen TinyViT trunk is torch's default init under this seed
 TRAIN_SEEDS = range(0, 100_000)
-from edgesam.synthetic.quality import HELDOUT_SEEDS  # noqa: E402,F401  (never used for training)
 TRUNK_INITS = ("default", "damped", "conditioned")
 CACHE = Path(os.environ.get("EDGESAM_TRAIN_CACHE", Path.home() / ".cache" / "edgesam-train"))
 
