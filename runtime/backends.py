@@ -13,7 +13,9 @@ import numpy as np
 
 from edgesam.errors import BackendError, InputError
 
-MNN_PRECISIONS = ("high", "normal", "low")  # runtime arithmetic; "low" = fp16 on ARMv8.2+
+# The arithmetic a backend computes in ("runtime precision"), apart from the precision the model
+# files store their weights in (edgesam.manifest.PRECISIONS: fp32, fp16, int8). "low" = fp16 on ARMv8.2+.
+ARITHMETIC_PRECISIONS = ("high", "normal", "low")
 _MNN_PRECISION_CODE = {"normal": 0, "high": 1, "low": 2}
 # MNN's memory modes (integer codes; the string forms are silently ignored). "low" makes the CPU
 # backend keep int8 weights as int8 and quantise each layer's input on the fly (int8 arithmetic);
@@ -72,12 +74,13 @@ class MNNBackend:
 
     name = "mnn"
 
-    def __init__(self, path: Path, inputs: Sequence[str], outputs: Sequence[str], precision: str = "normal",
+    def __init__(self, path: Path, inputs: Sequence[str], outputs: Sequence[str], arithmetic: str = "normal",
                  threads: int | None = None, device: str = "CPU", memory: str = "normal") -> None:
         from edgesam.runtime._mnn import import_mnn
 
-        if precision not in MNN_PRECISIONS:
-            raise InputError(f"MNN runtime precision must be one of {', '.join(MNN_PRECISIONS)}, not {precision!r}")
+        if arithmetic not in ARITHMETIC_PRECISIONS:
+            raise InputError(f"MNN runtime precision must be one of {', '.join(ARITHMETIC_PRECISIONS)}, "
+                             f"not {arithmetic!r}")
         if memory not in MNN_MEMORY_MODES:
             raise InputError(f"MNN memory mode must be one of {', '.join(MNN_MEMORY_MODES)}, not {memory!r}")
         threads = resolve_threads(threads)
@@ -88,7 +91,7 @@ class MNNBackend:
         # Module options were measured on the vit_t encoder (README, "MNN settings"): shape_mutable
         # and rearrange changed nothing beyond noise, and shape_mutable=False with rearrange=False
         # gave different numbers (cosine 0.99946 against fp32), so they stay as they are.
-        config = {"backend": device, "precision": _MNN_PRECISION_CODE[precision], "numThread": threads,
+        config = {"backend": device, "precision": _MNN_PRECISION_CODE[arithmetic], "numThread": threads,
                   "memory": _MNN_MEMORY_CODE[memory]}
         rt = self.MNN.nn.create_runtime_manager((config,))
         try:
@@ -235,7 +238,7 @@ class ModelRequest:
     inputs: list  # the input names to feed (a subgraph's, e.g. a full decoder without orig_im_size)
     outputs: list  # the output names wanted (a subgraph's outputs skip the rest of the graph)
     threads: int | None
-    runtime_precision: str  # "high", "normal" or "low" (backends.MNN_PRECISIONS)
+    runtime_precision: str  # "high", "normal" or "low" (backends.ARITHMETIC_PRECISIONS)
     memory: str  # MNN memory mode (mnn_memory_mode); "normal" for other backends
 
 

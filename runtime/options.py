@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Optional, Sequence
 
 from edgesam.errors import InputError
-from edgesam.runtime.backends import BACKENDS, INT8_COMPUTE, MNN_PRECISIONS, resolve_threads
+from edgesam.runtime.backends import BACKENDS, INT8_COMPUTE, ARITHMETIC_PRECISIONS, resolve_threads
 from edgesam.runtime.preprocess import INTERPOLATIONS
 
 
@@ -46,9 +46,9 @@ class RunOptions:
     def __post_init__(self) -> None:
         check_choice("backend", self.backend, BACKENDS)
         resolve_threads(self.threads)
-        check_choice("runtime precision", self.runtime_precision, MNN_PRECISIONS)
+        check_choice("runtime precision", self.runtime_precision, ARITHMETIC_PRECISIONS)
         if self.decoder_runtime_precision is not None:
-            check_choice("decoder runtime precision", self.decoder_runtime_precision, MNN_PRECISIONS)
+            check_choice("decoder runtime precision", self.decoder_runtime_precision, ARITHMETIC_PRECISIONS)
         check_choice("interpolation", self.interpolation, INTERPOLATIONS)
         check_choice("int8 compute", self.int8_compute, INT8_COMPUTE)
         if self.backend == "ort" and self.precision != "fp32":

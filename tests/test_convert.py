@@ -71,7 +71,7 @@ def test_files_match_torch(vit_t_bundle, vit_t_model, precision):
     x, _ = preprocess(make_scene(5, (900, 500), style="sky").image, SAM_PREPROCESS)
     with torch.no_grad():
         want = vit_t_model.image_encoder(torch.from_numpy(x)).numpy()
-    got = MNNBackend(vit_t_bundle / f"encoder.{precision}.mnn", ["image"], ["image_embeddings"], precision="high",
+    got = MNNBackend(vit_t_bundle / f"encoder.{precision}.mnn", ["image"], ["image_embeddings"], arithmetic="high",
                      threads=2).run({"image": x})["image_embeddings"]
     tol = TOLERANCES[precision]
     cos = float((got * want).sum() / np.sqrt((got * got).sum() * (want * want).sum()))

@@ -286,16 +286,16 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """--backend, --precision, --runtime-precision, --decoder-runtime-precision, --threads and
     --int8-compute, defaulting to RunOptions' defaults (read by run_options), in their own group."""
-    from edgesam.runtime.backends import BACKEND_TABLE, INT8_COMPUTE, MNN_PRECISIONS
+    from edgesam.runtime.backends import BACKEND_TABLE, INT8_COMPUTE, ARITHMETIC_PRECISIONS
     from edgesam.runtime.options import RunOptions
 
     run = _defaults(RunOptions)
     p = parser.add_argument_group("how the bundle runs")
     p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_TABLE), help="runtime for both models")
     p.add_argument("--precision", default=run["precision"], help="model precision in the bundle: fp32, fp16, int8")
-    p.add_argument("--runtime-precision", default=run["runtime_precision"], choices=list(MNN_PRECISIONS),
+    p.add_argument("--runtime-precision", default=run["runtime_precision"], choices=list(ARITHMETIC_PRECISIONS),
                    help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
-    p.add_argument("--decoder-runtime-precision", choices=list(MNN_PRECISIONS),
+    p.add_argument("--decoder-runtime-precision", choices=list(ARITHMETIC_PRECISIONS),
                    default=run["decoder_runtime_precision"],
                    help="the decoder's, if different (e.g. low encoder, high decoder)")
     p.add_argument("--threads", type=int, default=run["threads"], help="CPU threads (default: every core)")

@@ -48,7 +48,7 @@ class BenchOptions:
     def validate(self) -> None:
         if self.runs < 1 or self.warmup < 0 or self.batch < 1:
             raise InputError("--runs and --batch must be >= 1 and --warmup >= 0")
-        from edgesam.runtime.backends import BACKENDS, INT8_COMPUTE, MNN_PRECISIONS, require_tensorrt, resolve_threads
+        from edgesam.runtime.backends import BACKENDS, INT8_COMPUTE, ARITHMETIC_PRECISIONS, require_tensorrt, resolve_threads
         from edgesam.runtime.options import check_choice
 
         for flag, values in (("--backend", self.backends), ("--precision", self.precisions),
@@ -58,7 +58,7 @@ class BenchOptions:
         for b in self.backends:
             check_choice("backend", b, BACKENDS)
         for rp in self.runtime_precisions:
-            check_choice("runtime precision", rp, MNN_PRECISIONS)
+            check_choice("runtime precision", rp, ARITHMETIC_PRECISIONS)
         for mode in self.int8_compute:
             check_choice("int8 compute", mode, INT8_COMPUTE)
         for t in self.threads or ():

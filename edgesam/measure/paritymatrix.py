@@ -20,7 +20,7 @@ from edgesam.errors import BackendError, InputError
 from edgesam.measure import parity_engine as engine
 from edgesam.measure.parity_engine import Contract, Runner
 from edgesam.measure.parity import tolerance_key
-from edgesam.runtime.backends import MNN_PRECISIONS
+from edgesam.runtime.backends import ARITHMETIC_PRECISIONS
 from edgesam.synthetic.scenes import make_scene
 
 SYNTHETIC_SIZES = ((683, 1024), (1024, 600), (300, 1000))  # landscape, portrait, panorama
@@ -33,7 +33,7 @@ class ParityOptions:
     images: tuple[str, ...] = ()  # files or folders; empty = three synthetic scenes
     reference: str = "onnx"  # "onnx" (ONNX Runtime fp32) or "torch" (needs the convert extra)
     checkpoint: Optional[str] = None  # for --reference torch on a checkpoint-made bundle
-    runtime_precisions: tuple[str, ...] = MNN_PRECISIONS
+    runtime_precisions: tuple[str, ...] = ARITHMETIC_PRECISIONS
     # The one run setting shared with RunOptions. Not a RunOptions: the matrix runs every format and
     # precision in the bundle itself, so a backend, precision or int8 compute given here would do nothing.
     threads: Optional[int] = None  # None: every core
@@ -120,8 +120,8 @@ def parity_matrix(opts: ParityOptions, log: Callable[[str], None] = lambda m: pr
     """The parity matrix as a report: {"reference", "images", "cells": [...], "ok", "failures"}.
     ``torch_reference``: what builds the reference for ``opts.reference == "torch"``."""
     for rp in opts.runtime_precisions:
-        if rp not in MNN_PRECISIONS:
-            raise InputError(f"runtime precision must be one of {', '.join(MNN_PRECISIONS)}, not {rp!r}")
+        if rp not in ARITHMETIC_PRECISIONS:
+            raise InputError(f"runtime precision must be one of {', '.join(ARITHMETIC_PRECISIONS)}, not {rp!r}")
     bundle = load_bundle(opts.bundle, verify=True)
     images = _collect_images(opts.images)
     reference = _reference(bundle, opts, torch_reference)
