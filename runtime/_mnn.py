@@ -1,9 +1,14 @@
-"""Importing MNN quietly, and what it says about the CPU.
+"""Importing MNN, quietly when the program asks, and what it says about the CPU.
 
 ``import MNN`` prints "The device supports: i8sdot:0, fp16:0, ..." on file
-descriptor 1 from C code (libMNN, while the extension module is loaded). That
-would corrupt ``--json -`` output, so the import runs with fd 1 pointed at a
-temporary file, and the line is kept as the machine's feature report.
+descriptor 1 from C code (libMNN, while the extension module is loaded; MNN has
+no switch for it). A library does not redirect its caller's descriptors: by
+default MNN is imported as it is, and that line goes where MNN sends it. A
+program that owns its stdout and needs it clean (the ``edgesam`` CLI, whose
+``--json -`` writes there, and the ARM lane's checks) sets ``QUIET = True``
+before the first import: then the import runs with fd 1 pointed at a temporary
+file, and the line is kept as the machine's feature report. Without it,
+``cpu_features`` asks a child interpreter for the line.
 
 Why this module, unlike the rest of the library, touches a process-wide
 resource: the line is written by C code straight to descriptor 1, below
@@ -35,7 +40,9 @@ from types import ModuleType
 
 from edgesam.errors import BackendError
 
+QUIET = False  # set by a program that needs its stdout clean (the CLI), before MNN is first imported
 _features: dict[str, int] = {}
+_probed = False
 
 
 def _flush_c_stdio() -> None:
@@ -75,19 +82,33 @@ def _import_capturing_fd1() -> str:
         os.close(saved)
 
 
+def _parse(text: str) -> None:
+    global _probed
+    for key, val in re.findall(r"(\w+):\s*(\d+)", text[text.find("The device supports"):]):
+        _features[key] = int(val)
+    _probed = "The device supports" in text
+
+
 def import_mnn() -> ModuleType:
     if "MNN" in sys.modules:
         return sys.modules["MNN"]
     try:
-        text = _import_capturing_fd1()
+        if QUIET:
+            _parse(_import_capturing_fd1())
+        else:
+            import MNN  # noqa: F401
     except ImportError as e:
         raise BackendError(f"MNN is not installed ({e}); pip install MNN") from None
-    for key, val in re.findall(r"(\w+):\s*(\d+)", text):
-        _features[key] = int(val)
     return sys.modules["MNN"]
 
 
 def cpu_features() -> dict[str, int]:
-    """MNN's own report of CPU features (i8sdot, fp16, i8mm, sve2, sme2): 1 = supported."""
+    """MNN's own report of CPU features (i8sdot, fp16, i8mm, sve2, sme2): 1 = supported. From the
+    line captured at a quiet import, else from a child interpreter's import (once per process)."""
     import_mnn()
+    if not _probed:
+        import subprocess
+
+        p = subprocess.run([sys.executable, "-c", "import MNN"], capture_output=True, text=True, timeout=120)
+        _parse(p.stdout)
     return dict(_features)

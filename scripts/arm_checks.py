@@ -532,6 +532,9 @@ def report(a) -> int:
 
 
 def main(argv=None) -> int:
+    from edgesam.runtime import _mnn
+
+    _mnn.QUIET = True  # the checks print JSON on stdout, and read MNN's CPU report from its import line
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
     for name, fn, args in (("convert-tiny", convert_tiny, ["out"]), ("convert-demo", convert_demo, ["out"]), ("reference", reference, ["bundle", "image", "x86"]),

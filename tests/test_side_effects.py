@@ -137,14 +137,33 @@ def test_core_exceptions_and_false_are_reported(tmp_path):
     assert mnn._run_quiet(["mnnconvert", "no"], cwd=tmp_path)[0] == "converter core returned False"
 
 
-def test_mnn_import_banner_stays_off_stdout():
+FEATURES = sorted(["fp16", "i8mm", "i8sdot", "sme2", "sve2"])
+
+
+def test_mnn_import_banner_stays_off_stdout_when_the_program_asks():
+    """The CLI's way (QUIET): MNN's import line is captured, off stdout, fd 1 unchanged after."""
     code = ("import os; a = os.fstat(1)\n"
-            "from edgesam.runtime._mnn import import_mnn, cpu_features\n"
-            "import_mnn(); b = os.fstat(1)\n"
-            "print(sorted(cpu_features()), (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev))\n")
+            "from edgesam.runtime import _mnn\n"
+            "_mnn.QUIET = True\n"
+            "_mnn.import_mnn(); b = os.fstat(1)\n"
+            "print(sorted(_mnn.cpu_features()), (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev))\n")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-2000:]
-    assert p.stdout.splitlines() == [f"{sorted(['fp16', 'i8mm', 'i8sdot', 'sme2', 'sve2'])} True"], p.stdout
+    assert p.stdout.splitlines() == [f"{FEATURES} True"], p.stdout
+
+
+def test_library_import_leaves_the_callers_descriptors_alone():
+    """A library caller's process: MNN is imported as it is (its line goes where MNN sends it), fd 1 is
+    never redirected, and the CPU report still comes (from a child interpreter)."""
+    code = ("import os, edgesam.runtime._mnn as m\n"
+            "real = os.dup2\n"
+            "os.dup2 = lambda *a: (_ for _ in ()).throw(AssertionError('fd redirected'))\n"
+            "m.import_mnn()\n"
+            "os.dup2 = real\n"
+            "print('features', sorted(m.cpu_features()))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"features {FEATURES}" in p.stdout.splitlines() and "The device supports" in p.stdout, p.stdout
 
 
 # --- destinations that cannot be written: exit 2, one line naming the path, nothing written ---------

@@ -531,6 +531,9 @@ def _on_sigterm(signum, frame):  # turn SIGTERM into KeyboardInterrupt so cleanu
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    from edgesam.runtime import _mnn
+
+    _mnn.QUIET = True  # this program owns stdout (--json -): MNN's import banner is kept off it
     if list(sys.argv[1:] if argv is None else argv) == ["--version"]:
         # answered before the parser is built: its defaults come from dataclasses that import numpy
         print(f"edgesam {__version__}")
