@@ -84,24 +84,40 @@ def test_one_point_miou_holds_on_mnn(vit_t_bundle):
     assert res["miou_point"] > CARD["random_model"]["miou_point"] + 0.2
 
 
-def test_trunk_is_trained():
-    """The TinyViT trunk was trained end to end (training/train_full.py), not left at its seeded init:
-    nearly every trunk tensor moved well beyond fp16 rounding from the init it started from, and its
-    BatchNorms carry measured running statistics (torch's init leaves them at 0 and 1)."""
+def test_trunk_is_the_recorded_seeded_init():
+    """The frozen TinyViT trunk in the checkpoint is the one training/common.py builds for the
+    card's trunk_init (base_model: torch's default init under ENCODER_SEED, then that init's
+    conditioning), fp16-rounded, so the card's training command starts from exactly this encoder."""
     import sys
 
     import torch
 
     sys.path.insert(0, str(REPO))
-    from training.common import base_model
+    from training.common import TRUNK_INITS, base_model
 
-    assert CARD["trunk"] == "trained"
     sd = torch.load(CKPT, weights_only=True)
-    init = base_model("default").state_dict()
-    weights = [k for k in sd if k.startswith(("image_encoder.patch_embed.", "image_encoder.layers."))
-               and k.endswith(".weight") and sd[k].dim() > 1]
-    assert len(weights) > 50
-    moved = [k for k in weights if (sd[k].float() - init[k].float()).abs().mean() > 1e-3 * init[k].float().abs().mean()]
-    assert len(moved) >= 0.9 * len(weights), (len(moved), len(weights))
-    var = [sd[k].float() for k in sd if k.startswith("image_encoder.") and k.endswith("running_var")]
-    assert var and all(not torch.allclose(v, torch.ones_like(v)) for v in var)
+    assert CARD["trunk_init"] in TRUNK_INITS
+    built = base_model(CARD["trunk_init"]).state_dict()
+    trunk = [k for k in sd if k.startswith(("image_encoder.patch_embed.", "image_encoder.layers."))]
+    assert len(trunk) > 200
+    # torch's init rounds a few float32 values differently from one CPU to another (on an AVX-512
+    # EPYC, 5 of the trunk's 5.6 M values landed one fp16 step away from the checkpoint's, which was
+    # written on another machine). So: every value within one fp16 step, nearly all of them equal.
+    moved = total = 0
+    for k in trunk:
+        if sd[k].is_floating_point():
+            want = built[k].half()
+            step = torch.from_numpy(np.spacing(np.abs(want.numpy())))
+            diff = (sd[k].float() - want.float()).abs()
+            assert (diff <= step.float()).all(), (k, float(diff.max()))
+            moved += int((diff > 0).sum())
+            total += diff.numel()
+        else:
+            assert torch.equal(sd[k], built[k]), k
+    assert moved <= 1e-5 * total, (moved, total)
+    # and the other inits really differ from it (in the local convs or the patch embedding's biases)
+    telling = ("image_encoder.layers.1.blocks.0.local_conv.c.weight", "image_encoder.patch_embed.seq.0.bn.bias")
+    for other in TRUNK_INITS:
+        if other != CARD["trunk_init"]:
+            o = base_model(other).state_dict()
+            assert any(not torch.equal(o[k], built[k]) for k in telling), other
