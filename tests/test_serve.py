@@ -333,7 +333,10 @@ def test_page_shows_the_mask_of_a_click(served, tmp_path):
         assert float(browser.find_element(By.ID, "decode-ms").text) > 0
         browser.save_screenshot(str(tmp_path / "serve.png"))
         drawn = np.array(browser.execute_script(DRAWN_MASK), bool).reshape(427, 640)
-        # the API's answer to the same click on the same image: the mask the page chose (highest score)
+        # the API's answer to the same click on the same image (the point where the click landed, as the
+        # page recorded it): the mask the page chose, the highest score
+        x, y, label = browser.execute_script("return window.edgesam.objects[0].points[0]")
+        assert label == 1 and abs(x - 336) < 2 and abs(y - 309) < 2
         status, r = c.call("POST", f"/api/images/{iid}/predict", {"points": [[x, y, 1]], "multimask": True})
         want = rle_to_mask(r["masks"][int(np.argmax(r["scores"]))])
         yy, xx = np.mgrid[:427, :640]
