@@ -28,7 +28,8 @@ def profile(crop_px: int, amp: str, reps: int, prompts: int, threads: int) -> di
     import torch
 
     from training.common import CropTrunk
-    from training.train_full import build, crop_window, decode, freeze_batchnorm, scene_item
+    from training.train_full import (build, correction_points, crop_window, decode, freeze_batchnorm,
+                                     jittered_boxes, random_points, scene_item)
 
     torch.set_num_threads(threads)
     with warnings.catch_warnings():
@@ -58,8 +59,6 @@ def profile(crop_px: int, amp: str, reps: int, prompts: int, threads: int) -> di
             continue
         tt = torch.as_tensor(targets, dtype=torch.float32)[:, None]
         lo = (4 * origin[0], 4 * origin[1])
-        from training.train_full import correction_points, jittered_boxes, random_points
-
         with ctx():
             t0 = time.perf_counter()
             emb = model.image_encoder(x) if crop is None else model.image_encoder.neck(crop.grid(x, *origin))

@@ -317,6 +317,7 @@ def train(args, device: str, log) -> dict:
     else:
         amp = torch.autocast(device, enabled=False)
     start, last_save, stats = time.time() - spent, time.time(), []
+    last_snapshot = -1  # index of the last --snapshot-minutes slot copied
     while True:
         now = time.time() - start
         if now >= budget or (args.steps and step - first >= args.steps):
@@ -363,8 +364,8 @@ def train(args, device: str, log) -> dict:
         if time.time() - last_save >= args.save_minutes * 60:
             save(model, opt, step, time.time() - start, args.out)
             last_save = time.time()
-            if args.snapshot_minutes and now // (args.snapshot_minutes * 60) > getattr(args, "_snap", -1):
-                args._snap = now // (args.snapshot_minutes * 60)
+            if args.snapshot_minutes and now // (args.snapshot_minutes * 60) > last_snapshot:
+                last_snapshot = now // (args.snapshot_minutes * 60)
                 snap = args.out.with_name(f"{args.out.stem}.{int(now // 60):04d}min{args.out.suffix}")
                 shutil.copyfile(args.out, snap)
                 log(f"snapshot {snap.name}")

@@ -48,8 +48,9 @@ def sample_file(name: str, out: Path) -> Path:
     from edgesam.synthetic.samples import sample
 
     dst = out / "samples" / name
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    write_image(dst, sample(name).image)
+    if not dst.is_file():  # drawn once per output folder
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        write_image(dst, sample(name).image)
     return dst
 
 

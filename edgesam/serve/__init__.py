@@ -30,6 +30,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Optional
@@ -222,6 +223,18 @@ class App:
         return {"records": records, "ms": round(ms, 1)}
 
 
+@lru_cache(maxsize=None)
+def _sample_png(name: str) -> bytes:
+    """A sample image as PNG bytes, drawn by the generator (an installed edgesam has them too), once."""
+    from edgesam.runtime.imageio import write_image
+    from edgesam.synthetic.samples import sample
+
+    with tempfile.TemporaryDirectory() as d:  # MNN.cv encodes to files only
+        path = Path(d) / name
+        write_image(path, sample(name).image)
+        return path.read_bytes()
+
+
 def _handler(app: App):
     class Handler(BaseHTTPRequestHandler):
         server_version = f"edgesam/{__version__}"
@@ -307,15 +320,11 @@ def _handler(app: App):
             raise HTTPError(404, f"no API {method} /api/{'/'.join(parts)}")
 
         def _sample(self, name: str) -> bytes:
-            from edgesam.runtime.imageio import write_image
-            from edgesam.synthetic.samples import SAMPLES, sample
+            from edgesam.synthetic.samples import SAMPLES
 
             if name not in SAMPLES:
                 raise HTTPError(404, f"no sample {name!r}; the samples are {', '.join(sorted(SAMPLES))}")
-            with tempfile.TemporaryDirectory() as d:  # drawn by the generator: an installed edgesam has them too
-                path = Path(d) / name
-                write_image(path, sample(name).image)
-                return path.read_bytes()
+            return _sample_png(name)
 
         def _static(self, path: str) -> None:
             name = "index.html" if path in ("", "/") else path.lstrip("/")
