@@ -30,7 +30,7 @@ from edgesam.manifest import SAM2_TENSORS
 from edgesam.specs import IMAGE_SIZE, LOWRES, get_spec
 
 # The test-only tiny Hiera: 5 blocks 8-64 wide (the global-attention one in stage 3), SAM 2.1's neck width (256) and decoder unchanged.
-TINY_TEST_OVERRIDES = ["++model.image_encoder.trunk.embed_dim=8", "++model.image_encoder.trunk.stages=[1,1,2,1]",
+TINY_TEST_OVERRIDES = ["++model.image_encoder.trunk.embed_dim=8", "++model.memory_attention.num_layers=1", "++model.image_encoder.trunk.stages=[1,1,2,1]",
                        "++model.image_encoder.trunk.global_att_blocks=[3]",
                        "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]"]
 ENCODER_OUTPUTS = tuple(SAM2_TENSORS["encoder"]["outputs"])

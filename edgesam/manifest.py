@@ -30,7 +30,7 @@ official generator (``LEGACY_AMG``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 from edgesam.errors import BundleError
@@ -45,6 +45,9 @@ PADS = {"longest_side": "bottom-right", "square": "none"}
 PROMPT_LAYOUTS = ("sam", "sam2")
 SINGLE_MASK_RULES = ("token", "stability")
 VARIANTS = ("lowres", "full")
+# SAM 2's video graphs (convert/sam2_video.py, runtime/video_memory.py): roles of model files too
+VIDEO_GRAPHS = ("memory_attention", "memory_encoder", "track_decoder")
+MODEL_ROLES = ("encoder", "decoder", *VIDEO_GRAPHS)
 MODEL_FORMATS = ("onnx", "mnn", "openvino")  # formats a backend opens; the others are companions
 # Companion files that a model file needs beside it (verified when the model file is opened).
 COMPANIONS = {"onnx": ("onnx_external_data",), "mnn": ("mnn_external_weight",), "openvino": ("openvino_weights",)}
@@ -154,6 +157,62 @@ class Manifest:
     decoder: DecoderSpec
     files: tuple[FileEntry, ...]
     amg: dict = None  # the generator's family defaults (AMG_DEFAULTS); parse_manifest always sets it
+    video: Optional["VideoSpec"] = None  # SAM 2 bundles with video graphs: the memory bank and tracking rules
+
+
+@dataclass(frozen=True)
+class VideoSpec:
+    """A bundle's ``video`` section: the memory bank's shape and the tracking rules, read from the
+    model's config at conversion (names as ``SAM2Base``'s attributes)."""
+    num_maskmem: int
+    max_obj_ptrs_in_encoder: int
+    memory_temporal_stride_for_eval: int
+    max_cond_frames_in_attn: int
+    hidden_dim: int
+    mem_dim: int
+    image_size: int
+    add_tpos_enc_to_obj_ptrs: bool
+    use_signed_tpos_enc_to_obj_ptrs: bool
+    only_obj_ptrs_in_the_past_for_eval: bool
+    binarize_mask_from_pts_for_mem_enc: bool
+    multimask_output_in_sam: bool
+    multimask_output_for_tracking: bool
+    multimask_min_pt_num: int
+    multimask_max_pt_num: int
+    use_multimask_token_for_obj_ptr: bool
+    pred_obj_scores: bool
+    soft_no_obj_ptr: bool
+    fixed_no_obj_ptr: bool
+    use_mask_input_as_output_without_sam: bool
+    fill_hole_area: int
+
+    graphs: tuple[str, ...] = VIDEO_GRAPHS  # the roles of its three graph files
+    constants: str = "video_constants.npz"  # the learned vectors the bookkeeping mixes in
+
+    @classmethod
+    def parse(cls, data: Any, where: str) -> "VideoSpec":
+        if not isinstance(data, dict):
+            raise BundleError(f"{where}: video must be an object")
+        values = {}
+        for f in fields(cls):
+            if f.name in ("graphs", "constants"):
+                continue
+            if f.name not in data:
+                raise BundleError(f"{where}: video.{f.name} is missing")
+            v = data[f.name]
+            if f.type == "bool" and not isinstance(v, bool) or \
+                    f.type == "int" and (isinstance(v, bool) or not isinstance(v, int)):
+                raise BundleError(f"{where}: video.{f.name} must be {'a boolean' if f.type == 'bool' else 'an integer'}")
+            values[f.name] = v
+        graphs = data.get("graphs", list(VIDEO_GRAPHS))
+        if sorted(graphs) != sorted(VIDEO_GRAPHS):
+            raise BundleError(f"{where}: video.graphs must be {', '.join(VIDEO_GRAPHS)}")
+        constants = data.get("constants", "video_constants.npz")
+        if not isinstance(constants, str):
+            raise BundleError(f"{where}: video.constants must be a file name")
+        return cls(**values, graphs=tuple(VIDEO_GRAPHS), constants=constants)
+
+
 
 
 class _Reader:
@@ -242,7 +301,7 @@ def parse_manifest(data: Any, where: str) -> Manifest:
             raise r.fail(at, "must be an object")
         role = r.get(f, "role", str, at)
         fmt = r.get(f, "format", str, at)
-        model_file = role in ("encoder", "decoder") and fmt in MODEL_FORMATS
+        model_file = role in MODEL_ROLES and fmt in MODEL_FORMATS
         if model_file:
             ins, outs = (r.shapes(f, "inputs", at), r.shapes(f, "outputs", at)) if not v1 or "inputs" in f \
                 else _v1_io(role)
@@ -268,8 +327,11 @@ def parse_manifest(data: Any, where: str) -> Manifest:
     for k, v in amg.items():
         if not isinstance(v, (int, float)):
             raise r.fail(f"amg.{k}", f"must be a number or a boolean, not {str(v)[:40]}")
+    video = VideoSpec.parse(data["video"], where) if data.get("video") is not None else None
+    if video is not None and family != "sam2":
+        raise r.fail("video", f"is for SAM 2 bundles, not {family}")
     return Manifest(version=version, family=family, model=model, untrained=bool(untrained),
-                    preprocess=pre, encoder=enc, decoder=dec, files=tuple(entries), amg=dict(amg))
+                    preprocess=pre, encoder=enc, decoder=dec, files=tuple(entries), amg=dict(amg), video=video)
 
 
 def parse_sections(data: dict, where: str, v1: bool = False) -> tuple[Preprocess, EncoderSpec, DecoderSpec]:
