@@ -193,3 +193,24 @@ def test_int8_keeps_named_layers_float(tmp_path):
         onnx_to_mnn(tmp_path / "m.onnx", tmp_path / "n.mnn", "int8", rewrite_gelu=False, keep_float=("nothing_here",))
     assert not (tmp_path / "n.mnn").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all.mnn", "k.mnn", "m.onnx"]
+
+
+def test_fp16_weights_round_to_nearest(tmp_path):
+    """An fp16 MNN file holds each weight's nearest fp16 value (MNN's converter alone truncates toward
+    zero: 1 + 0.75 ulp became 1.0; convert.mnn.round_weights_to_fp16)."""
+    torch = pytest.importorskip("torch")
+    from edgesam.convert.mnn import onnx_to_mnn
+    from edgesam.runtime.backends import MNNBackend
+
+    ulp = 2.0 ** -10
+    w = np.array([1 + 0.75 * ulp, -(1 + 0.75 * ulp), 0.50044, 3e-5 + 0.7 * 2.0 ** -24, 70000.0], np.float32)
+    conv = torch.nn.Conv2d(1, len(w), 1, bias=False)
+    with torch.no_grad():
+        conv.weight[:] = torch.from_numpy(w).reshape(-1, 1, 1, 1)
+    src = tmp_path / "c.onnx"
+    torch.onnx.export(conv, (torch.ones(1, 1, 2, 2),), str(src), input_names=["x"], output_names=["y"], dynamo=False)
+    onnx_to_mnn(src, tmp_path / "c.mnn", "fp16")
+    y = MNNBackend(tmp_path / "c.mnn", ["x"], ["y"], "high", 1).run({"x": np.ones((1, 1, 2, 2), np.float32)})["y"]
+    want = w.astype(np.float16).astype(np.float32)
+    want[-1] = 65504.0  # beyond fp16: the converter clips
+    assert np.array_equal(y[0, :, 0, 0], want), (y[0, :, 0, 0], want)

@@ -258,3 +258,40 @@ class CropTrunk:
             starts = [o for o in range(0, last + 1, self.ALIGN) if o == 0 or o + 4 < valid]
             return int(rng.choice(starts))
         return pick(th), pick(tw)
+
+
+def noise_params(encoder) -> dict:
+    """The trunk tensors whose storage error MNN's reduced-precision files add: every TinyViT conv and
+    linear weight (2-D and up), not the neck's (quantising the neck alone moved the embedding 100x
+    less than the trunk did, assets/demo_vit_t.md) and not the attention-bias tables (eval mode
+    reads a detached copy of them)."""
+    return {n: p for n, p in encoder.named_parameters()
+            if p.ndim >= 2 and not n.startswith("neck") and "attention_biases" not in n}
+
+
+def weight_noise_gap(encoder, x: torch.Tensor, sigma: float, top: float = 0.01) -> torch.Tensor:
+    """How far the image embedding moves when the trunk's weights carry relative noise ``sigma``.
+
+    The encoder runs twice in eval mode (BatchNorms on their running statistics, as exported): once as
+    it is (no gradient: the target) and once with every tensor of ``noise_params`` multiplied by
+    (1 + sigma * N(0, 1)). The gap is each position's RMS change over the channels, divided by the
+    clean embedding's largest value (the parity gate's scale) and by sigma: a gain. The result is the
+    mean gain of the worst ``top`` share of positions, since the gate judges the largest error.
+    Measured on the gate image (assets/demo_vit_t.md, 2026-12-07): weight noise of 0.3 % moved the
+    retrained full.pt's embedding by 0.19-0.62 of its largest value in a blob of about 30 positions
+    (median 4e-4), where MNN's fp16 and int8 files also failed, and the shipped model's by 0.01-0.02."""
+    from torch.func import functional_call
+
+    was = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            clean = encoder(x).float()
+        noisy = {n: p * (1 + sigma * torch.randn_like(p)) for n, p in noise_params(encoder).items()}
+        out = functional_call(encoder, noisy, (x,), strict=False).float()
+    finally:
+        encoder.train(was)
+    scale = clean.abs().flatten(1).amax(1).clamp(min=1e-6)[:, None]
+    gap = (out - clean).pow(2).mean(1).flatten(1).sqrt() / scale / sigma  # B x positions
+    k = max(1, int(round(top * gap.shape[1])))
+    return gap.topk(k, dim=1).values.mean()

@@ -25,6 +25,14 @@ decoder passes, SAM-style:
 Loss: focal x ``--focal-weight`` + dice on the 256 x 256 low-res logits, plus MSE between the IoU
 head and each mask's true IoU. AdamW, linear warm-up, cosine decay to 10 % over the time budget.
 
+``--robust W`` adds W x the weight-noise gap (``training.common.weight_noise_gap``): on full-image
+steps (every ``--robust-every``-th), the encoder runs twice more in eval mode and fp32, as it is and
+with its trunk weights multiplied by (1 + ``--robust-sigma`` x N(0, 1)), and the mean gain of the
+worst 1 % of embedding positions is penalised. It targets what sank a retrained trunk's reduced-
+precision files: a few positions whose embedding moved by 0.2-0.6 of its largest value under 0.3 %
+weight noise, where MNN's fp16 and int8 files also failed the gate (assets/demo_vit_t.md, 2026-12-07).
+It costs about as much as a step's trunk forward and backward, twice over.
+
     python training/train_full.py --device cpu --crop 448 --full-frac 0.1 --minutes 115 --batch 1 \
         --workers 1 --margin 0.1 --snapshot-minutes 15 --out demo_full.pt
     python training/train_full.py --device cuda --minutes 12 --batch 16 --out demo_full.pt
@@ -270,6 +278,12 @@ def save(model, opt, step: int, spent: float, out: Path) -> None:
         os.replace(tmp, path)
 
 
+def _mean_of_known(values: list) -> float:
+    """The mean of the values that are not NaN (NaN if none is): a figure not measured every step."""
+    known = [v for v in values if not math.isnan(v)]
+    return float(np.mean(known)) if known else float("nan")
+
+
 def peak_memory_gb(device: str) -> float:
     """Peak memory so far: CUDA's allocator on a GPU, the process's peak RSS on the CPU."""
     import resource
@@ -284,7 +298,7 @@ def peak_memory_gb(device: str) -> float:
 def train(args, device: str, log) -> dict:
     import torch
 
-    from training.common import CropTrunk
+    from training.common import CropTrunk, weight_noise_gap
 
     torch.manual_seed(args.seed)
     if device == "cpu":
@@ -349,6 +363,12 @@ def train(args, device: str, log) -> dict:
                     losses.append(loss_i)
                     figs.append(f)
         loss = torch.stack(losses).float().mean()
+        gap = float("nan")
+        if args.robust and full and step % args.robust_every == 0:
+            with torch.autocast(device, enabled=False):  # bf16 rounding would swamp the noise it measures
+                gap_t = weight_noise_gap(model.image_encoder, x, args.robust_sigma)
+            loss = loss + args.robust * gap_t
+            gap = float(gap_t.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.clip:
@@ -356,8 +376,10 @@ def train(args, device: str, log) -> dict:
         opt.step()
         step += 1
         stats.append({"loss": float(loss.detach()), **{k: float(np.mean([f[k] for f in figs])) for k in figs[0]}})
+        if args.robust:
+            stats[-1]["gap"] = gap
         if step % args.log_every == 0 or step == 1:
-            recent = {k: np.mean([s[k] for s in stats[-args.log_every:]]) for k in stats[-1]}
+            recent = {k: _mean_of_known([s[k] for s in stats[-args.log_every:]]) for k in stats[-1]}
             log(f"step {step} {now / 60:.1f} min lr {lr:.2e} grid {tokens} "
                 + " ".join(f"{k} {v:.3f}" for k, v in recent.items())
                 + f" peak {peak_memory_gb(device):.1f} GB")
@@ -395,6 +417,15 @@ def main(argv=None) -> int:
                          "for a trunk whose running statistics were ever measured: the shipped trunk's are 0 and 1)")
     ap.add_argument("--margin", type=float, default=0.0,
                     help="weight of a hinge on logits within 1 of zero (decided masks; 0: off)")
+    ap.add_argument("--robust", type=float, default=0.0,
+                    help="weight of the weight-noise gap penalty on full-image steps (training.common."
+                         "weight_noise_gap: keeps the embedding steady under the trunk weights' storage error "
+                         "in fp16 and int8 files; 0: off)")
+    ap.add_argument("--robust-sigma", type=float, default=0.01,
+                    help="with --robust: relative std of the multiplicative noise on the trunk's weights")
+    ap.add_argument("--robust-every", type=int, default=1,
+                    help="with --robust: measure the gap on every this-many-th step (it costs about two trunk "
+                         "passes and a backward in fp32)")
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="also keep a copy of OUT every this many minutes (OUT stem + .NNNNmin), for a learning curve")
     ap.add_argument("--lr", type=float, default=4e-4)
@@ -432,6 +463,8 @@ def main(argv=None) -> int:
             raise UsageError(f"--batchnorm {args.batchnorm}: expected frozen or train")
         if args.crop and (args.crop % 224 or not 0 < args.crop < 1024):
             raise UsageError(f"--crop {args.crop}: expected a multiple of 224 below 1024 (0: no crops)")
+        if args.robust < 0 or (args.robust and not (args.robust_sigma > 0 and args.robust_every >= 1)):
+            raise UsageError("--robust must be >= 0, with --robust-sigma > 0 and --robust-every >= 1")
         if not 0 <= args.full_frac <= 1:
             raise UsageError(f"--full-frac {args.full_frac}: expected a share between 0 and 1")
         device = pick_device(args.device)
