@@ -47,6 +47,9 @@ class ConvertOptions:
     # approximate kernel, and falls back to "exact" for any file that then fails the parity gate;
     # "exact" always converts the rewritten copy (mnn.unfused_gelu) that MNN computes exactly.
     mnn_gelu: str = "fused"
+    # SAM 2 only: the video graphs (memory attention, memory encoder, tracking decoder), gated against
+    # the official SAM2VideoPredictor; False (--no-video) for an image-only bundle
+    video: bool = True
 
     def validate(self) -> None:
         if get_spec(self.model).family == "sam2":
@@ -194,6 +197,15 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
                 cells = [c for c in cells if c.candidate not in labels] + prog.stage(
                     "parity (exact GELU)", partial(run_gate, onnx_enc=None, onnx_dec=None,
                                                    mnn_files={p: mnn_files[p] for p in again}))
+            video_files = None
+            if family.name == "sam2" and opts.video:
+                from edgesam.convert import sam2_video
+
+                ov_precs = tuple(ov_files) if "openvino" in opts.formats else ()
+                video_files = sam2_video.write_video_files(sam, tmp, Path(work), mnn_precisions, bool(mnn_precisions),
+                                                           opts.opset, meta["decoder"], prog, opts.model, ov_precs)
+                cells = cells + prog.stage("parity (video)", partial(sam2_video.video_gate, sam, video_files, tmp,
+                                                                     mnn_precisions, threads, log))
         if opts.single_mask:  # after every runtime format was made from, and gated on, the 4-token file
             from edgesam.convert.full_decoder import write_single_mask
 
@@ -218,7 +230,8 @@ def convert(opts: ConvertOptions, log: Callable[[str], None] = _stderr) -> dict:
             raise ParityError(f"parity failed, nothing written: {c.stage} {c.output} of {c.candidate} vs "
                               f"{c.reference}: {'; '.join(c.failures)} ({len(failed)} failing cells)")
         manifest = build_manifest(tmp, opts, ckpt, flops, cells, notes, prog.times, untrained, trt, gelu,
-                                  float_layers, decoder_io if opts.single_mask else None)
+                                  float_layers, decoder_io if opts.single_mask else None,
+                                  video=sam if video_files else None)
         write_manifest(tmp, manifest)
     log(f"wrote {opts.out}" + ("  [untrained]" if untrained else ""))
     return manifest
@@ -364,7 +377,7 @@ def _io_shapes(path: Path) -> tuple[dict, dict]:
 def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cells, notes: dict,
                    times: dict, untrained: bool, tensorrt: Optional[dict] = None,
                    gelu: Optional[dict] = None, float_layers: Optional[dict] = None,
-                   decoder_io: Optional[tuple[dict, dict]] = None) -> dict:
+                   decoder_io: Optional[tuple[dict, dict]] = None, video=None) -> dict:
     import onnx
     import torch
 
@@ -412,6 +425,22 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
             files.append(file_record(tmp, name, role="decoder", format="onnx_ort_sam2", precision="fp32",
                                      inputs=ins, outputs=outs, multimask=multimask,
                                      contract="ort-sam2-decoder-multi" if multimask else "ort-sam2-decoder"))
+    if video is not None:  # SAM 2's video graphs (convert/sam2_video.py) and their constants
+        from edgesam.convert.sam2_video import VIDEO_GRAPHS
+
+        for role in VIDEO_GRAPHS:
+            ins, outs = _io_shapes(tmp / f"{role}.onnx")
+            files.append(file_record(tmp, f"{role}.onnx", role=role, format="onnx", precision="fp32",
+                                     inputs=ins, outputs=outs))
+            for prec in (opts.precisions if "mnn" in opts.formats else ()):
+                files.append(file_record(tmp, f"{role}.{prec}.mnn", role=role, format="mnn", precision=prec,
+                                         inputs=ins, outputs=outs, gelu="exact", weights=weight_storage(role, prec)))
+            for prec in (p for p in opts.precisions if p in ("fp32", "fp16") and "openvino" in opts.formats):
+                files.append(file_record(tmp, f"{role}.{prec}.xml", role=role, format="openvino", precision=prec,
+                                         inputs=ins, outputs=outs, weights=f"{role}.{prec}.bin"))
+                files.append(file_record(tmp, f"{role}.{prec}.bin", role=role, format="openvino_weights",
+                                         precision=prec))
+        files.append(file_record(tmp, "video_constants.npz", role="video_constants", format="npz", precision="fp32"))
     if tensorrt and tensorrt["files"]["decoder"] != "decoder.onnx":
         files.append(file_record(tmp, tensorrt["files"]["decoder"], role="decoder", format="onnx_lowres",
                                  precision="fp32"))
@@ -449,8 +478,16 @@ def build_manifest(tmp: Path, opts: ConvertOptions, ckpt: dict, flops: dict, cel
                    "cells": [c.as_dict() for c in cells]},
         "convert": {"opset": opts.opset, "formats": list(opts.formats), "seconds": times},
         **({"tensorrt": tensorrt} if tensorrt else {}),
+        **({"video": _video_section(video)} if video is not None else {}),
         "versions": versions,
     }
+
+
+def _video_section(model) -> dict:
+    from edgesam.convert.sam2_video import VIDEO_GRAPHS, video_spec
+
+    return {**video_spec(model), "graphs": list(VIDEO_GRAPHS), "constants": "video_constants.npz",
+            "memory_storage": "float32 (bfloat16 and float16 are runtime choices: SAM2VideoPredictor(memory_dtype=))"}
 
 
 def _mnn_encoder_note() -> str:

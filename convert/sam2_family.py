@@ -29,10 +29,14 @@ from torch import nn
 from edgesam.manifest import SAM2_TENSORS
 from edgesam.specs import IMAGE_SIZE, LOWRES, get_spec
 
-# The test-only tiny Hiera: 5 blocks 8-64 wide (the global-attention one in stage 3), SAM 2.1's neck width (256) and decoder unchanged.
+# The test-only tiny Hiera: 5 blocks 8-64 wide (the global-attention one in stage 3), SAM 2.1's neck width (256)
+# and decoder unchanged, one memory-attention layer (SAM 2.1 has 4).
 TINY_TEST_OVERRIDES = ["++model.image_encoder.trunk.embed_dim=8", "++model.memory_attention.num_layers=1", "++model.image_encoder.trunk.stages=[1,1,2,1]",
                        "++model.image_encoder.trunk.global_att_blocks=[3]",
                        "++model.image_encoder.neck.backbone_channel_list=[64,32,16,8]"]
+# ... and its object-score head's bias raised, so that seeded random weights keep tracked objects
+# present through a clip (the video tests check the masks are not trivial)
+TINY_TEST_SCORE_BIAS = 4.0
 ENCODER_OUTPUTS = tuple(SAM2_TENSORS["encoder"]["outputs"])
 DECODER_INPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels",
                   "mask_input", "has_mask_input")  # samexporter feeds them by position, in this order
@@ -77,6 +81,9 @@ def random_model(name: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = build_model(name)
     perturb_(model, seed)
+    if name == "sam2_tiny_test":  # tracked objects stay present (the image predictor ignores this head)
+        with torch.no_grad():
+            model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += TINY_TEST_SCORE_BIAS
     return model.eval()
 
 

@@ -11,7 +11,9 @@ the image encoder, as three stateless graphs (the memory bank lives in the calle
   x0 sin + x1 cos), and the gate compares the result with the official module. Queries run in
   blocks of ``Q_BLOCK`` so no runtime holds the whole 4096 x (F x 4096) score matrix at once.
 - ``MemoryEncoderGraph``: ``_encode_new_memory`` from the low-res logits: bilinear upsampling to
-  the image size, sigmoid (or > 0 for clicked frames), the scale and bias, ``memory_encoder``.
+  the image size, sigmoid (or > 0 for clicked frames), the scale and bias, ``memory_encoder`` with
+  its channel LayerNorms written channels-last (``_channels_last_norm``: MNN's converter crashed on
+  the NCHW form).
 - ``TrackDecoderGraph``: the prompt encoder and mask decoder with every token's mask, IoU,
   the object-score logit and every token's object pointer (``obj_ptr_proj``).
 """
@@ -214,13 +216,40 @@ class MemoryEncoderGraph(nn.Module):
 
     def forward(self, pix_feat, mask_logits, binarize):
         high = F.interpolate(mask_logits, size=(self.size, self.size), mode="bilinear", align_corners=False)
-        b = binarize.reshape(1, 1, 1, 1)
-        mask = b * (high > 0).float() + (1 - b) * torch.sigmoid(high)
+        # written as Where: MNN 3.6.1's converter miscomputed b * (high > 0) + (1 - b) * sigmoid(high)
+        # followed by the encoder (cosine 0.76 against torch), though each part alone converts right
+        hard = torch.where(high > 0, torch.ones_like(high), torch.zeros_like(high))
+        mask = torch.where(binarize.reshape(1, 1, 1, 1) > 0.5, hard, torch.sigmoid(high))
         if self.scale != 1.0:
             mask = mask * self.scale
         if self.bias != 0.0:
             mask = mask + self.bias
-        return self.encoder(pix_feat, mask, skip_mask_sigmoid=True)["vision_features"]
+        me = self.encoder
+        x = mask
+        for layer in me.mask_downsampler.encoder:
+            x = _channels_last_norm(layer, x) if _is_layernorm2d(layer) else layer(x)
+        x = me.pix_feat_proj(pix_feat) + x
+        x = me.fuser.proj(x)
+        for block in me.fuser.layers:  # CXBlock
+            y = block.dwconv(x).permute(0, 2, 3, 1)
+            y = F.layer_norm(y, (y.shape[-1],), block.norm.weight, block.norm.bias, block.norm.eps)
+            y = block.pwconv2(block.act(block.pwconv1(y)))
+            if block.gamma is not None:
+                y = block.gamma * y
+            x = x + y.permute(0, 3, 1, 2)
+        return me.out_proj(x)
+
+
+def _is_layernorm2d(layer: nn.Module) -> bool:
+    return type(layer).__name__ == "LayerNorm2d"
+
+
+def _channels_last_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """sam2's ``LayerNorm2d`` (over channels, NCHW) as a LayerNorm over the last axis of NHWC: the
+    same function. MNN 3.6.1's converter fuses the NCHW form as a LayerNorm and crashed (signal 11)
+    converting the memory encoder's fuser written that way; channels-last it converts and matches."""
+    y = F.layer_norm(x.permute(0, 2, 3, 1), (x.shape[1],), norm.weight, norm.bias, norm.eps)
+    return y.permute(0, 3, 1, 2)
 
 
 class TrackDecoderGraph(Sam2Decoder):
@@ -349,3 +378,157 @@ def official_state(pred, frames_tensor: torch.Tensor, height: int, width: int, t
     state["video_height"], state["video_width"] = height, width
     state["cached_features"] = {}
     return state
+
+
+# --- the bundle's video files and their gate ---------------------------------------------------
+
+GATE_FRAMES = 12
+VIDEO_CONTRACT = "sam2-video"
+
+
+def write_video_files(model: nn.Module, tmp: Path, work: Path, precisions: tuple[str, ...], mnn: bool, opset: int,
+                      meta: dict, prog, model_name: str, openvino: tuple[str, ...] = ()) -> dict:
+    """Export the three graphs to ``tmp/{graph}.onnx`` (and the MNN files' source graphs into
+    ``work``), convert them to MNN at ``precisions`` (and OpenVINO IR at ``openvino``) and write
+    ``video_constants.npz``. Returns {graph: {"onnx": path, "mnn": {prec: path}, "openvino": {prec: xml}}}."""
+    from functools import partial
+
+    from edgesam.convert.pipeline import convert_mnn, finalise_onnx
+
+    files = {}
+    sources = {}
+    for name in VIDEO_GRAPHS:
+        path = tmp / f"{name}.onnx"
+        prog.stage(f"export {name}", partial(export_graph, model, name, path, opset))
+        finalise_onnx(path, meta={**meta, "role": name, "contract": f"{VIDEO_CONTRACT}-{name.replace('_', '-')}"},
+                      simplify=False, make_full=False)
+        files[name] = {"onnx": path, "mnn": {}, "openvino": {}}
+        sources[name] = path
+        if mnn and name == "track_decoder":  # the MNN files' decoder: key sums in chunks, as the image decoder's
+            sources[name] = work / f"{name}.onnx"
+            export_graph(model, name, sources[name], opset, mnn=True)
+    if mnn and precisions:
+        convert_mnn(sources, {(name, prec): "exact" for name in VIDEO_GRAPHS for prec in precisions}, tmp,
+                    model_name, prog)
+        for name in VIDEO_GRAPHS:
+            files[name]["mnn"] = {prec: tmp / f"{name}.{prec}.mnn" for prec in precisions}
+    if openvino:
+        from edgesam.convert.openvino import onnx_to_openvino
+
+        for name in VIDEO_GRAPHS:
+            for prec in openvino:
+                xml = tmp / f"{name}.{prec}.xml"
+                prog.stage(f"openvino {name} {prec}", partial(onnx_to_openvino, files[name]["onnx"], xml_path=xml,
+                                                              precision=prec))
+                files[name]["openvino"][prec] = xml
+    np.savez(tmp / "video_constants.npz", **video_constants(model))
+    return files
+
+
+def _gate_session(model: nn.Module, files: dict, tmp: Path, fmt: str, prec: str, threads: int,
+                  runtime_precision: str = "high", int8_compute: str = "off"):
+    """A runtime video session over the files being checked (no bundle yet)."""
+    from edgesam.manifest import VideoSpec, parse_sections
+    from edgesam.manifest import sam2_sections
+    from edgesam.runtime.backends import BACKEND_TABLE, ModelRequest, mnn_memory_mode
+    from edgesam.runtime.sam2_video_predictor import _Session
+
+    pre, enc, dec = parse_sections(sam2_sections(), "gate")
+    backend = {"onnx": "ort", "mnn": "mnn", "openvino": "openvino"}[fmt]
+    kind = BACKEND_TABLE[backend]
+    memory = mnn_memory_mode(prec, int8_compute) if backend == "mnn" else "normal"
+
+    def open_file(path: Path, ins, outs):
+        return kind.open(ModelRequest(path=path, inputs=list(ins), outputs=list(outs), threads=threads,
+                                      runtime_precision=runtime_precision, memory=memory))
+
+    enc_path = tmp / {"onnx": "encoder.onnx", "mnn": f"encoder.{prec}.mnn", "openvino": f"encoder.{prec}.xml"}[fmt]
+    encoder = open_file(enc_path, [enc.image_input], list(enc.outputs))
+    graphs = {name: open_file(files[name]["onnx"] if fmt == "onnx" else files[name][fmt][prec],
+                              *VIDEO_GRAPHS[name]).run for name in VIDEO_GRAPHS}
+    with np.load(tmp / "video_constants.npz") as z:
+        constants = {k: z[k] for k in z.files}
+    return _Session(encoder, graphs, constants, VideoSpec(**video_spec(model)), pre, dec, enc.image_input,
+                    "pyramid", "float32")
+
+
+def _track(pred, clip, point) -> tuple[dict, dict]:
+    """Point prompt on frame 0 for object 1, propagated through the clip: per-frame video-res logits
+    and the last frame's mask memory (pred: the official or the runtime video predictor)."""
+    state = pred.init_state(clip.frames) if not isinstance(clip, dict) else clip["state"]
+    pred.add_new_points_or_box(state, 0, 1, points=[point], labels=[1])
+    masks = {f: np.asarray(m, np.float32) for f, _, m in pred.propagate_in_video(state)}
+    last = state["output_dict_per_obj"][0]["non_cond_frame_outputs"][max(masks)]
+    mem = last["maskmem_features"]
+    mem = mem.float().numpy() if hasattr(mem, "numpy") else np.asarray(mem, np.float32)
+    scores = {f: float(np.asarray(o["object_score_logits"]).reshape(-1)[0])
+              for f, o in state["output_dict_per_obj"][0]["non_cond_frame_outputs"].items()}
+    return masks, {"memory": mem, "scores": scores}
+
+
+@torch.no_grad()
+def video_gate(model: nn.Module, files: dict, tmp: Path, precisions: tuple[str, ...], threads: int, log) -> list:
+    """The video graphs, through the runtime's ``SAM2VideoPredictor``, against the official
+    ``SAM2VideoPredictor`` (memory kept in float32: ``float32_memory_storage``) on a generated clip
+    of ``GATE_FRAMES`` frames, both fed the same preprocessed frames: per-frame mask IoU (the
+    tolerance's), the frames where the object is present, and the last frame's mask memory."""
+    import tempfile
+    import warnings
+
+    from edgesam.measure.parity import Cell, TOLERANCES, compare
+    from edgesam.runtime.maskstats import mask_iou
+    from edgesam.runtime.preprocess import preprocess
+    from edgesam.runtime.sam2_video_predictor import SAM2VideoPredictor
+    from edgesam.synthetic.clips import make_clip
+
+    clip = make_clip(GATE_FRAMES, (480, 640), seed=0)
+    point = clip.centres[1][0]
+    pre = _gate_session(model, files, tmp, "onnx", "fp32", threads).preprocess_spec
+    xs = torch.from_numpy(np.concatenate([preprocess(f, pre)[0] for f in clip.frames]))
+    official = official_video_predictor(model)
+    with float32_memory_storage(), warnings.catch_warnings(), tempfile.TemporaryDirectory() as d, \
+            torch.inference_mode():
+        warnings.simplefilter("ignore")
+        state = official_state(official, xs, 480, 640, Path(d))
+        ref, ref_extra = _track(_Quiet(official), {"state": state}, point)
+    candidates = [("onnx", "fp32", "ort fp32")] + [("mnn", p, f"mnn {p}") for p in precisions
+                                                   if p in files["memory_attention"]["mnn"]]
+    candidates += [("openvino", p, f"openvino {p}") for p in files["memory_attention"]["openvino"]]
+    cells = []
+    for fmt, prec, label in candidates:
+        session = _gate_session(model, files, tmp, fmt, prec, threads)
+        pred = SAM2VideoPredictor(session, fill_hole_area=0, progress=False)
+        got, extra = _track(pred, clip, point)
+        tol = TOLERANCES[prec]
+        ious = [mask_iou(got[f][0, 0] > 0, ref[f][0, 0] > 0) for f in sorted(ref)]
+        present = [f for f in ref_extra["scores"] if (ref_extra["scores"][f] > 0) != (extra["scores"].get(f, 0) > 0)]
+        worst = int(np.argmin(ious))
+        fails = [] if min(ious) >= tol.mask_iou else [f"frame {worst} mask IoU {min(ious):.4f} < {tol.mask_iou:g}"]
+        if present:
+            fails.append(f"object presence differs on frames {present}")
+        cells.append(Cell("video", "masks", label, "torch (SAM2VideoPredictor)", prec, 0.0, 0.0, 0.0, 1.0,
+                          mask_iou=float(min(ious)), failures=fails))
+        cells.append(compare("video", "maskmem_features (last frame)", ref_extra["memory"], extra["memory"], prec,
+                             label, "torch (SAM2VideoPredictor)"))
+        log(f"video {label}: per-frame mask IoU min {min(ious):.4f} over {len(ious)} frames")
+    return cells
+
+
+class _Quiet:
+    """The official predictor with its progress bar off (stderr carries the convert's stage lines)."""
+
+    def __init__(self, pred) -> None:
+        self._p = pred
+
+    def __getattr__(self, name):
+        return getattr(self._p, name)
+
+    def propagate_in_video(self, state, *a, **kw):
+        import sam2.sam2_video_predictor as vp
+
+        real = vp.tqdm
+        vp.tqdm = lambda it, **_: it
+        try:
+            yield from self._p.propagate_in_video(state, *a, **kw)
+        finally:
+            vp.tqdm = real

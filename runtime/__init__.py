@@ -4,7 +4,8 @@ Never imports torch, torchvision, timm or onnx.
 """
 from __future__ import annotations
 
-__all__ = ["SamPredictor", "SamAutomaticMaskGenerator", "SAM2ImagePredictor", "SAM2AutomaticMaskGenerator"]
+__all__ = ["SamPredictor", "SamAutomaticMaskGenerator", "SAM2ImagePredictor", "SAM2AutomaticMaskGenerator",
+           "SAM2VideoPredictor", "SAM2VideoStream"]
 
 
 def __getattr__(name: str):
@@ -24,4 +25,8 @@ def __getattr__(name: str):
         from edgesam.runtime.amg import SAM2AutomaticMaskGenerator
 
         return SAM2AutomaticMaskGenerator
+    if name in ("SAM2VideoPredictor", "SAM2VideoStream"):
+        from edgesam.runtime import sam2_video_predictor
+
+        return getattr(sam2_video_predictor, name)
     raise AttributeError(name)

@@ -84,48 +84,50 @@ def _frame_array(src) -> np.ndarray:
 
 
 class _Session:
-    """What the predictor runs per frame: the encoder, the three video graphs, the step."""
+    """What the predictor runs per frame: the encoder, the three video graphs (``run`` callables),
+    the step. ``open_session`` builds one from a bundle; the convert gate from the files it checks."""
 
-    def __init__(self, bundle: Bundle, backend: str, precision: str, threads: Optional[int],
-                 runtime_precision: str, interpolation: str, int8_compute: str, memory_dtype: str) -> None:
-        from edgesam.runtime.backends import BACKEND_TABLE, ModelRequest, mnn_memory_mode, resolve_threads
-        from edgesam.runtime.predictor import open_backend
-
-        spec = bundle.spec
-        video = spec.video
-        if spec.family != "sam2":
-            raise BundleError(f"{bundle.root}: a {spec.family} bundle; video tracking needs a SAM 2 / 2.1 bundle")
-        if video is None:
-            raise BundleError(f"{bundle.root}: this SAM 2 bundle has no video graphs (converted with --no-video "
-                              "or by an older edgesam): convert it again to track objects in video")
-        self.spec = video
-        threads = resolve_threads(threads)
-        self.encoder = open_backend(bundle, "encoder", backend, precision, threads, runtime_precision,
-                                    int8_compute=int8_compute)
-        kind = BACKEND_TABLE.get(backend)
-        graphs = {}
-        for name in video.graphs:
-            listed = [e for e in bundle.entries(name, kind.format) if e.precision == precision]
-            if not listed:
-                raise BundleError(f"{bundle.root}: no {kind.format} {name} file at precision {precision} "
-                                  f"(it has {', '.join(bundle.precisions(kind.format)) or 'none'})")
-            path, entry = bundle.open(name, kind.format, precision)
-            memory = mnn_memory_mode(precision, int8_compute) if backend == "mnn" else "normal"
-            graph = kind.open(ModelRequest(path=path, inputs=list(entry.inputs), outputs=list(entry.outputs),
-                                           threads=threads, runtime_precision=runtime_precision, memory=memory))
-            graphs[name] = graph.run
-        path, _ = bundle.open("video_constants", "npz", "fp32")  # video.constants, hashed as it is opened
-        with np.load(path, allow_pickle=False) as z:
-            constants = {k: z[k] for k in z.files}
-        self.preprocess_spec, self.image_input = spec.preprocess, spec.encoder.image_input
-        self.interpolation = interpolation
-        self.step = TrackStep(self.spec, spec.decoder, constants, graphs, memory_dtype)
+    def __init__(self, encoder, graphs: dict, constants: dict, video, preprocess_spec, decoder_spec,
+                 image_input: str, interpolation: str, memory_dtype: str) -> None:
+        self.encoder, self.spec = encoder, video
+        self.preprocess_spec, self.image_input, self.interpolation = preprocess_spec, image_input, interpolation
+        self.step = TrackStep(video, decoder_spec, constants, graphs, memory_dtype)
 
     def features(self, frame: np.ndarray) -> dict:
         from edgesam.runtime.preprocess import check_image_array, preprocess
 
         x, _ = preprocess(check_image_array(frame), self.preprocess_spec, interpolation=self.interpolation)
         return self.step.frame_features(self.encoder.run({self.image_input: x}))
+
+
+def open_session(bundle: Bundle, backend: str, precision: str, threads: Optional[int], runtime_precision: str,
+                 interpolation: str, int8_compute: str, memory_dtype: str) -> _Session:
+    from edgesam.runtime.backends import BACKEND_TABLE, ModelRequest, mnn_memory_mode, resolve_threads
+    from edgesam.runtime.predictor import open_backend
+
+    spec = bundle.spec
+    video = spec.video
+    if spec.family != "sam2":
+        raise BundleError(f"{bundle.root}: a {spec.family} bundle; video tracking needs a SAM 2 / 2.1 bundle")
+    if video is None:
+        raise BundleError(f"{bundle.root}: this SAM 2 bundle has no video graphs (converted with --no-video "
+                          "or by an older edgesam): convert it again to track objects in video")
+    threads = resolve_threads(threads)
+    encoder = open_backend(bundle, "encoder", backend, precision, threads, runtime_precision,
+                           int8_compute=int8_compute)
+    kind = BACKEND_TABLE[backend]
+    graphs = {}
+    for name in video.graphs:
+        path, entry = bundle.open(name, kind.format, precision)
+        memory = mnn_memory_mode(precision, int8_compute) if backend == "mnn" else "normal"
+        graphs[name] = kind.open(ModelRequest(path=path, inputs=list(entry.inputs), outputs=list(entry.outputs),
+                                              threads=threads, runtime_precision=runtime_precision,
+                                              memory=memory)).run
+    path, _ = bundle.open("video_constants", "npz", "fp32")  # video.constants, hashed as it is opened
+    with np.load(path, allow_pickle=False) as z:
+        constants = {k: z[k] for k in z.files}
+    return _Session(encoder, graphs, constants, video, spec.preprocess, spec.decoder, spec.encoder.image_input,
+                    interpolation, memory_dtype)
 
 
 class SAM2VideoPredictor:
@@ -153,9 +155,16 @@ class SAM2VideoPredictor:
                    interpolation=interpolation, int8_compute=int8_compute)
         if memory_dtype not in MEMORY_DTYPES:
             raise InputError(f"memory_dtype must be one of {', '.join(MEMORY_DTYPES)}, not {memory_dtype!r}")
-        self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
-        self._s = _Session(self.bundle, backend, precision, threads, runtime_precision, interpolation,
-                           int8_compute, memory_dtype)
+        if isinstance(bundle, _Session):  # the convert gate: files not yet in a bundle
+            self.bundle, self._s = None, bundle
+        else:
+            self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
+            if backend == "tensorrt":
+                from edgesam.runtime.backends import require_tensorrt
+
+                require_tensorrt()
+            self._s = open_session(self.bundle, backend, precision, threads, runtime_precision, interpolation,
+                                   int8_compute, memory_dtype)
         self.spec = self._s.spec
         self.image_size = self.spec.image_size
         self.num_maskmem = self.spec.num_maskmem

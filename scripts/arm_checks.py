@@ -17,7 +17,8 @@ Each subcommand is one fresh process, either on the x86 host or under qemu-aarch
                                       sam2.1_hiera_t (fp32) bundles
   sam2-reference TINY T IMAGE X86     host: x86 MNN fp32 results of both (segment CLI, encoder, decoder)
   sam2 TINY T IMAGE X86 ARM           emulator: `edgesam segment` on the tiny SAM 2 bundle (fp32), its encoder's
-                                      three outputs at precision "low", and hiera_t's decoder at "low", against x86
+                                      three outputs at precision "low", hiera_t's decoder at "low", and one
+                                      video tracking step of the tiny model (MNN fp32), against x86
   report ARM [--seconds S]            host: print the report; exit 1 unless every check passed
 
 The fp16 decoder check runs a *trained* decoder (``--decoder-bundle``, by default the lane's
@@ -187,8 +188,37 @@ def convert_sam2(a) -> int:
 
     convert(ConvertOptions(model="sam2_tiny_test", out=Path(a.tiny), random_init=0, precisions=("fp32", "fp16"),
                            force=True))
-    convert(ConvertOptions(model="sam2.1_hiera_t", out=Path(a.t), random_init=0, precisions=("fp32",), force=True))
+    # hiera_t serves its decoder only: without the video graphs (their gate tracks a clip on 4 memory layers)
+    convert(ConvertOptions(model="sam2.1_hiera_t", out=Path(a.t), random_init=0, precisions=("fp32",), force=True,
+                           video=False))
     return 0
+
+
+VIDEO_FRAMES = 2  # one prompted frame and one tracking step
+
+
+def _video_step(bundle: str) -> dict:
+    """The tiny SAM 2 bundle's video predictor (MNN fp32) on a generated 2-frame clip: the point's masks
+    on frame 0 and the tracked masks and mask memory on frame 1 (memory attention, tracking decoder and
+    memory encoder all run). Only MNN and numpy: the clip is drawn here, not read."""
+    import numpy as np
+
+    from edgesam.runtime.sam2_video_predictor import SAM2VideoPredictor
+
+    h, w = 120, 160
+    yy, xx = np.mgrid[:h, :w]
+    frames = []
+    for t in range(VIDEO_FRAMES):
+        img = np.full((h, w, 3), 70, np.uint8)
+        img[(xx - 60 - 8 * t) ** 2 + (yy - 60) ** 2 < 25 ** 2] = (220, 60, 40)
+        frames.append(img)
+    pred = SAM2VideoPredictor(bundle, backend="mnn", precision="fp32", threads=int(THREADS), progress=False,
+                              fill_hole_area=0)
+    state = pred.init_state(frames)
+    _, _, m0 = pred.add_new_points_or_box(state, 0, 1, points=[[60, 60]], labels=[1])
+    masks = {f: m for f, _, m in pred.propagate_in_video(state)}
+    mem = state["output_dict_per_obj"][0]["non_cond_frame_outputs"][1]["maskmem_features"]
+    return {"video_prompt": m0, "video_track": masks[1], "video_memory": np.asarray(mem, np.float32)}
 
 
 def _sam2_decoder_feeds(pred) -> dict:
@@ -222,7 +252,8 @@ def sam2_reference(a) -> int:
     t.set_image(image)
     feeds = _sam2_decoder_feeds(t)
     np.savez(out / "sam2.npz", image=x, **{f"enc_{k}": v for k, v in tiny._encoded.items()},
-             **{f"feed_{k}": v for k, v in feeds.items()}, **{f"dec_{k}": v for k, v in t.decoder.run(feeds).items()})
+             **{f"feed_{k}": v for k, v in feeds.items()}, **{f"dec_{k}": v for k, v in t.decoder.run(feeds).items()},
+             **_video_step(a.tiny))
     return 0
 
 
@@ -249,9 +280,10 @@ def notorch(a) -> int:
     import importlib.util
 
     import edgesam.runtime  # noqa: F401
-    from edgesam.cli import everything, segment  # noqa: F401
+    from edgesam.cli import everything, segment, track  # noqa: F401
     from edgesam.measure import bench, paritymatrix  # noqa: F401
-    from edgesam.runtime import amg, backends, postprocess, predictor, prompts, sam2_predictor  # noqa: F401
+    from edgesam.runtime import (amg, backends, postprocess, predictor, prompts, sam2_predictor,  # noqa: F401
+                                 sam2_video_predictor, video_memory)
 
     present = [m for m in HEAVY if importlib.util.find_spec(m) is not None]
     loaded = [m for m in HEAVY if m in sys.modules]
@@ -446,6 +478,12 @@ def sam2(a) -> int:
     res["decoder_scores"] = _cells("sam2 decoder scores", ref["dec_iou_predictions"], out["iou_predictions"], "fp16",
                                    "scores", label)
     res["failures"] += res["decoder_logits"]["failures"] + res["decoder_scores"]["failures"]
+    t = time.perf_counter()
+    video = _video_step(a.tiny)  # one tracking step of the tiny model: every video graph, MNN fp32
+    res["video_s"] = round(time.perf_counter() - t, 1)
+    for k, kind in (("video_prompt", "logits"), ("video_track", "logits"), ("video_memory", "tensor")):
+        res[k] = _cells(f"sam2 {k}", ref[k], video[k], "fp32", kind, "arm mnn fp32")
+        res["failures"] += res[k]["failures"]
     return _finish(a.arm, "sam2", res, res["decoder_logits"], MIN_FP16_REL,
                    "precision low is within fp32 noise of x86 on the SAM 2 decoder: fp16 arithmetic did not run")
 

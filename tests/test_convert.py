@@ -146,11 +146,10 @@ def test_random_init_is_marked_untrained_and_matches_torch(vit_t_random_fp32):
     a = ORTBackend(b_dir / "encoder.onnx").run({"image": x})["image_embeddings"]
     with torch.no_grad():
         b = random_model("vit_t", 0).image_encoder(torch.from_numpy(x)).numpy()
-    # Eager torch in this process and the exported graph in ORT differ by up to ~1.5e-3 of the
-    # range here (measured 5.5e-3 on a range of 3.7), while the convert gate sees ~1e-6 between
-    # the same two in its own process; that gap is not explained yet (noted on issue 8).
+    # fp32 reassociation only (a gap of 1.5e-3 of the range was TinyViT's attention-bias cache left
+    # stale by the perturbation: random_model now re-enters eval mode)
     cos = float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-    assert cos > 0.99999 and np.abs(a - b).max() < 5e-3 * np.abs(b).max()
+    assert cos > 0.999999 and np.abs(a - b).max() < 1e-4 * np.abs(b).max()
 
 
 def test_full_decoder_variant_every_aspect_ratio(vit_t_full_bundle):

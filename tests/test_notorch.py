@@ -17,7 +17,8 @@ def test_import_runtime_pulls_no_heavy_modules():
             "edgesam.runtime.postprocess, edgesam.runtime.imageio, edgesam.measure.paritymatrix, "
             "edgesam.measure.bench, edgesam.runtime.amg, edgesam.cli.everything, edgesam.runtime.rle, "
             "edgesam.runtime.regions, edgesam.runtime.maskstats, edgesam.runtime.sam2_predictor, edgesam.cli, "
-            "edgesam.dataset.commands, edgesam.onnxinfo, edgesam.cli.info, edgesam.serve; "
+            "edgesam.dataset.commands, edgesam.onnxinfo, edgesam.cli.info, edgesam.serve, edgesam.cli.track, "
+            "edgesam.runtime.sam2_video_predictor, edgesam.runtime.video_memory; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr

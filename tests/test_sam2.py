@@ -52,10 +52,11 @@ def sam2_t_model():
 @pytest.fixture(scope="session")
 def sam2_t_bundle(tmp_path_factory) -> Path:
     """``edgesam convert --model sam2.1_hiera_t --random-init 0`` with every precision, ONNX, MNN and
-    OpenVINO, through the CLI (the gate must pass for it to exist)."""
+    OpenVINO, through the CLI (the gate must pass for it to exist); image graphs only (its video graphs
+    are test_sam2_video.py's slow test: their gate tracks a clip through 4 memory-attention layers)."""
     out = tmp_path_factory.mktemp("bundles") / "sam2_t"
     proc = run_cli("convert", "--model", "sam2.1_hiera_t", "--random-init", "0", "--out", out,
-                   "--format", "onnx,mnn,openvino", timeout=1800)
+                   "--format", "onnx,mnn,openvino", "--no-video", timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -67,7 +68,8 @@ def tiny_bundle(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("bundles") / "sam2_tiny"
     # with ONNX Runtime's SAM 2 files too (--ort-sam2: gated against the official predictor); the
     # runtime does not open them, so the other tests see a plain bundle
-    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",), ort_sam2=True),
+    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",), ort_sam2=True,
+                           video=False),
             log=lambda m: None)
     return out
 

@@ -230,7 +230,8 @@ def test_sam2_bundle_is_served_the_same_way(tmp_path_factory):
     from edgesam.runtime.imageio import read_image
 
     out = tmp_path_factory.mktemp("bundles") / "sam2_tiny"
-    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",)), log=lambda m: None)
+    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32",), video=False),
+            log=lambda m: None)
     proc, c = _launch(out)
     try:
         assert c.call("GET", "/api/info")[1]["family"] == "sam2"

@@ -101,7 +101,7 @@ def cmd_convert(a: argparse.Namespace) -> int:
     opts = ConvertOptions(model=a.model, out=Path(a.out),
                           checkpoint=Path(a.checkpoint) if a.checkpoint else None,
                           random_init=a.random_init, precisions=tuple(a.precision), decoder=a.decoder,
-                          single_mask=a.single_mask, ort_sam2=a.ort_sam2,
+                          single_mask=a.single_mask, ort_sam2=a.ort_sam2, video=not a.no_video,
                           decoder_graph=a.decoder_graph,
                           opset=a.opset, simplify=not a.no_simplify, force=a.force, threads=a.threads,
                           mnn_gelu="exact" if a.exact_gelu else "fused",
@@ -148,6 +148,18 @@ def cmd_segment(a: argparse.Namespace) -> int:
                          mask_input=a.mask_input, multimask=a.multimask, run=run_options(a),
                          out=a.out, overlay=a.overlay, npz=a.npz)
     return _summary_and_json(a, segment(req))
+
+
+def cmd_track(a: argparse.Namespace) -> int:
+    from edgesam.cli.track import TrackRequest, track
+
+    req = TrackRequest(bundle=a.bundle, video=a.video, points=a.point or [], box=a.box, frame=a.frame, obj=a.obj,
+                       prompts=a.prompts, run=run_options(a), out=a.out, mask_format=a.format, overlay=a.overlay)
+    result = track(req)
+    result["summary"] = (f"tracked {len(result['objects'])} object(s) through {result['frames']} frames "
+                         f"({result['ms_per_frame']} ms a frame): masks in {result['out']} ({result['format']})"
+                         + (f", overlay {result['overlay']}" if result["overlay"] else ""))
+    return _summary_and_json(a, result)
 
 
 def add_engine_arguments(p) -> None:
@@ -350,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SAM 2 models: also follow ONNX Runtime's SAM 2 scripts' contract (encoder.onnx gains "
                         "their output names; ort_image_decoder.onnx and ort_image_decoder_multi.onnx are added, "
                         "gated against the official SAM2ImagePredictor)")
+    c.add_argument("--no-video", action="store_true",
+                   help="SAM 2 models: leave out the video graphs (memory attention, memory encoder, tracking "
+                        "decoder) that `edgesam track` and SAM2VideoPredictor run: an image-only bundle")
     c.add_argument("--decoder-graph", default=conv["decoder_graph"], choices=DECODER_GRAPHS,
                    help="folded: the official function with its projections folded onto the prompt tokens "
                         "(2.1 instead of 3.7 GFLOP a prompt on vit_t); reference: the official step-by-step graph")
@@ -494,6 +509,36 @@ def build_parser() -> argparse.ArgumentParser:
     bn.add_argument("--compare", nargs="+", metavar="JSON", help="print bench JSON files side by side")
     bn.add_argument("--json", metavar="FILE", help="every figure and the machine as JSON ('-': stdout)")
     bn.set_defaults(func=cmd_bench)
+
+    tr = sub.add_parser("track", help="follow objects prompted on a frame through a clip (SAM 2 bundles)",
+                        description="Prompt objects on a frame of a clip (a folder of JPEG frames named by index, "
+                                    "or a video file through OpenCV) and track them through it with SAM 2's "
+                                    "memory, as the official SAM2VideoPredictor does. Points and boxes are in "
+                                    "frame pixels, x before y.",
+                        epilog=_examples("edgesam track bundle/ frames/ --point 320,240 --out masks/ "
+                                         "--overlay overlay.mp4",
+                                         "edgesam track bundle/ clip.mp4 --box 100,80,300,260 --frame 10 --obj 2 "
+                                         "--out masks/ --format coco",
+                                         "edgesam track bundle/ frames/ --prompts prompts.json --out masks/"))
+    tr.add_argument("bundle", help="a SAM 2 / 2.1 bundle with video graphs")
+    tr.add_argument("video", help="a folder of JPEG frames (00000.jpg, 00001.jpg, ...) or a video file")
+    pr = tr.add_argument_group("prompts")
+    pr.add_argument("--point", action="append", type=_floats((2, 3)), metavar="X,Y[,LABEL]",
+                    help="a point, label 1 (object, the default) or 0 (background); repeat for more")
+    pr.add_argument("--box", type=_floats((4,)), metavar="X0,Y0,X1,Y1", help="a box")
+    pr.add_argument("--frame", type=int, default=0, help="the frame the prompt is on (default 0)")
+    pr.add_argument("--obj", type=int, default=1, help="the object's id (default 1)")
+    pr.add_argument("--prompts", metavar="FILE.json", help='several objects: [{"frame": 0, "obj": 1, "points": '
+                    '[[x, y]], "labels": [1]}, {"frame": 4, "obj": 2, "box": [x0, y0, x1, y1]}]')
+    add_run_arguments(tr)
+    o = tr.add_argument_group("output")
+    o.add_argument("--out", required=True, metavar="DIR", help="a new (or empty) folder for the masks")
+    o.add_argument("--format", default="png", choices=["png", "coco"],
+                   help="png: DIR/obj{ID}/{frame}.png; coco: DIR/{frame}.json, {obj id: COCO RLE}")
+    o.add_argument("--overlay", metavar="OUT.mp4", help="the masks tinted over the clip (OpenCV; without it, PNG "
+                                                         "frames in DIR/overlay/)")
+    o.add_argument("--json", metavar="FILE", help="summary: frames, objects, timings ('-': stdout)")
+    tr.set_defaults(func=cmd_track)
 
     sv = sub.add_parser("serve", help="a browser page and an HTTP API that segment images with a bundle",
                         description="Serve a page to click on images and see the masks, with its JSON API "

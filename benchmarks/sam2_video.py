@@ -1,0 +1,152 @@
+"""Per-frame SAM 2 video tracking, side by side on the same weights and clip:
+
+  torch-official   sam2.SAM2VideoPredictor (torch, memory kept in float32: on the CPU its bfloat16
+                   memory fails at the second frame, convert/sam2_video.float32_memory_storage)
+  edgesam-*        edgesam.runtime.SAM2VideoPredictor on the bundle's MNN fp32 / fp16 files, ONNX
+                   Runtime and OpenVINO (fp32)
+
+A point on frame 0, then ``propagate_in_video`` over the clip; the time per tracked frame (encoder +
+memory attention + decoder + memory encoder, the frame's reading and preprocessing included) is the
+propagation's time / its frames. One process per pipeline (spawned), one at a time, in a new random
+order each run; medians with the ratio against torch-official, the peak RSS, and the lowest
+per-frame mask IoU against torch-official.
+
+  .venv/bin/python benchmarks/sam2_video.py [--model sam2.1_hiera_t] [--frames 16] [--runs 3] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def build(work: Path, model: str) -> Path:
+    from edgesam.convert import code_fingerprint
+    from edgesam.convert.pipeline import ConvertOptions, convert
+
+    out = work / f"{model}-video-random0-{code_fingerprint()}"
+    if not (out / "manifest.json").exists():
+        convert(ConvertOptions(model=model, out=out, random_init=0, precisions=("fp32", "fp16"),
+                               formats=("onnx", "mnn", "openvino"), force=True), log=print)
+    return out
+
+
+def _serve(conn, kind: str, args: tuple) -> None:
+    """Build one pipeline, then answer (frames_dir, point) with (seconds per frame, peak RSS MB, masks)."""
+    threads = args[-1]
+    if kind == "torch":
+        import warnings
+
+        import torch
+
+        from edgesam.convert.sam2_family import random_model
+        from edgesam.convert.sam2_video import float32_memory_storage, official_video_predictor
+
+        warnings.simplefilter("ignore")
+        torch.set_num_threads(threads)
+        pred = official_video_predictor(random_model(args[0], 0))
+        ctx = float32_memory_storage
+        name = "torch-official"
+    else:
+        import contextlib
+
+        from edgesam.runtime import SAM2VideoPredictor
+
+        bundle, backend, precision = args[0], args[1], args[2]
+        pred = SAM2VideoPredictor(bundle, backend=backend, precision=precision, threads=threads, fill_hole_area=0,
+                                  progress=False)
+        ctx = contextlib.nullcontext
+        name = f"edgesam-{backend}-{precision}"
+    conn.send(name)
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        frames, point = job
+        with ctx():
+            if kind == "torch":
+                import torch
+
+                with torch.inference_mode():
+                    secs, masks = _track(pred, frames, point)
+            else:
+                secs, masks = _track(pred, frames, point)
+        conn.send((secs, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, masks))
+
+
+def _track(pred, frames: str, point) -> tuple[float, list]:
+
+    state = pred.init_state(frames)
+    pred.add_new_points_or_box(state, 0, 1, points=[point], labels=[1])
+    t = time.perf_counter()
+    masks = [np.packbits(np.asarray(m)[0, 0] > 0) for _, _, m in pred.propagate_in_video(state)]
+    return (time.perf_counter() - t) / len(masks), masks
+
+
+def main() -> None:
+    import multiprocessing as mp
+
+    from edgesam.runtime.maskstats import mask_iou
+    from edgesam.synthetic.clips import make_clip, write_jpeg_folder
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="sam2.1_hiera_t")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--work", default="/tmp/edgesam-bench")
+    a = ap.parse_args()
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    bundle = build(work, a.model)
+    clip = make_clip(a.frames, (480, 640), seed=0)
+    frames = str(write_jpeg_folder(clip, work / f"clip{a.frames}"))
+    point = clip.centres[1][0]
+    t = a.threads
+    specs = [("torch", (a.model, t))] + [("edgesam", (str(bundle), b, p, t)) for b, p in
+                                          (("mnn", "fp32"), ("mnn", "fp16"), ("ort", "fp32"), ("openvino", "fp32"))]
+    ctx = mp.get_context("spawn")
+    workers = []
+    for kind, args in specs:
+        parent, child = ctx.Pipe()
+        proc = ctx.Process(target=_serve, args=(child, kind, args), daemon=True)
+        proc.start()
+        workers.append((parent.recv(), parent, proc))
+    times = {name: [] for name, _, _ in workers}
+    rss, masks = {}, {}
+    order = random.Random(0)
+    for run in range(a.runs):
+        for name, conn, _ in order.sample(workers, len(workers)):
+            time.sleep(0.5)
+            conn.send((frames, point))
+            secs, peak, packed = conn.recv()
+            times[name].append(secs)
+            rss[name], masks[name] = peak, packed
+        print(f"run {run + 1}/{a.runs} done", file=sys.stderr, flush=True)
+    for _, conn, proc in workers:
+        conn.send(None)
+        proc.join()
+    ref_name = "torch-official"
+    ref = statistics.median(times[ref_name])
+    h, w = clip.frames[0].shape[:2]
+
+    def unpack(p):
+        return np.unpackbits(p)[: h * w].reshape(h, w).astype(bool)
+
+    print(f"\n{a.model} (untrained random weights, seed 0), {a.frames} frames of {w}x{h}, one object, {t} threads: "
+          f"median of {a.runs} interleaved runs, one process per pipeline")
+    print(f"{'pipeline':<24} {'ms / frame':>10} {'ratio':>6} {'peak RSS':>9} {'min IoU':>8}")
+    for name, _, _ in workers:
+        med = statistics.median(times[name])
+        iou = min(mask_iou(unpack(x), unpack(y)) for x, y in zip(masks[name], masks[ref_name]))
+        print(f"{name:<24} {med * 1e3:10.0f} {med / ref:6.3f} {rss[name]:6.0f} MB {iou:8.4f}")
+
+
+if __name__ == "__main__":
+    main()
