@@ -471,7 +471,8 @@ def video_gate(model: nn.Module, files: dict, tmp: Path, precisions: tuple[str, 
     """The video graphs, through the runtime's ``SAM2VideoPredictor``, against the official
     ``SAM2VideoPredictor`` (memory kept in float32: ``float32_memory_storage``) on a generated clip
     of ``GATE_FRAMES`` frames, both fed the same preprocessed frames: per-frame mask IoU (the
-    tolerance's), the frames where the object is present, and the last frame's mask memory."""
+    tolerance's), the frames where the object is present, every frame's logits, and the last frame's
+    mask memory."""
     import tempfile
     import warnings
 
@@ -508,6 +509,9 @@ def video_gate(model: nn.Module, files: dict, tmp: Path, precisions: tuple[str, 
             fails.append(f"object presence differs on frames {present}")
         cells.append(Cell("video", "masks", label, "torch (SAM2VideoPredictor)", prec, 0.0, 0.0, 0.0, 1.0,
                           mask_iou=float(min(ious)), failures=fails))
+        frames = sorted(ref)
+        cells.append(compare("video", "mask logits (every frame)", np.stack([ref[f] for f in frames]),
+                             np.stack([got[f] for f in frames]), prec, label, "torch (SAM2VideoPredictor)", "logits"))
         cells.append(compare("video", "maskmem_features (last frame)", ref_extra["memory"], extra["memory"], prec,
                              label, "torch (SAM2VideoPredictor)"))
         log(f"video {label}: per-frame mask IoU min {min(ious):.4f} over {len(ious)} frames")

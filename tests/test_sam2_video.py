@@ -100,7 +100,7 @@ def _mask(res: dict, key: str) -> np.ndarray:
 
 
 def _mask_keys(res: dict) -> list[str]:
-    return sorted(k for k in res if k.count("/") >= 2 and not k.endswith("/shape") and "/" in k and
+    return sorted(k for k in res if k.count("/") >= 2 and not k.endswith(("/shape", "/logits")) and
                   not k.startswith("remove"))
 
 
@@ -117,15 +117,17 @@ def test_tracking_matches_official(backend, precision, video_bundle, clip_dir, o
     """Every scenario's every mask, frame by frame, against the official SAM2VideoPredictor: the same
     frames and objects come back, each mask at the bar's IoU, and the same frames with the object
     present; the runtime process never imported torch."""
-    got = _run_worker(video_bundle, clip_dir, backend, precision, tmp_path)
-    _check_against_official(got, official, CONFIGS[(backend, precision)])
+    # fp16: the first scenario (two objects through the clip) is enough to show its drift
+    got = _run_worker(video_bundle, clip_dir, backend, precision, tmp_path, only_first=precision != "fp32")
+    _check_against_official(got, official, CONFIGS[(backend, precision)], only_first=precision != "fp32")
 
 
-def _check_against_official(got: dict, official: dict, bar: float) -> None:
+def _check_against_official(got: dict, official: dict, bar: float, only_first: bool = False) -> None:
     assert list(got["heavy_modules"]) == [""]
-    keys = _mask_keys(official)
-    assert _mask_keys(got) == keys
-    assert list(got["remove/ids"]) == list(official["remove/ids"])
+    keys = _mask_keys(got) if only_first else _mask_keys(official)
+    assert _mask_keys(got) == keys and set(keys) <= set(_mask_keys(official))
+    if not only_first:
+        assert list(got["remove/ids"]) == list(official["remove/ids"])
     worst = []
     for k in keys:
         a, b = _mask(got, k), _mask(official, k)
@@ -134,6 +136,12 @@ def _check_against_official(got: dict, official: dict, bar: float) -> None:
         worst.append((mask_iou(a, b) if b.any() else 1.0, k))
     worst.sort()
     assert worst[0][0] >= bar, worst[:3]
+    # the logits themselves, relative to each map's largest: a bookkeeping slip (a wrong temporal slot,
+    # a pointer from the wrong frame) moves them even where the seeded masks keep their shape
+    rel = max(float(np.abs(got[k + "/logits"] - official[k + "/logits"]).max())
+              / max(float(np.abs(official[k + "/logits"]).max()), 1.0) for k in keys)
+    limit = TOLERANCES["fp32" if bar == SAM2_OFFICIAL_FP32_MASK_IOU else "fp16"].rel_max
+    assert rel <= limit, (rel, limit)
 
 
 @pytest.mark.slow
