@@ -372,8 +372,15 @@ def official_state(pred, frames_tensor: torch.Tensor, height: int, width: int, t
     tmp.mkdir(parents=True, exist_ok=True)
     for i in range(frames_tensor.shape[0]):
         Image.new("RGB", (width, height)).save(tmp / f"{i:05d}.jpg")
-    with torch.inference_mode():
-        state = pred.init_state(str(tmp))
+    import sam2.utils.misc as misc
+
+    real = misc.tqdm
+    misc.tqdm = lambda it, **_: it  # its frame-loading bar: the placeholders are replaced below anyway
+    try:
+        with torch.inference_mode():
+            state = pred.init_state(str(tmp))
+    finally:
+        misc.tqdm = real
     state["images"] = frames_tensor
     state["video_height"], state["video_width"] = height, width
     state["cached_features"] = {}

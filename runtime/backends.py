@@ -183,6 +183,10 @@ class OpenVINOBackend:
             # alias too, and any_name may pick it (SAM 2's high_res_feats_1 came back as
             # "/conv_s1/Conv_output_0").
             names = [o.any_name for o in model.outputs]
+            # inputs likewise: compiled, SAM 2's tracking decoder's image_embed port answered to
+            # "/Reshape_6_output_0" as any_name (both names still reach it)
+            in_names = [p.any_name for p in model.inputs]
+            in_types = [p.get_element_type().get_type_name() for p in model.inputs]
             self.compiled = core.compile_model(model, "CPU", config)
         except Exception as e:  # OpenVINO raises RuntimeError with a multi-line C++ trace
             raise BackendError(f"{path}: OpenVINO could not load this model "
@@ -191,8 +195,8 @@ class OpenVINOBackend:
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # what the plugin really runs
         self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
         self.request = self.compiled.create_infer_request()
-        self._dtypes = {p.any_name: _np_dtype(p.get_element_type().get_type_name()) for p in self.compiled.inputs}
-        self.inputs = [p.any_name for p in self.compiled.inputs]
+        self._dtypes = {n: _np_dtype(ty) for n, ty in zip(in_names, in_types)}
+        self.inputs = in_names
         self.outputs = names
 
     def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -34,7 +34,8 @@ import torch  # noqa: E402
 WORKER = Path(__file__).with_name("video_worker.py")
 # (backend, precision): the bar is the per-frame mask IoU against the official predictor
 CONFIGS = {("mnn", "fp32"): SAM2_OFFICIAL_FP32_MASK_IOU, ("ort", "fp32"): SAM2_OFFICIAL_FP32_MASK_IOU,
-           ("mnn", "fp16"): TOLERANCES["fp16"].mask_iou}
+           ("openvino", "fp32"): SAM2_OFFICIAL_FP32_MASK_IOU, ("mnn", "fp16"): TOLERANCES["fp16"].mask_iou}
+FULL_SCENARIOS = {("mnn", "fp32"), ("ort", "fp32")}  # the others run the first scenario (the suite's time)
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +59,13 @@ def video_model():
 
 @pytest.fixture(scope="module")
 def video_bundle(tmp_path_factory) -> Path:
-    """The same seeded weights converted with fp32 and fp16 files (the video gate included)."""
+    """The same seeded weights converted with ONNX, MNN fp32 / fp16 and OpenVINO files (the video gate
+    included)."""
     out = tmp_path_factory.mktemp("video_bundle") / "bundle"
     from edgesam.convert.pipeline import ConvertOptions, convert
 
-    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32", "fp16")),
-            log=lambda m: None)
+    convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32", "fp16"),
+                           formats=("onnx", "mnn", "openvino")), log=lambda m: None)
     return out
 
 
@@ -117,9 +119,9 @@ def test_tracking_matches_official(backend, precision, video_bundle, clip_dir, o
     """Every scenario's every mask, frame by frame, against the official SAM2VideoPredictor: the same
     frames and objects come back, each mask at the bar's IoU, and the same frames with the object
     present; the runtime process never imported torch."""
-    # fp16: the first scenario (two objects through the clip) is enough to show its drift
-    got = _run_worker(video_bundle, clip_dir, backend, precision, tmp_path, only_first=precision != "fp32")
-    _check_against_official(got, official, CONFIGS[(backend, precision)], only_first=precision != "fp32")
+    first = (backend, precision) not in FULL_SCENARIOS
+    got = _run_worker(video_bundle, clip_dir, backend, precision, tmp_path, only_first=first)
+    _check_against_official(got, official, CONFIGS[(backend, precision)], only_first=first)
 
 
 def _check_against_official(got: dict, official: dict, bar: float, only_first: bool = False) -> None:
@@ -227,7 +229,7 @@ def test_video_section_in_manifest(video_bundle):
     roles = {f["role"] for f in m["files"]}
     assert {"memory_attention", "memory_encoder", "track_decoder", "video_constants"} <= roles
     cells = [c for c in m["parity"]["cells"] if c["stage"] == "video"]
-    assert {c["candidate"] for c in cells} == {"ort fp32", "mnn fp32", "mnn fp16"}
+    assert {c["candidate"] for c in cells} == {"ort fp32", "mnn fp32", "mnn fp16", "openvino fp32", "openvino fp16"}
 
 
 def test_no_video_bundle_refused_for_tracking(tmp_path):
