@@ -160,9 +160,11 @@ class SAM2VideoPredictor:
         else:
             self.bundle = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
             if backend == "tensorrt":
+                from edgesam.errors import BackendError
                 from edgesam.runtime.backends import require_tensorrt
 
-                require_tensorrt()
+                require_tensorrt()  # one clear line where TensorRT is absent
+                raise BackendError("backend 'tensorrt' has no video runtime in this version: use mnn, ort or openvino")
             self._s = open_session(self.bundle, backend, precision, threads, runtime_precision, interpolation,
                                    int8_compute, memory_dtype)
         self.spec = self._s.spec

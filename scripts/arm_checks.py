@@ -557,6 +557,9 @@ def report(a) -> int:
             lines.append(f"           tiny encoder {k}, precision low vs x86 fp32: {_fig(c)}")
         lines.append(f"           decoder of {s2['decoder_model']}, precision low vs x86 fp32 (wall {s2['decoder_s']} s): "
                      f"{_fig(s2['decoder_logits'])}; scores max abs {s2['decoder_scores']['max_abs']:.3g}")
+        if "video_track" in s2:
+            lines.append(f"           video, one tracking step of the tiny model, MNN fp32 vs x86 (wall {s2['video_s']} s): "
+                         f"tracked logits {_fig(s2['video_track'])}; mask memory rel {s2['video_memory']['rel_max']:.2g}")
     failed = {n: r["failures"] for n, r in results.items() if not r.get("ok")}
     for name, r in results.items():
         lines.append(f"{name:<10} {'ok' if r.get('ok') else 'FAILED: ' + '; '.join(r['failures'])}")
