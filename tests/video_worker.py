@@ -26,7 +26,6 @@ def _keep(res: dict, name: str, f: int, ids, masks) -> None:
     for k, o in enumerate(ids):
         res[f"{name}/{f}/{o}"] = np.packbits(masks[k, 0] > 0, axis=None)
         res[f"{name}/{f}/{o}/shape"] = np.array(masks[k, 0].shape)
-        res[f"{name}/{f}/{o}/logits"] = np.asarray(masks[k, 0][::4, ::4], np.float32)
 
 
 def run_scenarios(pred, frames: str, centres: dict, box2: list, mask3: np.ndarray, only_first: bool = False) -> dict:
