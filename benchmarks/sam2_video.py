@@ -24,6 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipelines import start_workers  # noqa: E402
+
 
 def build(work: Path, model: str) -> Path:
     from edgesam.convert import code_fingerprint
@@ -99,8 +102,6 @@ def _track(pred, frames: str, point) -> tuple[float, list]:
 
 
 def main() -> None:
-    import multiprocessing as mp
-
     from edgesam.runtime.maskstats import mask_iou
     from edgesam.synthetic.clips import make_clip, write_jpeg_folder
 
@@ -121,13 +122,7 @@ def main() -> None:
     t = a.threads
     specs = [("torch", (a.model, t))] + [("edgesam", (str(bundle), b, p, t)) for b, p in
                                           (("mnn", "fp32"), ("mnn", "fp16"), ("ort", "fp32"), ("openvino", "fp32"))]
-    ctx = mp.get_context("spawn")
-    workers = []
-    for kind, args in specs:
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, kind, args), daemon=True)
-        proc.start()
-        workers.append((parent.recv(), parent, proc))
+    workers = start_workers(_serve, specs)  # one spawned process per pipeline (benchmarks/pipelines.py)
     times = {name: [] for name, _, _ in workers}
     rss, masks = {}, {}
     order = random.Random(0)

@@ -166,15 +166,19 @@ class Sam2Decoder(nn.Module):
             md.transformer = chunked_transformer(model.sam_mask_decoder.transformer, av_chunk)
             self.mask_decoder = md
 
-    def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
+    def predict(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
                 has_mask_input):
+        """The prompt encoder and ``predict_masks``: (masks, iou, mask tokens, object-score logits)."""
         pe = self.prompt_encoder
         sparse = pe._embed_points(point_coords, point_labels, pad=True)
         has = has_mask_input.reshape(-1, 1, 1, 1)
         dense = has * pe.mask_downscaling(mask_input) + (1 - has) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        masks, iou, _, _ = self.mask_decoder.predict_masks(
+        return self.mask_decoder.predict_masks(
             image_embeddings=image_embed, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense, repeat_image=True, high_res_features=[high_res_feats_0, high_res_feats_1])
+
+    def forward(self, *inputs):
+        masks, iou, _, _ = self.predict(*inputs)
         return masks, iou
 
 

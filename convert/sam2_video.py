@@ -115,35 +115,19 @@ class MemoryAttentionGraph(nn.Module):
                 self.register_buffer(f"cos_{name}_{i}", cis.real.contiguous(), persistent=False)
                 self.register_buffer(f"sin_{name}_{i}", cis.imag.contiguous(), persistent=False)
 
-    def _attend(self, attn, q_in, k_rope_in, v_rope_in, cos, sin, k_ptr_in=None, v_ptr_in=None, ptr_bias=None):
-        """``RoPEAttention.forward``: rotary on the queries and the first keys (repeated per memory
-        frame), none on the pointer keys; softmax over all keys, queries in blocks."""
+    def _attend(self, attn, qk, v_in, cos, sin):
+        """Self-attention (``RoPEAttention.forward`` over one frame's tokens): rotary on queries and
+        keys, queries in blocks."""
         h = attn.num_heads
-        q = attn.q_proj(q_in)
-        k = attn.k_proj(k_rope_in)
-        v = attn.v_proj(v_rope_in)
+        q, k, v = attn.q_proj(qk), attn.k_proj(qk), attn.v_proj(v_in)
         n, d = q.shape[1], q.shape[2] // h
         q = rotate(q.reshape(1, n, h, d).transpose(1, 2), cos, sin)  # 1 x h x n x d
-        frames = k.shape[1] // n
-        k = k.reshape(1, frames, n, h, d).permute(0, 3, 1, 2, 4)  # 1 x h x F x n x d
-        k = rotate(k, cos, sin).reshape(1, h, frames * n, d)
-        v = v.reshape(1, frames * n, h, d).transpose(1, 2)
-        if k_ptr_in is not None:
-            kp = attn.k_proj(k_ptr_in).reshape(1, -1, h, d).transpose(1, 2)
-            vp = attn.v_proj(v_ptr_in).reshape(1, -1, h, d).transpose(1, 2)
+        k = rotate(k.reshape(1, n, h, d).transpose(1, 2), cos, sin)
+        v = v.reshape(1, n, h, d).transpose(1, 2)
         scale = 1.0 / math.sqrt(d)
-        outs = []
-        for qb in q.split(self.q_block, dim=2):
-            s = torch.matmul(qb, k.transpose(-1, -2)) * scale
-            if k_ptr_in is None:
-                outs.append(torch.matmul(torch.softmax(s, dim=-1), v))
-                continue
-            sp = torch.matmul(qb, kp.transpose(-1, -2)) * scale + ptr_bias
-            p = torch.softmax(torch.cat((s, sp), dim=-1), dim=-1)
-            pm, pp = p[..., :s.shape[-1]], p[..., s.shape[-1]:]
-            outs.append(torch.matmul(pm, v) + torch.matmul(pp, vp))
-        out = torch.cat(outs, dim=2).transpose(1, 2).reshape(1, n, h * d)
-        return attn.out_proj(out)
+        outs = [torch.matmul(torch.softmax(torch.matmul(qb, k.transpose(-1, -2)) * scale, dim=-1), v)
+                for qb in q.split(self.q_block, dim=2)]
+        return attn.out_proj(torch.cat(outs, dim=2).transpose(1, 2).reshape(1, n, h * d))
 
     def forward(self, pix_feat, memory, memory_tpos, obj_ptrs, obj_ptr_tpos, obj_ptr_mask):
         ma = self.ma
@@ -170,7 +154,7 @@ class MemoryAttentionGraph(nn.Module):
             cos_c, sin_c = getattr(self, f"cos_cross_attn_image_{i}"), getattr(self, f"sin_cross_attn_image_{i}")
             t2 = layer.norm1(out)
             qk = t2 + qpos if layer.pos_enc_at_attn else t2
-            out = out + self._attend(layer.self_attn, qk, qk, t2, cos_s, sin_s)
+            out = out + self._attend(layer.self_attn, qk, t2, cos_s, sin_s)
             t2 = layer.norm2(out)
             q = t2 + qpos if layer.pos_enc_at_cross_attn_queries else t2
             k_mem = mem + mem_pos if layer.pos_enc_at_cross_attn_keys else mem
@@ -259,15 +243,8 @@ class TrackDecoderGraph(Sam2Decoder):
         super().__init__(model, av_chunk)
         self.obj_ptr_proj = model.obj_ptr_proj
 
-    def forward(self, image_embed, high_res_feats_0, high_res_feats_1, point_coords, point_labels, mask_input,
-                has_mask_input):
-        pe = self.prompt_encoder
-        sparse = pe._embed_points(point_coords, point_labels, pad=True)
-        has = has_mask_input.reshape(-1, 1, 1, 1)
-        dense = has * pe.mask_downscaling(mask_input) + (1 - has) * pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
-        masks, iou, tokens, score = self.mask_decoder.predict_masks(
-            image_embeddings=image_embed, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense, repeat_image=True, high_res_features=[high_res_feats_0, high_res_feats_1])
+    def forward(self, *inputs):
+        masks, iou, tokens, score = self.predict(*inputs)
         return masks, iou, score, self.obj_ptr_proj(tokens)
 
 
