@@ -37,6 +37,10 @@ TINY_TEST_OVERRIDES = ["++model.image_encoder.trunk.embed_dim=8", "++model.memor
 # ... and its object-score head's bias raised, so that seeded random weights keep tracked objects
 # present through a clip (the video tests check the masks are not trivial)
 TINY_TEST_SCORE_BIAS = 4.0
+# The memory bank's temporal encodings start at std 0.02 against position encodings of about 1, so
+# with them as initialised a memory given the wrong temporal slot moves the tiny model's logits by
+# 1e-4 of their range: no test could see such a slip. The tiny test model draws them at this std.
+TINY_TEST_TPOS_STD = 1.0
 ENCODER_OUTPUTS = tuple(SAM2_TENSORS["encoder"]["outputs"])
 DECODER_INPUTS = ("image_embed", "high_res_feats_0", "high_res_feats_1", "point_coords", "point_labels",
                   "mask_input", "has_mask_input")  # samexporter feeds them by position, in this order
@@ -81,9 +85,10 @@ def random_model(name: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
     model = build_model(name)
     perturb_(model, seed)
-    if name == "sam2_tiny_test":  # tracked objects stay present (the image predictor ignores this head)
+    if name == "sam2_tiny_test":  # objects stay present (the image predictor ignores this head); memory slots matter
         with torch.no_grad():
             model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias += TINY_TEST_SCORE_BIAS
+            model.maskmem_tpos_enc.normal_(0.0, TINY_TEST_TPOS_STD, generator=torch.Generator().manual_seed(seed))
     return model.eval()
 
 

@@ -6,7 +6,9 @@ the streaming form; the memory bank's bookkeeping; ``edgesam track`` and its bad
 The model is ``sam2_tiny_test`` (a 5-block Hiera, one memory-attention layer, SAM 2.1's decoder and
 memory encoder) with every tensor perturbed and the object-score head's bias raised
 (``sam2_family.TINY_TEST_SCORE_BIAS``), so that objects stay present and masks are neither empty nor
-whole frames (checked below). The official
+whole frames (checked below), and its memory temporal encodings drawn at std 1
+(``TINY_TEST_TPOS_STD``), so that a memory in the wrong temporal slot fails the video bundle's convert
+gate, which compares logits with the official's on identical frames. The official
 predictor keeps its memory in float32 here (convert.sam2_video.float32_memory_storage): sam2 1.1.0
 stores it as bfloat16 and then fails on the CPU at the second frame.
 """
