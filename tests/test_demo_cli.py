@@ -26,11 +26,13 @@ def test_demo_default_converts_checks_and_segments(tmp_path):
             assert Path(f).stat().st_size > 1000 and Path(f).parent == out
             assert f in p.stdout  # the output names the files it wrote
     assert "synthetic shapes" in p.stdout + p.stderr  # says what the default model is (and is not)
-    # each sample's mask against the generated scene's object under the click (its masks are known);
-    # the shipped model's figures are 0.207, 0.496 and 0.339 (issue 19 wants far better)
-    ious = [seg["iou_with_true_object"] for seg in report["segments"]]
-    assert all(0.15 <= v <= 1.0 for v in ious), ious
-    for v in ious:
+    # each sample's mask against the generated scene's object under the click (its masks are known).
+    # The shipped model's figures (MNN fp32, x86): landscape 0.207, portrait 0.496, panorama 0.339; the
+    # floors sit 0.05 below them, so a conversion or runtime change that costs a sample its mask fails
+    floors = {"landscape.png": 0.15, "portrait.png": 0.44, "panorama.png": 0.29}
+    got = {Path(seg["image"]).name: seg["iou_with_true_object"] for seg in report["segments"]}
+    assert all(floors[k] <= v <= 1.0 for k, v in got.items()), got
+    for v in got.values():
         assert f"IoU {v:.3f} with the clicked object" in p.stdout
     # `everything` at the official defaults on one sample: records and overlay written, and the count
     # of the sample's true objects found is what the records give
