@@ -246,17 +246,25 @@ def _time_once(p, path: Path) -> tuple[float, float, float, np.ndarray]:
     return t1 - t0, statistics.median(each), p.enc_s, masks
 
 
+def memory_mb(field: str = "VmHWM") -> float:
+    """A memory figure of this process from /proc/self/status, in MB: ``VmHWM`` (peak resident,
+    which exec resets, unlike getrusage's ru_maxrss, which a spawned worker inherits from its parent,
+    a conversion's peak included) or ``VmRSS`` (resident now)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _serve(conn, cls_name: str, args: tuple) -> None:
     """Worker process: build one pipeline, then time it on each (image path, want the masks) the parent
-    sends; each reply carries the process's peak RSS so far (MB: VmHWM, which exec resets, unlike
-    getrusage's ru_maxrss, which a spawned child inherits from its parent)."""
+    sends; each reply carries the process's peak RSS so far (``memory_mb``)."""
     pipe = globals()[cls_name](*args)
     conn.send(pipe.name)
     for path, want_masks in iter(conn.recv, None):
         first, dec, enc, masks = _time_once(pipe, path)
-        hwm = next(line for line in Path("/proc/self/status").read_text().splitlines() if line.startswith("VmHWM:"))
-        rss = int(hwm.split()[1]) / 1024
-        conn.send((first, dec, enc, rss, (masks.shape, np.packbits(masks)) if want_masks else None))
+        conn.send((first, dec, enc, memory_mb(), (masks.shape, np.packbits(masks)) if want_masks else None))
 
 
 def _unpack(packed) -> np.ndarray:

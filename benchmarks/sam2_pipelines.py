@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipelines import MORE_PROMPTS, _iou, _timed, interleave, make_images, start_workers  # noqa: E402
+from pipelines import MORE_PROMPTS, _iou, _timed, interleave, make_images, memory_mb, start_workers  # noqa: E402
 
 MODEL = "sam2.1_hiera_t"
 
@@ -150,8 +150,7 @@ def _serve(conn, cls_name: str, args: tuple) -> None:
             t = time.perf_counter()
             pipe.decode([w * fx, h * fy])
             each.append(time.perf_counter() - t)
-        hwm = next(l for l in Path("/proc/self/status").read_text().splitlines() if l.startswith("VmHWM:"))
-        conn.send((first, statistics.median(each), pipe.enc_s, int(hwm.split()[1]) / 1024,
+        conn.send((first, statistics.median(each), pipe.enc_s, memory_mb(),
                    (masks.shape, np.packbits(masks)) if want_masks else None))
 
 

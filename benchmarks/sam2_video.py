@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipelines import start_workers  # noqa: E402
+from pipelines import memory_mb, start_workers  # noqa: E402
 
 
 def build(work: Path, model: str) -> Path:
@@ -68,7 +68,7 @@ def _serve(conn, kind: str, args: tuple) -> None:
 
         from edgesam.runtime import SAM2VideoPredictor
 
-        bundle, backend, precision, arithmetic = args[0], args[1], args[2], args[3]
+        bundle, backend, precision, arithmetic = args[:4]
         pred = SAM2VideoPredictor(bundle, backend=backend, precision=precision, threads=threads, fill_hole_area=0,
                                   runtime_precision=arithmetic, progress=False)
         ctx = contextlib.nullcontext
@@ -87,17 +87,7 @@ def _serve(conn, kind: str, args: tuple) -> None:
                     secs, masks = _track(pred, frames, point)
             else:
                 secs, masks = _track(pred, frames, point)
-        conn.send((secs, _peak_rss_mb(), masks))
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM). Not getrusage's ru_maxrss: a spawned worker starts
-    as a fork of the parent, and that figure keeps the parent's peak (the conversion's) across exec."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+        conn.send((secs, memory_mb(), masks))
 
 
 def _track(pred, frames: str, point) -> tuple[float, list]:

@@ -12,14 +12,10 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
-
-def resident_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipelines import memory_mb  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -48,7 +44,7 @@ def main(argv=None) -> int:
         stream.track(clip.frames[i % len(clip.frames)])
         if i % a.every == 0:
             held = len(stream.state["output_dict_per_obj"][0]["non_cond_frame_outputs"])
-            rows.append((i, resident_mb()))
+            rows.append((i, memory_mb("VmRSS")))
             print(f"{i:>6} {rows[-1][1]:>8.0f} {held:>12} {(time.perf_counter() - t0) / i * 1000:>9.0f}", flush=True)
     if len(rows) >= 2:
         print(f"RSS from frame {rows[0][0]} to {rows[-1][0]}: {rows[-1][1] - rows[0][1]:+.0f} MB "

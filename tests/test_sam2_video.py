@@ -104,7 +104,7 @@ def _mask(res: dict, key: str) -> np.ndarray:
 
 
 def _mask_keys(res: dict) -> list[str]:
-    return sorted(k for k in res if k.count("/") >= 2 and not k.endswith(("/shape", "/logits")) and
+    return sorted(k for k in res if k.count("/") >= 2 and not k.endswith("/shape") and
                   not k.startswith("remove"))
 
 

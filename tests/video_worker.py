@@ -3,7 +3,7 @@
 with no torch).
 
 usage: python video_worker.py BUNDLE BACKEND PRECISION FRAMES_DIR OUT.npz [MEMORY_DTYPE [first]]
-Each scenario returns {"name/frame/obj": logits sampled every 4th pixel, "name/frame/present": ...}
+Each scenario returns {"name/frame/obj": the packed mask, "name/frame/obj/shape": its shape}
 through ``run_scenarios(predictor, frames_dir, points)``, with the calls written as the official
 examples write them.
 """
