@@ -42,7 +42,9 @@ def build(work: Path, model: str) -> Path:
 
 
 # edgesam pipelines: (backend, file precision, arithmetic). "openvino-fp32-low" lets OpenVINO pick its
-# reduced inference precision (bf16 on CPUs with AVX-512 BF16 or AMX), which the video gate does not check.
+# reduced inference precision (bf16 on CPUs with AVX-512 BF16 or AMX) for the encoder, the memory
+# attention and the memory encoder, the tracking decoder at f32: the combination the video gate checks on
+# the converting machine's CPU, at the bf16 row of the tolerances.
 PIPELINES = {"mnn-fp32": ("mnn", "fp32", "high"), "mnn-fp16": ("mnn", "fp16", "high"), "ort-fp32": ("ort", "fp32", "high"),
              "openvino-fp32": ("openvino", "fp32", "high"), "openvino-fp32-low": ("openvino", "fp32", "low")}
 
@@ -69,8 +71,10 @@ def _serve(conn, kind: str, args: tuple) -> None:
         from edgesam.runtime import SAM2VideoPredictor
 
         bundle, backend, precision, arithmetic = args[:4]
+        # "low": the gated combination, the tracking decoder kept at full precision
         pred = SAM2VideoPredictor(bundle, backend=backend, precision=precision, threads=threads, fill_hole_area=0,
-                                  runtime_precision=arithmetic, progress=False)
+                                  runtime_precision=arithmetic, progress=False,
+                                  decoder_runtime_precision="high" if arithmetic == "low" else None)
         ctx = contextlib.nullcontext
         name = f"edgesam-{backend}-{precision}" + ("-low" if arithmetic == "low" else "")
     conn.send(name)

@@ -17,7 +17,7 @@ from edgesam.convert.families import contract as family_contract
 from edgesam.measure.parity_engine import Runner, run_parity
 from edgesam.measure.parity import Cell, compare, tolerance_key
 from edgesam.runtime import prompts
-from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend
+from edgesam.runtime.backends import MNNBackend, OpenVINOBackend, ORTBackend, openvino_low_arithmetic
 from edgesam.specs import IMAGE_SIZE
 from edgesam.synthetic.gate_inputs import gate_image
 
@@ -67,9 +67,14 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
                 MNNBackend(e, enc_in, enc_out, rp, threads, memory=m),
                 MNNBackend(d, dec_in, dec_out, rp, threads, memory=m))))
     for prec, (enc_p, dec_p) in (openvino_files or {}).items():
-        # fp16 IR = half weights, f32 arithmetic: judged by the fp16 tolerances like MNN fp16.
-        candidates.append(Runner(f"openvino {prec}", prec, lambda e=enc_p, d=dec_p: (OpenVINOBackend(e, threads),
-                                                                                   OpenVINOBackend(d, threads))))
+        # fp16 IR = half weights, f32 arithmetic: judged by the fp16 tolerances like MNN fp16. Runtime
+        # "low" is the plugin's choice on this CPU (bf16 with AVX512-BF16 or AMX, else f32), judged by
+        # that arithmetic's row.
+        for rp in ("high", "low"):
+            label = f"openvino {prec}" + (" low" if rp == "low" else "")
+            tol = tolerance_key(prec, rp, openvino_low_arithmetic())
+            candidates.append(Runner(label, tol, lambda e=enc_p, d=dec_p, rp=rp: (
+                OpenVINOBackend(e, threads, rp), OpenVINOBackend(d, threads, rp))))
     reference = family.reference(sam)
     extra = _full_variant_cells if full else None
     report = run_parity(reference, candidates, [("gate scene", gate_image())], contract, log, extra)

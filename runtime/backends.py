@@ -151,6 +151,15 @@ class ORTBackend:
         return dict(zip(self.outputs, outs))
 
 
+def openvino_low_arithmetic() -> str:
+    """What OpenVINO's CPU plugin computes in at runtime precision "low" on this CPU: "bf16" (AVX512-BF16
+    or AMX), "fp16" (ARM) or "fp32"."""
+    import openvino as ov
+
+    hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()  # "bf16", "f16", "f32"
+    return {"bf16": "bf16", "f16": "fp16"}.get(hint, "fp32")
+
+
 class OpenVINOBackend:
     """An OpenVINO IR (.xml + .bin) on the CPU plugin (optional dependency: the ``openvino`` extra).
 

@@ -101,7 +101,10 @@ class _Session:
 
 
 def open_session(bundle: Bundle, backend: str, precision: str, threads: Optional[int], runtime_precision: str,
-                 interpolation: str, int8_compute: str, memory_dtype: str) -> _Session:
+                 interpolation: str, int8_compute: str, memory_dtype: str,
+                 decoder_runtime_precision: Optional[str] = None) -> _Session:
+    """The encoder and the video graphs opened for tracking; ``decoder_runtime_precision`` is the
+    tracking decoder's arithmetic where it differs from the others'."""
     from edgesam.runtime.backends import BACKEND_TABLE, ModelRequest, mnn_memory_mode, resolve_threads
     from edgesam.runtime.predictor import open_backend
 
@@ -121,8 +124,9 @@ def open_session(bundle: Bundle, backend: str, precision: str, threads: Optional
         path, entry = bundle.open(name, kind.format, precision)
         memory = mnn_memory_mode(precision, int8_compute) if backend == "mnn" else "normal"
         graphs[name] = kind.open(ModelRequest(path=path, inputs=list(entry.inputs), outputs=list(entry.outputs),
-                                              threads=threads, runtime_precision=runtime_precision,
-                                              memory=memory)).run
+                                              threads=threads, memory=memory,
+                                              runtime_precision=(decoder_runtime_precision or runtime_precision)
+                                              if name == "track_decoder" else runtime_precision)).run
     path, _ = bundle.open("video_constants", "npz", "fp32")  # video.constants, hashed as it is opened
     with np.load(path, allow_pickle=False) as z:
         constants = {k: z[k] for k in z.files}
@@ -135,7 +139,10 @@ class SAM2VideoPredictor:
 
     ``bundle`` is a bundle folder (or a loaded ``Bundle``) where the official class takes a model;
     ``backend``, ``precision``, ``threads``, ``runtime_precision``, ``interpolation`` and
-    ``int8_compute`` are ``SamPredictor``'s. The official constructor's keywords keep their meaning:
+    ``int8_compute`` are ``SamPredictor``'s; ``decoder_runtime_precision`` is the tracking decoder's
+    arithmetic where it should differ (OpenVINO's "low" is gated with the decoder at "high": bf16 in
+    the decoder moved the test model's masks most, docs/performance.md). The official constructor's
+    keywords keep their meaning:
     ``fill_hole_area`` (default: the bundle's, 8, which the official code applies only with its
     CUDA extension), ``non_overlap_masks``, ``clear_non_cond_mem_around_input``,
     ``add_all_frames_to_correct_as_cond``. ``memory_dtype``: how the bank stores mask memories,
@@ -148,11 +155,13 @@ class SAM2VideoPredictor:
                  interpolation: str = RUN_DEFAULTS.interpolation, int8_compute: str = RUN_DEFAULTS.int8_compute,
                  *, fill_hole_area: Optional[int] = None, non_overlap_masks: bool = False,
                  clear_non_cond_mem_around_input: bool = False, add_all_frames_to_correct_as_cond: bool = False,
-                 memory_dtype: str = "float32", progress: bool = True) -> None:
+                 memory_dtype: str = "float32", progress: bool = True,
+                 decoder_runtime_precision: Optional[str] = RUN_DEFAULTS.decoder_runtime_precision) -> None:
         from edgesam.runtime.options import RunOptions
 
         RunOptions(backend=backend, precision=precision, threads=threads, runtime_precision=runtime_precision,
-                   interpolation=interpolation, int8_compute=int8_compute)
+                   interpolation=interpolation, int8_compute=int8_compute,
+                   decoder_runtime_precision=decoder_runtime_precision)
         if memory_dtype not in MEMORY_DTYPES:
             raise InputError(f"memory_dtype must be one of {', '.join(MEMORY_DTYPES)}, not {memory_dtype!r}")
         if isinstance(bundle, _Session):  # the convert gate: files not yet in a bundle
@@ -166,7 +175,7 @@ class SAM2VideoPredictor:
                 require_tensorrt()  # one clear line where TensorRT is absent
                 raise BackendError("backend 'tensorrt' has no video runtime in this version: use mnn, ort or openvino")
             self._s = open_session(self.bundle, backend, precision, threads, runtime_precision, interpolation,
-                                   int8_compute, memory_dtype)
+                                   int8_compute, memory_dtype, decoder_runtime_precision)
         self.spec = self._s.spec
         self.image_size = self.spec.image_size
         self.num_maskmem = self.spec.num_maskmem
@@ -512,9 +521,11 @@ class SAM2VideoStream:
     def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = RUN_DEFAULTS.backend,
                  precision: str = RUN_DEFAULTS.precision, threads: Optional[int] = RUN_DEFAULTS.threads,
                  runtime_precision: str = RUN_DEFAULTS.runtime_precision, *, fill_hole_area: Optional[int] = None,
-                 memory_dtype: str = "float32") -> None:
+                 memory_dtype: str = "float32",
+                 decoder_runtime_precision: Optional[str] = RUN_DEFAULTS.decoder_runtime_precision) -> None:
         self.predictor = SAM2VideoPredictor(bundle, backend, precision, threads, runtime_precision,
-                                            fill_hole_area=fill_hole_area, memory_dtype=memory_dtype, progress=False)
+                                            fill_hole_area=fill_hole_area, memory_dtype=memory_dtype, progress=False,
+                                            decoder_runtime_precision=decoder_runtime_precision)
         self.state: Optional[dict] = None
         self.frame_idx = -1
 

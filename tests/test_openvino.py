@@ -82,13 +82,19 @@ def test_openvino_predictor_matches_onnx_every_prompt_kind(ov_bundle, precision)
 
 
 def test_parity_matrix_includes_openvino(ov_bundle, tmp_path):
-    p = run_cli("parity", ov_bundle, "--runtime-precision", "high", "--images", REPO / "assets" / "landscape.png",
+    """OpenVINO at f32 and at the plugin's low precision (bf16 on CPUs with AVX512-BF16 or AMX), each
+    held to its arithmetic's row."""
+    from edgesam.runtime.backends import openvino_low_arithmetic
+
+    p = run_cli("parity", ov_bundle, "--runtime-precision", "high,low", "--images", REPO / "assets" / "landscape.png",
                 "--json", tmp_path / "p.json")
     assert p.returncode == 0, p.stderr[-2000:]
     r = json.loads((tmp_path / "p.json").read_text())
     ov = [c for c in r["cells"] if c["candidate"].startswith("openvino")]
-    assert {c["candidate"] for c in ov} == {"openvino fp32", "openvino fp16"} and len(ov) == 8
+    assert {c["candidate"] for c in ov} == {"openvino fp32", "openvino fp16", "openvino fp32/low",
+                                            "openvino fp16/low"} and len(ov) == 16
     assert all(c["ok"] for c in ov) and r["skipped"] == []
+    assert {c["precision"] for c in ov if c["candidate"] == "openvino fp32/low"} == {openvino_low_arithmetic()}
     assert all(c["cosine"] > 0.99999 for c in ov if c["candidate"] == "openvino fp32")
     assert "openvino fp16" in p.stdout
 

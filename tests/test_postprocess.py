@@ -76,3 +76,18 @@ def test_differs_only_at_boundary():
     shifted = np.zeros((64, 64), bool)
     shifted[:, :21] = True
     assert differs_only_at_boundary(shifted, edge, 1)  # the image border is no edge of the mask
+
+
+def test_tolerance_rows_follow_the_arithmetic():
+    """Reduced arithmetic is judged by its own row: MNN's low by fp16's, OpenVINO's bf16 by bf16's
+    (each rounding 8x coarser, so a looser worst element, the same bars on what users see); int8
+    weights and a backend whose "low" is f32 keep the file's row."""
+    from edgesam.measure.parity import TOLERANCES, tolerance_key
+
+    assert [tolerance_key(p, "low") for p in ("fp32", "fp16", "int8")] == ["fp16", "fp16", "int8"]
+    assert [tolerance_key(p, "low", "bf16") for p in ("fp32", "fp16", "int8")] == ["bf16", "bf16", "int8"]
+    assert [tolerance_key(p, "low", "fp32") for p in ("fp32", "fp16")] == ["fp32", "fp16"]
+    assert all(tolerance_key(p, "high", "bf16") == p for p in ("fp32", "fp16", "int8"))
+    bf16, fp16, int8 = TOLERANCES["bf16"], TOLERANCES["fp16"], TOLERANCES["int8"]
+    assert (bf16.cosine, bf16.mask_iou, bf16.score_abs) == (fp16.cosine, fp16.mask_iou, fp16.score_abs)
+    assert fp16.rel_max < bf16.rel_max <= int8.rel_max

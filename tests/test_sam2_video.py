@@ -34,10 +34,14 @@ pytest.importorskip("sam2")
 import torch  # noqa: E402
 
 WORKER = Path(__file__).with_name("video_worker.py")
-# (backend, precision): the bar is the per-frame mask IoU against the official predictor
-CONFIGS = {("mnn", "fp32"): SAM2_OFFICIAL_FP32_MASK_IOU, ("ort", "fp32"): SAM2_OFFICIAL_FP32_MASK_IOU,
-           ("openvino", "fp32"): SAM2_OFFICIAL_FP32_MASK_IOU, ("mnn", "fp16"): TOLERANCES["fp16"].mask_iou}
-FULL_SCENARIOS = {("mnn", "fp32"), ("ort", "fp32")}  # the others run the first scenario (the suite's time)
+# (backend, precision, runtime precision): the bar is the per-frame mask IoU against the official
+# predictor. OpenVINO "low" is bf16 arithmetic where the CPU has it (the fastest way it tracks; f32
+# elsewhere) in every graph but the tracking decoder (the worker keeps that at "high", as the gate
+# does), held to bf16's mask bar.
+CONFIGS = {("mnn", "fp32", "high"): SAM2_OFFICIAL_FP32_MASK_IOU, ("ort", "fp32", "high"): SAM2_OFFICIAL_FP32_MASK_IOU,
+           ("openvino", "fp32", "high"): SAM2_OFFICIAL_FP32_MASK_IOU,
+           ("openvino", "fp32", "low"): TOLERANCES["bf16"].mask_iou, ("mnn", "fp16", "high"): TOLERANCES["fp16"].mask_iou}
+FULL_SCENARIOS = {("mnn", "fp32", "high"), ("ort", "fp32", "high")}  # the others run the first scenario (time)
 
 
 @pytest.fixture(scope="module")
@@ -88,11 +92,11 @@ def official(video_model, clip_dir) -> dict:
 
 
 def _run_worker(bundle: Path, clip_dir: Path, backend: str, precision: str, tmp: Path, dtype: str = "float32",
-                only_first: bool = False) -> dict:
-    out = tmp / f"{backend}_{precision}_{dtype}.npz"
+                only_first: bool = False, arithmetic: str = "high") -> dict:
+    out = tmp / f"{backend}_{precision}_{arithmetic}_{dtype}.npz"
     proc = subprocess.run([sys.executable, str(WORKER), str(bundle), backend, precision, str(clip_dir / "frames"),
-                           str(out), dtype, "first" if only_first else ""], capture_output=True, text=True,
-                          timeout=900)
+                           str(out), dtype, "first" if only_first else "", arithmetic], capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out) as z:
         return {k: z[k] for k in z.files}
@@ -116,14 +120,14 @@ def test_official_masks_are_not_trivial(official):
     assert len(middling) >= 0.8 * len(cover), sorted(cover)[:5]
 
 
-@pytest.mark.parametrize("backend,precision", list(CONFIGS))
-def test_tracking_matches_official(backend, precision, video_bundle, clip_dir, official, tmp_path):
+@pytest.mark.parametrize("backend,precision,arithmetic", list(CONFIGS))
+def test_tracking_matches_official(backend, precision, arithmetic, video_bundle, clip_dir, official, tmp_path):
     """Every scenario's every mask, frame by frame, against the official SAM2VideoPredictor: the same
     frames and objects come back, each mask at the bar's IoU, and the same frames with the object
     present; the runtime process never imported torch."""
-    first = (backend, precision) not in FULL_SCENARIOS
-    got = _run_worker(video_bundle, clip_dir, backend, precision, tmp_path, only_first=first)
-    _check_against_official(got, official, CONFIGS[(backend, precision)], only_first=first)
+    first = (backend, precision, arithmetic) not in FULL_SCENARIOS
+    got = _run_worker(video_bundle, clip_dir, backend, precision, tmp_path, only_first=first, arithmetic=arithmetic)
+    _check_against_official(got, official, CONFIGS[(backend, precision, arithmetic)], only_first=first)
 
 
 def _check_against_official(got: dict, official: dict, bar: float, only_first: bool = False) -> None:
@@ -225,7 +229,8 @@ def test_video_section_in_manifest(video_bundle):
     roles = {f["role"] for f in m["files"]}
     assert {"memory_attention", "memory_encoder", "track_decoder", "video_constants"} <= roles
     cells = [c for c in m["parity"]["cells"] if c["stage"] == "video"]
-    assert {c["candidate"] for c in cells} == {"ort fp32", "mnn fp32", "mnn fp16", "openvino fp32", "openvino fp16"}
+    assert {c["candidate"] for c in cells} == {"ort fp32", "mnn fp32", "mnn fp16", "openvino fp32", "openvino fp16",
+                                                 "openvino fp32 low (decoder high)", "openvino fp16 low (decoder high)"}
 
 
 def test_no_video_bundle_refused_for_tracking(tmp_path):

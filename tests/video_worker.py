@@ -78,13 +78,14 @@ def run_scenarios(pred, frames: str, centres: dict, box2: list, mask3: np.ndarra
 
 
 def main(bundle: str, backend: str, precision: str, frames: str, out: str, memory_dtype: str = "float32",
-         only_first: str = "") -> None:
+         only_first: str = "", runtime_precision: str = "high") -> None:
     from edgesam.runtime import SAM2VideoPredictor
 
     args = np.load(f"{frames}/../prompts.npz", allow_pickle=False)
     centres = {o: [tuple(c) for c in args[f"centres{o}"]] for o in (1, 2)}
-    pred = SAM2VideoPredictor(bundle, backend=backend, precision=precision, fill_hole_area=0,
-                              memory_dtype=memory_dtype, progress=False)
+    pred = SAM2VideoPredictor(bundle, backend=backend, precision=precision, runtime_precision=runtime_precision,
+                              fill_hole_area=0, memory_dtype=memory_dtype, progress=False,
+                              decoder_runtime_precision="high")  # "low": the combination the gate checks
     res = run_scenarios(pred, frames, centres, list(args["box2"]), args["mask3"], only_first == "first")
     res["heavy_modules"] = np.array([m for m in HEAVY if m in sys.modules] or [""])
     np.savez(out, **res)

@@ -306,10 +306,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default=run["backend"], choices=list(BACKEND_TABLE), help="runtime for both models")
     p.add_argument("--precision", default=run["precision"], help="model precision in the bundle: fp32, fp16, int8")
     p.add_argument("--runtime-precision", default=run["runtime_precision"], choices=list(ARITHMETIC_PRECISIONS),
-                   help="MNN arithmetic precision (low = fp16 on ARMv8.2+)")
+                   help="arithmetic: low = fp16 for MNN on ARMv8.2+, the plugin's choice for OpenVINO "
+                        "(bf16 on CPUs with AVX-512 BF16 or AMX)")
     p.add_argument("--decoder-runtime-precision", choices=list(ARITHMETIC_PRECISIONS),
                    default=run["decoder_runtime_precision"],
-                   help="the decoder's, if different (e.g. low encoder, high decoder)")
+                   help="the decoder's (SAM 2 video: the tracking decoder's), if different "
+                        "(e.g. low encoder, high decoder)")
     p.add_argument("--threads", type=int, default=run["threads"], help="CPU threads (default: every core)")
     p.add_argument("--int8-compute", default=run["int8_compute"], choices=list(INT8_COMPUTE), help=INT8_COMPUTE_HELP)
 

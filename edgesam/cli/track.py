@@ -102,7 +102,8 @@ def track(req: TrackRequest) -> dict:
     t0 = time.perf_counter()
     pred = SAM2VideoPredictor(req.bundle, backend=req.run.backend, precision=req.run.precision,
                               threads=req.run.threads, runtime_precision=req.run.runtime_precision,
-                              int8_compute=req.run.int8_compute, progress=req.progress)
+                              int8_compute=req.run.int8_compute, progress=req.progress,
+                              decoder_runtime_precision=req.run.decoder_runtime_precision)
     state = pred.init_state(req.video)
     n, h, w = state["num_frames"], state["video_height"], state["video_width"]
     _check_frame_sizes(state["images"], h, w)

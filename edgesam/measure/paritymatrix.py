@@ -20,7 +20,7 @@ from edgesam.errors import BackendError, InputError
 from edgesam.measure import parity_engine as engine
 from edgesam.measure.parity_engine import Contract, Runner
 from edgesam.measure.parity import tolerance_key
-from edgesam.runtime.backends import ARITHMETIC_PRECISIONS
+from edgesam.runtime.backends import ARITHMETIC_PRECISIONS, openvino_low_arithmetic
 from edgesam.synthetic.scenes import make_scene
 
 SYNTHETIC_SIZES = ((683, 1024), (1024, 600), (300, 1000))  # landscape, portrait, panorama
@@ -92,7 +92,9 @@ def _reference(bundle: Bundle, opts: ParityOptions, torch_reference: Optional[To
 def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: list[str]) -> list[Runner]:
     """A runner for every format x precision x runtime precision.
 
-    OpenVINO runs at f32 arithmetic only ("high"): its fp16 IR is judged as fp16 weights.
+    OpenVINO always runs at f32 arithmetic, its fp16 IR judged as fp16 weights; where "low" is asked
+    for, also at the plugin's choice (bf16 on CPUs with AVX512-BF16 or AMX), judged by that
+    arithmetic's row ("normal" has no OpenVINO twin).
     A format whose package is not installed is listed in ``skipped``, not failed.
     """
     out = []
@@ -111,7 +113,10 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: li
         if importlib.util.find_spec("openvino") is None:  # a board without it: say so, don't fail
             skipped.append(f"openvino {prec}: openvino is not installed (pip install 'edgesam[openvino]')")
             continue
-        out.append(_runner(bundle, f"openvino {prec}", prec, "openvino", prec, opts.threads))
+        for rp in ("high", "low") if "low" in opts.runtime_precisions else ("high",):
+            label = f"openvino {prec}" + ("/low" if rp == "low" else "")
+            out.append(_runner(bundle, label, tolerance_key(prec, rp, openvino_low_arithmetic()), "openvino",
+                               prec, opts.threads, rp))
     return out
 
 
