@@ -76,6 +76,32 @@ def test_crop_window_keeps_the_objects_the_crop_sees():
     assert crop_window(t, (0, 0), 28, 8, min_pixels=21).shape[0] == 1
 
 
+def test_dithered_resize_is_the_official_resize_within_one_grey_level():
+    """The dither moves pixels by at most one grey level from the official resize, and moves some (the
+    difference another resize's rounding makes), at the official output size; its share of scenes is
+    what --dither asks for."""
+    import numpy as np
+
+    pytest.importorskip("mobile_sam")
+    sys.path.insert(0, str(REPO))
+    from mobile_sam.utils.transforms import ResizeLongestSide
+
+    from edgesam.synthetic.scenes import make_scene
+    from training.train_full import dithered_resize, scene_item
+
+    image = make_scene(3).image
+    ref = ResizeLongestSide(1024).apply_image(image)
+    got = dithered_resize(image, np.random.default_rng(0))
+    diff = np.abs(got.astype(int) - ref)
+    assert got.shape == ref.shape and got.dtype == np.uint8
+    assert diff.max() == 1 and 0.05 < (diff > 0).mean() < 0.6
+    assert (dithered_resize(image, np.random.default_rng(1)) != got).mean() > 0.05  # random, not a fixed rounding
+    assert all((scene_item(s, 2)["image"] == ResizeLongestSide(1024).apply_image(make_scene(s).image)).all()
+               for s in range(3))
+    assert sum((scene_item(s, 2, 1.0)["image"] != ResizeLongestSide(1024).apply_image(make_scene(s).image)).any()
+               for s in range(3)) == 3
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--device", "tpu"], "--device tpu"),
     (["--batch", "0"], "--batch must be positive"),
@@ -84,6 +110,7 @@ def test_crop_window_keeps_the_objects_the_crop_sees():
     (["--crop", "500"], "--crop 500"),
     (["--amp", "fp8"], "--amp fp8"),
     (["--full-frac", "2"], "--full-frac 2"),
+    (["--dither", "-0.5"], "--dither -0.5"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, msg):
     pytest.importorskip("torch")

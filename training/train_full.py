@@ -82,7 +82,23 @@ def pick_device(name: str) -> str:
     return name
 
 
-def scene_item(seed: int, max_objects: int) -> dict:
+def dithered_resize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The official resize (longest side 1024, PIL bilinear) done in float and rounded with a random
+    dither: each pixel with a fractional part may land one grey level off PIL's rounding, as another
+    resize implementation's fixed-point rounding does (MNN.cv's against PIL's, measured: the trained
+    trunk moved masks under exactly that difference, assets/demo_vit_t.md)."""
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    s = 1024 / max(h, w)
+    size = (int(w * s + 0.5), int(h * s + 0.5))  # ResizeLongestSide.get_preprocess_shape's rounding
+    chans = [np.asarray(Image.fromarray(image[..., c].astype(np.float32), "F").resize(size, Image.BILINEAR))
+             for c in range(image.shape[2])]
+    out = np.floor(np.stack(chans, -1) + rng.random((size[1], size[0], image.shape[2]), dtype=np.float32))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def scene_item(seed: int, max_objects: int, dither: float = 0.0) -> dict:
     """One training scene as the model takes it: the image resized as the official predictor does
     (longest side 1024, uint8, not yet normalised or padded) and the low-res (256 x 256) targets of
     its objects in a seeded random order, those that keep a pixel at low resolution (a thin sliver
@@ -96,8 +112,10 @@ def scene_item(seed: int, max_objects: int) -> dict:
     sc = make_scene(seed)
     targets = low_res_targets(sc.masks)
     targets = targets[targets.any((1, 2))]
-    order = np.random.default_rng(seed).permutation(len(targets))
-    return {"image": ResizeLongestSide(1024).apply_image(sc.image), "targets": targets[order], "seed": seed}
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(targets))
+    image = dithered_resize(sc.image, rng) if rng.random() < dither else ResizeLongestSide(1024).apply_image(sc.image)
+    return {"image": image, "targets": targets[order], "seed": seed}
 
 
 def _as_is(item: dict) -> dict:
@@ -105,7 +123,7 @@ def _as_is(item: dict) -> dict:
     return item
 
 
-def scene_stream(start: int, workers: int, max_objects: int):
+def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0):
     """Endless training scenes from seeds derived from ``start`` (the resumed step), drawn by
     ``workers`` processes (0: in this process)."""
     import torch
@@ -117,7 +135,7 @@ def scene_stream(start: int, workers: int, max_objects: int):
             wid = 0 if info is None else info.id
             rng = np.random.default_rng([start, wid])
             while True:
-                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects)
+                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects, dither)
 
     loader = DataLoader(Scenes(), batch_size=None, collate_fn=_as_is, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
@@ -324,7 +342,7 @@ def train(args, device: str, log) -> dict:
         step, spent = int(state["step"]), float(state["seconds"])
         log(f"resumed from {args.resume}: step {step}, {spent / 60:.1f} min already spent")
     first, budget = step, args.minutes * 60 + spent
-    scenes = scene_stream(step, args.workers, args.prompts)
+    scenes = scene_stream(step, args.workers, args.prompts, args.dither)
     rng = np.random.default_rng([args.seed, step])
     if args.amp == "bf16":
         amp = torch.autocast(device, dtype=torch.bfloat16)
@@ -426,6 +444,8 @@ def main(argv=None) -> int:
     ap.add_argument("--robust-every", type=int, default=1,
                     help="with --robust: measure the gap on every this-many-th step (it costs about two trunk "
                          "passes and a backward in fp32)")
+    ap.add_argument("--dither", type=float, default=0.0,
+                    help="fraction of scenes resized in float and rounded with a random dither (dithered_resize)")
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="also keep a copy of OUT every this many minutes (OUT stem + .NNNNmin), for a learning curve")
     ap.add_argument("--lr", type=float, default=4e-4)
@@ -467,6 +487,8 @@ def main(argv=None) -> int:
             raise UsageError("--robust must be >= 0, with --robust-sigma > 0 and --robust-every >= 1")
         if not 0 <= args.full_frac <= 1:
             raise UsageError(f"--full-frac {args.full_frac}: expected a share between 0 and 1")
+        if not 0 <= args.dither <= 1:
+            raise UsageError(f"--dither {args.dither}: expected a share between 0 and 1")
         device = pick_device(args.device)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
