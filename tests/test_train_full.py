@@ -102,6 +102,32 @@ def test_dithered_resize_is_the_official_resize_within_one_grey_level():
                for s in range(3)) == 3
 
 
+def test_input_noise_gap_measures_the_inference_embedding_and_trains_it():
+    """Nothing (up to 1e-6) for the same input; for a changed input, the mean of the worst positions' RMS change over
+    the largest clean value, measured in eval mode (a BatchNorm on its running statistics, as
+    exported), with a gradient to the weights; the encoder's mode is restored."""
+    torch = pytest.importorskip("torch")
+    sys.path.insert(0, str(REPO))
+    from training.common import input_noise_gap
+
+    torch.manual_seed(0)
+    enc = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8)).train()
+    enc[1].running_var.fill_(1e-4)  # a tiny running spread: eval mode amplifies, train mode would not
+    x = torch.randn(1, 3, 16, 16)
+    x2 = x.clone()
+    x2[0, 0, 5, 5] += 0.01
+    assert float(input_noise_gap(enc, x, x)) < 1e-5 and enc.training
+    gap = input_noise_gap(enc, x, x2, top=1 / 256)
+    with torch.no_grad():
+        enc.eval()
+        a, b = enc(x), enc(x2)
+        enc.train()
+    want = ((b - a).pow(2).mean(1).flatten().max().sqrt() / a.abs().max())
+    assert abs(float(gap) - float(want)) < 1e-6 * max(1.0, float(want)) and float(gap) > 0
+    gap.backward()
+    assert enc[0].weight.grad is not None and float(enc[0].weight.grad.abs().sum()) > 0
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--device", "tpu"], "--device tpu"),
     (["--batch", "0"], "--batch must be positive"),
@@ -111,6 +137,7 @@ def test_dithered_resize_is_the_official_resize_within_one_grey_level():
     (["--amp", "fp8"], "--amp fp8"),
     (["--full-frac", "2"], "--full-frac 2"),
     (["--dither", "-0.5"], "--dither -0.5"),
+    (["--consistency", "1", "--consistency-every", "0"], "--consistency must be >= 0"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, msg):
     pytest.importorskip("torch")

@@ -291,7 +291,31 @@ def weight_noise_gap(encoder, x: torch.Tensor, sigma: float, top: float = 0.01) 
         out = functional_call(encoder, noisy, (x,), strict=False).float()
     finally:
         encoder.train(was)
+    return worst_positions_change(clean, out, top) / sigma
+
+
+def worst_positions_change(clean: torch.Tensor, out: torch.Tensor, top: float) -> torch.Tensor:
+    """Each position's RMS change over the channels (B x C x H x W embeddings), divided by the clean
+    embedding's largest value (the parity gate's scale); the mean of the worst ``top`` share."""
     scale = clean.abs().flatten(1).amax(1).clamp(min=1e-6)[:, None]
-    gap = (out - clean).pow(2).mean(1).flatten(1).sqrt() / scale / sigma  # B x positions
+    # + 1e-12: sqrt has no gradient at 0, and a position that did not move (padding) would give NaN
+    gap = (out - clean).pow(2).mean(1).flatten(1).add(1e-12).sqrt() / scale  # B x positions
     k = max(1, int(round(top * gap.shape[1])))
     return gap.topk(k, dim=1).values.mean()
+
+
+def input_noise_gap(encoder, x: torch.Tensor, x2: torch.Tensor, top: float = 0.01) -> torch.Tensor:
+    """How far the image embedding moves between two renderings of the same image (``x2``: the
+    resize rounded with a random dither, within one grey level), run as inference runs: eval mode,
+    fp32. The clean pass is the target (no gradient). Measured on a test scene (assets/demo_vit_t.md,
+    2026-12-07): MNN.cv's rounding against PIL's moved the trained full.pt's embedding by 0.078 of its
+    largest value, the shipped model's by 5e-4."""
+    was = encoder.training
+    encoder.eval()
+    try:
+        with torch.no_grad():
+            clean = encoder(x).float()
+        out = encoder(x2).float()
+    finally:
+        encoder.train(was)
+    return worst_positions_change(clean, out, top)

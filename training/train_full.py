@@ -98,7 +98,7 @@ def dithered_resize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def scene_item(seed: int, max_objects: int, dither: float = 0.0) -> dict:
+def scene_item(seed: int, max_objects: int, dither: float = 0.0, twin: bool = False) -> dict:
     """One training scene as the model takes it: the image resized as the official predictor does
     (longest side 1024, uint8, not yet normalised or padded) and the low-res (256 x 256) targets of
     its objects in a seeded random order, those that keep a pixel at low resolution (a thin sliver
@@ -115,7 +115,10 @@ def scene_item(seed: int, max_objects: int, dither: float = 0.0) -> dict:
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(targets))
     image = dithered_resize(sc.image, rng) if rng.random() < dither else ResizeLongestSide(1024).apply_image(sc.image)
-    return {"image": image, "targets": targets[order], "seed": seed}
+    item = {"image": image, "targets": targets[order], "seed": seed}
+    if twin:  # a second rendering, for --consistency
+        item["twin"] = dithered_resize(sc.image, rng)
+    return item
 
 
 def _as_is(item: dict) -> dict:
@@ -123,7 +126,7 @@ def _as_is(item: dict) -> dict:
     return item
 
 
-def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0):
+def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0, twin: bool = False):
     """Endless training scenes from seeds derived from ``start`` (the resumed step), drawn by
     ``workers`` processes (0: in this process)."""
     import torch
@@ -135,7 +138,7 @@ def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0
             wid = 0 if info is None else info.id
             rng = np.random.default_rng([start, wid])
             while True:
-                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects, dither)
+                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects, dither, twin)
 
     loader = DataLoader(Scenes(), batch_size=None, collate_fn=_as_is, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
@@ -316,7 +319,7 @@ def peak_memory_gb(device: str) -> float:
 def train(args, device: str, log) -> dict:
     import torch
 
-    from training.common import CropTrunk, weight_noise_gap
+    from training.common import CropTrunk, input_noise_gap, weight_noise_gap
 
     torch.manual_seed(args.seed)
     if device == "cpu":
@@ -342,7 +345,7 @@ def train(args, device: str, log) -> dict:
         step, spent = int(state["step"]), float(state["seconds"])
         log(f"resumed from {args.resume}: step {step}, {spent / 60:.1f} min already spent")
     first, budget = step, args.minutes * 60 + spent
-    scenes = scene_stream(step, args.workers, args.prompts, args.dither)
+    scenes = scene_stream(step, args.workers, args.prompts, args.dither, bool(args.consistency))
     rng = np.random.default_rng([args.seed, step])
     if args.amp == "bf16":
         amp = torch.autocast(device, dtype=torch.bfloat16)
@@ -387,6 +390,14 @@ def train(args, device: str, log) -> dict:
                 gap_t = weight_noise_gap(model.image_encoder, x, args.robust_sigma)
             loss = loss + args.robust * gap_t
             gap = float(gap_t.detach())
+        moved = float("nan")
+        if args.consistency and full and step % args.consistency_every == 0:
+            x2 = torch.stack([model.preprocess(torch.as_tensor(it["twin"], device=device).permute(2, 0, 1).float())
+                              for it in items])
+            with torch.autocast(device, enabled=False):  # bf16 rounding would swamp the change it measures
+                moved_t = input_noise_gap(model.image_encoder, x, x2)
+            loss = loss + args.consistency * moved_t
+            moved = float(moved_t.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.clip:
@@ -396,6 +407,8 @@ def train(args, device: str, log) -> dict:
         stats.append({"loss": float(loss.detach()), **{k: float(np.mean([f[k] for f in figs])) for k in figs[0]}})
         if args.robust:
             stats[-1]["gap"] = gap
+        if args.consistency:
+            stats[-1]["moved"] = moved
         if step % args.log_every == 0 or step == 1:
             recent = {k: _mean_of_known([s[k] for s in stats[-args.log_every:]]) for k in stats[-1]}
             log(f"step {step} {now / 60:.1f} min lr {lr:.2e} grid {tokens} "
@@ -446,6 +459,9 @@ def main(argv=None) -> int:
                          "passes and a backward in fp32)")
     ap.add_argument("--dither", type=float, default=0.0,
                     help="fraction of scenes resized in float and rounded with a random dither (dithered_resize)")
+    ap.add_argument("--consistency", type=float, default=0.0,
+                    help="weight of the input-noise gap (training.common.input_noise_gap) on full-image steps")
+    ap.add_argument("--consistency-every", type=int, default=2, help="every how many steps it is measured")
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="also keep a copy of OUT every this many minutes (OUT stem + .NNNNmin), for a learning curve")
     ap.add_argument("--lr", type=float, default=4e-4)
@@ -487,6 +503,8 @@ def main(argv=None) -> int:
             raise UsageError("--robust must be >= 0, with --robust-sigma > 0 and --robust-every >= 1")
         if not 0 <= args.full_frac <= 1:
             raise UsageError(f"--full-frac {args.full_frac}: expected a share between 0 and 1")
+        if args.consistency < 0 or args.consistency_every < 1:
+            raise UsageError("--consistency must be >= 0, with --consistency-every >= 1")
         if not 0 <= args.dither <= 1:
             raise UsageError(f"--dither {args.dither}: expected a share between 0 and 1")
         device = pick_device(args.device)
