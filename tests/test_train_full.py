@@ -100,6 +100,12 @@ def test_dithered_resize_is_the_official_resize_within_one_grey_level():
                for s in range(3))
     assert sum((scene_item(s, 2, 1.0)["image"] != ResizeLongestSide(1024).apply_image(make_scene(s).image)).any()
                for s in range(3)) == 3
+    # --noise: grain before the resize, so the image moves by more than the dither's one level; the
+    # twin (--consistency) is a second rendering of the same grainy scene
+    grainy = scene_item(0, 2, 0.0, True, 8.0)
+    plain = ResizeLongestSide(1024).apply_image(make_scene(0).image).astype(int)
+    assert np.abs(grainy["image"].astype(int) - plain).max() > 1
+    assert np.abs(grainy["twin"].astype(int) - grainy["image"]).max() == 1
 
 
 def test_input_noise_gap_measures_the_inference_embedding_and_trains_it():
@@ -137,6 +143,7 @@ def test_input_noise_gap_measures_the_inference_embedding_and_trains_it():
     (["--amp", "fp8"], "--amp fp8"),
     (["--full-frac", "2"], "--full-frac 2"),
     (["--dither", "-0.5"], "--dither -0.5"),
+    (["--noise", "100"], "--noise 100"),
     (["--consistency", "1", "--consistency-every", "0"], "--consistency must be >= 0"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, msg):

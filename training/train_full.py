@@ -98,7 +98,7 @@ def dithered_resize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def scene_item(seed: int, max_objects: int, dither: float = 0.0, twin: bool = False) -> dict:
+def scene_item(seed: int, max_objects: int, dither: float = 0.0, twin: bool = False, noise: float = 0.0) -> dict:
     """One training scene as the model takes it: the image resized as the official predictor does
     (longest side 1024, uint8, not yet normalised or padded) and the low-res (256 x 256) targets of
     its objects in a seeded random order, those that keep a pixel at low resolution (a thin sliver
@@ -114,10 +114,14 @@ def scene_item(seed: int, max_objects: int, dither: float = 0.0, twin: bool = Fa
     targets = targets[targets.any((1, 2))]
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(targets))
-    image = dithered_resize(sc.image, rng) if rng.random() < dither else ResizeLongestSide(1024).apply_image(sc.image)
+    source = sc.image
+    if noise:  # sensor-like grain of a random strength up to --noise grey levels (the tests' images carry 3)
+        grain = rng.normal(0.0, rng.uniform(0.0, noise), source.shape)
+        source = np.clip(source + grain, 0, 255).astype(np.uint8)
+    image = dithered_resize(source, rng) if rng.random() < dither else ResizeLongestSide(1024).apply_image(source)
     item = {"image": image, "targets": targets[order], "seed": seed}
     if twin:  # a second rendering, for --consistency
-        item["twin"] = dithered_resize(sc.image, rng)
+        item["twin"] = dithered_resize(source, rng)
     return item
 
 
@@ -126,7 +130,8 @@ def _as_is(item: dict) -> dict:
     return item
 
 
-def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0, twin: bool = False):
+def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0, twin: bool = False,
+                 noise: float = 0.0):
     """Endless training scenes from seeds derived from ``start`` (the resumed step), drawn by
     ``workers`` processes (0: in this process)."""
     import torch
@@ -138,7 +143,7 @@ def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0
             wid = 0 if info is None else info.id
             rng = np.random.default_rng([start, wid])
             while True:
-                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects, dither, twin)
+                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects, dither, twin, noise)
 
     loader = DataLoader(Scenes(), batch_size=None, collate_fn=_as_is, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
@@ -345,7 +350,7 @@ def train(args, device: str, log) -> dict:
         step, spent = int(state["step"]), float(state["seconds"])
         log(f"resumed from {args.resume}: step {step}, {spent / 60:.1f} min already spent")
     first, budget = step, args.minutes * 60 + spent
-    scenes = scene_stream(step, args.workers, args.prompts, args.dither, bool(args.consistency))
+    scenes = scene_stream(step, args.workers, args.prompts, args.dither, bool(args.consistency), args.noise)
     rng = np.random.default_rng([args.seed, step])
     if args.amp == "bf16":
         amp = torch.autocast(device, dtype=torch.bfloat16)
@@ -459,6 +464,8 @@ def main(argv=None) -> int:
                          "passes and a backward in fp32)")
     ap.add_argument("--dither", type=float, default=0.0,
                     help="fraction of scenes resized in float and rounded with a random dither (dithered_resize)")
+    ap.add_argument("--noise", type=float, default=0.0,
+                    help="grain added to each scene before the resize: Gaussian, std drawn up to this many grey levels")
     ap.add_argument("--consistency", type=float, default=0.0,
                     help="weight of the input-noise gap (training.common.input_noise_gap) on full-image steps")
     ap.add_argument("--consistency-every", type=int, default=2, help="every how many steps it is measured")
@@ -505,6 +512,8 @@ def main(argv=None) -> int:
             raise UsageError(f"--full-frac {args.full_frac}: expected a share between 0 and 1")
         if args.consistency < 0 or args.consistency_every < 1:
             raise UsageError("--consistency must be >= 0, with --consistency-every >= 1")
+        if not 0 <= args.noise <= 64:
+            raise UsageError(f"--noise {args.noise}: expected 0 to 64 grey levels")
         if not 0 <= args.dither <= 1:
             raise UsageError(f"--dither {args.dither}: expected a share between 0 and 1")
         device = pick_device(args.device)
