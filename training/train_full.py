@@ -33,6 +33,13 @@ precision files: a few positions whose embedding moved by 0.2-0.6 of its largest
 weight noise, where MNN's fp16 and int8 files also failed the gate (assets/demo_vit_t.md, 2026-12-07).
 It costs about as much as a step's trunk forward and backward, twice over.
 
+Robust to the input (assets/demo_vit_t.md: the trained trunk amplified the one-grey-level difference
+between MNN.cv's resize and PIL's): ``--dither P`` renders that share of scenes with a dithered
+rounding, ``--noise S`` adds grain before the resize, and ``--consistency W`` adds W x how far the
+inference embedding moves between the official rendering and a dithered one
+(``training.common.input_noise_gap``; every ``--consistency-every``-th full-image step, one more
+fp32 forward and backward of the encoder).
+
     python training/train_full.py --device cpu --crop 448 --full-frac 0.1 --minutes 115 --batch 1 \
         --workers 1 --margin 0.1 --snapshot-minutes 15 --out demo_full.pt
     python training/train_full.py --device cuda --minutes 12 --batch 16 --out demo_full.pt
