@@ -122,14 +122,14 @@ def test_input_noise_gap_measures_the_inference_embedding_and_trains_it():
     x = torch.randn(1, 3, 16, 16)
     x2 = x.clone()
     x2[0, 0, 5, 5] += 0.01
-    assert float(input_noise_gap(enc, x, x)) < 1e-5 and enc.training
+    assert float(input_noise_gap(enc, x, x).detach()) < 1e-5 and enc.training
     gap = input_noise_gap(enc, x, x2, top=1 / 256)
     with torch.no_grad():
         enc.eval()
         a, b = enc(x), enc(x2)
         enc.train()
     want = ((b - a).pow(2).mean(1).flatten().max().sqrt() / a.abs().max())
-    assert abs(float(gap) - float(want)) < 1e-6 * max(1.0, float(want)) and float(gap) > 0
+    assert abs(float(gap.detach()) - float(want)) < 1e-6 * max(1.0, float(want)) and float(gap.detach()) > 0
     gap.backward()
     assert enc[0].weight.grad is not None and float(enc[0].weight.grad.abs().sum()) > 0
 
