@@ -66,14 +66,14 @@ def run_gate(sam: torch.nn.Module, onnx_enc: Path | None, onnx_dec: Path | None,
             candidates.append(Runner(label, tol, lambda e=enc_p, d=dec_p, rp=rp, m=memory: (
                 MNNBackend(e, enc_in, enc_out, rp, threads, memory=m),
                 MNNBackend(d, dec_in, dec_out, rp, threads, memory=m))))
+    low = openvino_low_arithmetic() if openvino_files else "fp32"
     for prec, (enc_p, dec_p) in (openvino_files or {}).items():
         # fp16 IR = half weights, f32 arithmetic: judged by the fp16 tolerances like MNN fp16. Runtime
         # "low" is the plugin's choice on this CPU (bf16 with AVX512-BF16 or AMX, else f32), judged by
         # that arithmetic's row.
         for rp in ("high", "low"):
             label = f"openvino {prec}" + (" low" if rp == "low" else "")
-            tol = tolerance_key(prec, rp, openvino_low_arithmetic())
-            candidates.append(Runner(label, tol, lambda e=enc_p, d=dec_p, rp=rp: (
+            candidates.append(Runner(label, tolerance_key(prec, rp, low), lambda e=enc_p, d=dec_p, rp=rp: (
                 OpenVINOBackend(e, threads, rp), OpenVINOBackend(d, threads, rp))))
     reference = family.reference(sam)
     extra = _full_variant_cells if full else None

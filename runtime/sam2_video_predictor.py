@@ -100,6 +100,11 @@ class _Session:
         return self.step.frame_features(self.encoder.run({self.image_input: x}))
 
 
+def graph_arithmetic(name: str, runtime_precision: str, decoder_runtime_precision: Optional[str]) -> str:
+    """The arithmetic a video graph (or "encoder") runs in: the tracking decoder's own where given."""
+    return (decoder_runtime_precision or runtime_precision) if name == "track_decoder" else runtime_precision
+
+
 def open_session(bundle: Bundle, backend: str, precision: str, threads: Optional[int], runtime_precision: str,
                  interpolation: str, int8_compute: str, memory_dtype: str,
                  decoder_runtime_precision: Optional[str] = None) -> _Session:
@@ -125,8 +130,8 @@ def open_session(bundle: Bundle, backend: str, precision: str, threads: Optional
         memory = mnn_memory_mode(precision, int8_compute) if backend == "mnn" else "normal"
         graphs[name] = kind.open(ModelRequest(path=path, inputs=list(entry.inputs), outputs=list(entry.outputs),
                                               threads=threads, memory=memory,
-                                              runtime_precision=(decoder_runtime_precision or runtime_precision)
-                                              if name == "track_decoder" else runtime_precision)).run
+                                              runtime_precision=graph_arithmetic(
+                                                  name, runtime_precision, decoder_runtime_precision))).run
     path, _ = bundle.open("video_constants", "npz", "fp32")  # video.constants, hashed as it is opened
     with np.load(path, allow_pickle=False) as z:
         constants = {k: z[k] for k in z.files}

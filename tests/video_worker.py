@@ -2,7 +2,8 @@
 ``sam2.SAM2VideoPredictor`` (in the test process) and on edgesam's (here, in a fresh interpreter
 with no torch).
 
-usage: python video_worker.py BUNDLE BACKEND PRECISION FRAMES_DIR OUT.npz [MEMORY_DTYPE [first]]
+usage: python video_worker.py BUNDLE BACKEND PRECISION FRAMES_DIR OUT.npz [MEMORY_DTYPE [first [RUNTIME_PRECISION]]]
+(the tracking decoder always at runtime precision high, the combination the convert gate checks)
 Each scenario returns {"name/frame/obj": the packed mask, "name/frame/obj/shape": its shape}
 through ``run_scenarios(predictor, frames_dir, points)``, with the calls written as the official
 examples write them.

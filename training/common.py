@@ -305,8 +305,8 @@ def worst_positions_change(clean: torch.Tensor, out: torch.Tensor, top: float) -
 
 
 def input_noise_gap(encoder, x: torch.Tensor, x2: torch.Tensor, top: float = 0.01) -> torch.Tensor:
-    """How far the image embedding moves between two renderings of the same image (``x2``: the
-    resize rounded with a random dither, within one grey level), run as inference runs: eval mode,
+    """How far the image embedding moves between two renderings of the same image (``x``: the one
+    trained on; ``x2``: the resize rounded with a random dither, within one grey level), run as inference runs: eval mode,
     fp32. The clean pass is the target (no gradient). Measured on a test scene (assets/demo_vit_t.md,
     2026-12-07): MNN.cv's rounding against PIL's moved the trained full.pt's embedding by 0.078 of its
     largest value, the shipped model's by 5e-4."""

@@ -36,7 +36,7 @@ It costs about as much as a step's trunk forward and backward, twice over.
 Robust to the input (assets/demo_vit_t.md: the trained trunk amplified the one-grey-level difference
 between MNN.cv's resize and PIL's): ``--dither P`` renders that share of scenes with a dithered
 rounding, ``--noise S`` adds grain before the resize, and ``--consistency W`` adds W x how far the
-inference embedding moves between the official rendering and a dithered one
+inference embedding moves between the rendering trained on and a second, dithered one
 (``training.common.input_noise_gap``; every ``--consistency-every``-th full-image step, one more
 fp32 forward and backward of the encoder).
 

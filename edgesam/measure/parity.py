@@ -79,8 +79,6 @@ def tolerance_key(model_precision: str, runtime_precision: str, low_arithmetic: 
     keeps fp32 for "low"."""
     if runtime_precision != "low" or model_precision == "int8" or low_arithmetic == "fp32":
         return model_precision
-    if model_precision == "fp16" and low_arithmetic == "fp16":
-        return "fp16"
     return low_arithmetic
 
 

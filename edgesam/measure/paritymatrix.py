@@ -109,14 +109,15 @@ def _candidates(bundle: Bundle, opts: ParityOptions, ref_label: str, skipped: li
             out.append(_runner(bundle, label, tolerance_key(prec, rp), "mnn", prec, opts.threads, rp))
             if prec == "int8":  # int8 arithmetic (MNN memory mode low): the default on ARM sdot/i8mm boards
                 out.append(_runner(bundle, f"{label} i8", "int8", "mnn", prec, opts.threads, rp, "on"))
+    low = None  # what OpenVINO's plugin computes in at "low", asked once
     for prec in bundle.precisions("openvino"):
         if importlib.util.find_spec("openvino") is None:  # a board without it: say so, don't fail
             skipped.append(f"openvino {prec}: openvino is not installed (pip install 'edgesam[openvino]')")
             continue
+        low = low or openvino_low_arithmetic()
         for rp in ("high", "low") if "low" in opts.runtime_precisions else ("high",):
             label = f"openvino {prec}" + ("/low" if rp == "low" else "")
-            out.append(_runner(bundle, label, tolerance_key(prec, rp, openvino_low_arithmetic()), "openvino",
-                               prec, opts.threads, rp))
+            out.append(_runner(bundle, label, tolerance_key(prec, rp, low), "openvino", prec, opts.threads, rp))
     return out
 
 
