@@ -102,10 +102,42 @@ def test_dithered_resize_is_the_official_resize_within_one_grey_level():
                for s in range(3)) == 3
     # --noise: grain before the resize, so the image moves by more than the dither's one level; the
     # twin (--consistency) is a second rendering of the same grainy scene
-    grainy = scene_item(0, 2, 0.0, True, 8.0)
+    grainy = scene_item(0, 2, 0.0, "dither", 8.0)
     plain = ResizeLongestSide(1024).apply_image(make_scene(0).image).astype(int)
     assert np.abs(grainy["image"].astype(int) - plain).max() > 1
     assert np.abs(grainy["twin"].astype(int) - grainy["image"]).max() == 1
+
+
+def test_runtime_twin_and_blocky_scenes():
+    """--twin runtime is the runtime's own resize of the same source (what edgesam's predictor feeds the
+    encoder, before the normalisation): the official size, within a grey level or two of PIL's and not
+    equal to it. --blocky scenes are enlarged from a smaller drawing: image and targets both blocky."""
+    import numpy as np
+
+    pytest.importorskip("mobile_sam")
+    sys.path.insert(0, str(REPO))
+    from edgesam.runtime.preprocess import SAM_PREPROCESS, preprocess
+    from edgesam.synthetic.scenes import make_scene
+    from training.train_full import blocky_scene, runtime_resize, scene_item
+
+    item = scene_item(5, 2, 0.0, "runtime")
+    assert item["twin"].shape == item["image"].shape and item["twin"].dtype == np.float32
+    diff = np.abs(item["twin"] - item["image"])
+    assert diff.max() < 2.5 and (diff > 0.5).mean() > 0.01
+    # the same pixels the runtime normalises: its encoder input, undone
+    source = make_scene(5).image
+    x = preprocess(source, SAM_PREPROCESS)[0][0].transpose(1, 2, 0)
+    h, w = item["image"].shape[:2]
+    undone = x[:h, :w] * np.array(SAM_PREPROCESS.pixel_std) + np.array(SAM_PREPROCESS.pixel_mean)
+    assert np.abs(undone - runtime_resize(source)).max() < 1e-3
+
+    sc, plain = blocky_scene(7), make_scene(7)
+    assert sc.image.shape == plain.image.shape and sc.masks.shape[1:] == plain.image.shape[:2]
+    rows = sc.image[1:] != sc.image[:-1]  # an enlarged image changes between rows only at block edges
+    assert rows.any(axis=(1, 2)).mean() < 0.55
+    assert len(sc.masks) > 0 and all((m[1:] != m[:-1]).any(1).mean() < 0.55 for m in sc.masks)
+    blocky = scene_item(7, 2, blocky=1.0)
+    assert (blocky["targets"].shape[1:] == (256, 256)) and not np.array_equal(blocky["image"], scene_item(7, 2)["image"])
 
 
 def test_input_noise_gap_measures_the_inference_embedding_and_trains_it():
@@ -144,6 +176,8 @@ def test_input_noise_gap_measures_the_inference_embedding_and_trains_it():
     (["--full-frac", "2"], "--full-frac 2"),
     (["--dither", "-0.5"], "--dither -0.5"),
     (["--noise", "100"], "--noise 100"),
+    (["--twin", "mirror"], "--twin mirror"),
+    (["--blocky", "1.5"], "--blocky 1.5"),
     (["--consistency", "1", "--consistency-every", "0"], "--consistency must be >= 0"),
 ])
 def test_bad_flags_exit_2_with_one_line(tmp_path, args, msg):

@@ -36,9 +36,12 @@ It costs about as much as a step's trunk forward and backward, twice over.
 Robust to the input (assets/demo_vit_t.md: the trained trunk amplified the one-grey-level difference
 between MNN.cv's resize and PIL's): ``--dither P`` renders that share of scenes with a dithered
 rounding, ``--noise S`` adds grain before the resize, and ``--consistency W`` adds W x how far the
-inference embedding moves between the rendering trained on and a second, dithered one
+inference embedding moves between the rendering trained on and a second one
 (``training.common.input_noise_gap``; every ``--consistency-every``-th full-image step, one more
-fp32 forward and backward of the encoder).
+fp32 forward and backward of the encoder). The second rendering is dithered (``--twin dither``) or
+the runtime's own MNN.cv resize (``--twin runtime``). ``--blocky P`` draws that share of scenes at
+1/2 to 1/4 of their size and enlarges them, as an enlarged low-resolution photo (and the predictor
+tests' images) look.
 
     python training/train_full.py --device cpu --crop 448 --full-frac 0.1 --minutes 115 --batch 1 \
         --workers 1 --margin 0.1 --snapshot-minutes 15 --out demo_full.pt
@@ -105,21 +108,53 @@ def dithered_resize(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def scene_item(seed: int, max_objects: int, dither: float = 0.0, twin: bool = False, noise: float = 0.0) -> dict:
+def runtime_resize(image: np.ndarray) -> np.ndarray:
+    """The image resized as edgesam's runtime resizes it (MNN.cv, ``runtime.preprocess``), before the
+    normalisation: float32 grey levels at the official output size. Its rounding differs from PIL's by
+    one grey level at 17-25 % of the pixels of the predictor tests' images, which the trained trunk
+    amplified (assets/demo_vit_t.md); --twin runtime trains against exactly that difference."""
+    from dataclasses import replace
+
+    from edgesam.runtime.preprocess import SAM_PREPROCESS, resize_normalise
+
+    spec = replace(SAM_PREPROCESS, pixel_mean=(0.0, 0.0, 0.0), pixel_std=(1.0, 1.0, 1.0))
+    return resize_normalise(image, False, "pyramid", spec)
+
+
+def blocky_scene(seed: int):
+    """A training scene drawn at 1/2 to 1/4 of its size and enlarged (nearest), image and masks alike:
+    the staircase edges and flat blocks of an enlarged low-resolution source."""
+    from edgesam.synthetic.scenes import Scene, make_scene
+
+    full = make_scene(seed)
+    h, w = full.image.shape[:2]
+    k = int(np.random.default_rng([seed, 1]).integers(2, 5))
+    small = make_scene(seed, (max(8, h // k), max(8, w // k)))
+    ys = np.arange(h) * small.image.shape[0] // h
+    xs = np.arange(w) * small.image.shape[1] // w
+    return Scene(small.image[ys][:, xs], small.owner[ys][:, xs], small.painted, seed, full.min_area)
+
+
+TWINS = ("dither", "runtime")
+
+
+def scene_item(seed: int, max_objects: int, dither: float = 0.0, twin: str = "", noise: float = 0.0,
+               blocky: float = 0.0) -> dict:
     """One training scene as the model takes it: the image resized as the official predictor does
     (longest side 1024, uint8, not yet normalised or padded) and the low-res (256 x 256) targets of
     its objects in a seeded random order, those that keep a pixel at low resolution (a thin sliver
     can vanish there, and a prompt needs a pixel to land on). A full-image step prompts the first
-    ``max_objects``; a crop step those of them that the crop sees."""
+    ``max_objects``; a crop step those of them that the crop sees. ``twin`` ("dither" or "runtime",
+    for --consistency) adds a second rendering of the same source: dithered_resize or runtime_resize."""
     from mobile_sam.utils.transforms import ResizeLongestSide
 
     from edgesam.synthetic.scenes import make_scene
     from training.common import low_res_targets
 
-    sc = make_scene(seed)
+    rng = np.random.default_rng(seed)
+    sc = blocky_scene(seed) if blocky and np.random.default_rng([seed, 2]).random() < blocky else make_scene(seed)
     targets = low_res_targets(sc.masks)
     targets = targets[targets.any((1, 2))]
-    rng = np.random.default_rng(seed)
     order = rng.permutation(len(targets))
     source = sc.image
     if noise:  # sensor-like grain of a random strength up to --noise grey levels (the tests' images carry 3)
@@ -127,8 +162,12 @@ def scene_item(seed: int, max_objects: int, dither: float = 0.0, twin: bool = Fa
         source = np.clip(source + grain, 0, 255).astype(np.uint8)
     image = dithered_resize(source, rng) if rng.random() < dither else ResizeLongestSide(1024).apply_image(source)
     item = {"image": image, "targets": targets[order], "seed": seed}
-    if twin:  # a second rendering, for --consistency
+    if twin == "dither":
         item["twin"] = dithered_resize(source, rng)
+    elif twin == "runtime":
+        item["twin"] = runtime_resize(np.ascontiguousarray(source, dtype=np.uint8))
+    elif twin:
+        raise ValueError(f"twin {twin!r}: expected one of {TWINS}")
     return item
 
 
@@ -137,8 +176,8 @@ def _as_is(item: dict) -> dict:
     return item
 
 
-def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0, twin: bool = False,
-                 noise: float = 0.0):
+def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0, twin: str = "",
+                 noise: float = 0.0, blocky: float = 0.0):
     """Endless training scenes from seeds derived from ``start`` (the resumed step), drawn by
     ``workers`` processes (0: in this process)."""
     import torch
@@ -150,7 +189,7 @@ def scene_stream(start: int, workers: int, max_objects: int, dither: float = 0.0
             wid = 0 if info is None else info.id
             rng = np.random.default_rng([start, wid])
             while True:
-                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects, dither, twin, noise)
+                yield scene_item(int(rng.integers(0, TRAIN_SEED_LIMIT)), max_objects, dither, twin, noise, blocky)
 
     loader = DataLoader(Scenes(), batch_size=None, collate_fn=_as_is, num_workers=workers,
                         prefetch_factor=4 if workers else None, persistent_workers=bool(workers))
@@ -357,7 +396,8 @@ def train(args, device: str, log) -> dict:
         step, spent = int(state["step"]), float(state["seconds"])
         log(f"resumed from {args.resume}: step {step}, {spent / 60:.1f} min already spent")
     first, budget = step, args.minutes * 60 + spent
-    scenes = scene_stream(step, args.workers, args.prompts, args.dither, bool(args.consistency), args.noise)
+    scenes = scene_stream(step, args.workers, args.prompts, args.dither, args.twin if args.consistency else "",
+                          args.noise, args.blocky)
     rng = np.random.default_rng([args.seed, step])
     if args.amp == "bf16":
         amp = torch.autocast(device, dtype=torch.bfloat16)
@@ -475,6 +515,11 @@ def main(argv=None) -> int:
                     help="grain added to each scene before the resize: Gaussian, std drawn up to this many grey levels")
     ap.add_argument("--consistency", type=float, default=0.0,
                     help="weight of the input-noise gap (training.common.input_noise_gap) on full-image steps")
+    ap.add_argument("--twin", default="dither",
+                    help="with --consistency, the second rendering: dither (dithered_resize) or runtime (the "
+                         "runtime's own MNN.cv resize, runtime_resize)")
+    ap.add_argument("--blocky", type=float, default=0.0,
+                    help="fraction of scenes drawn at 1/2 to 1/4 of their size and enlarged (blocky_scene)")
     ap.add_argument("--consistency-every", type=int, default=2, help="every how many steps it is measured")
     ap.add_argument("--snapshot-minutes", type=float, default=0.0,
                     help="also keep a copy of OUT every this many minutes (OUT stem + .NNNNmin), for a learning curve")
@@ -523,6 +568,10 @@ def main(argv=None) -> int:
             raise UsageError(f"--noise {args.noise}: expected 0 to 64 grey levels")
         if not 0 <= args.dither <= 1:
             raise UsageError(f"--dither {args.dither}: expected a share between 0 and 1")
+        if args.twin not in TWINS:
+            raise UsageError(f"--twin {args.twin}: expected one of {', '.join(TWINS)}")
+        if not 0 <= args.blocky <= 1:
+            raise UsageError(f"--blocky {args.blocky}: expected a share between 0 and 1")
         device = pick_device(args.device)
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
