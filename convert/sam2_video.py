@@ -480,6 +480,10 @@ def video_gate(model: nn.Module, files: dict, tmp: Path, precisions: tuple[str, 
         warnings.simplefilter("ignore")
         state = official_state(official, xs, 480, 640, Path(d))
         ref, ref_extra = _track(_Quiet(official), {"state": state}, point)
+    shown = sum(score > 0 for score in ref_extra["scores"].values())
+    log(f"video gate: the official predictor finds the object on {shown} of the {len(ref_extra['scores'])} "
+        "frames it tracks after the prompt"
+        + ("; the masks compared are empty: the gate checks the memory path only" if not shown else ""))
     candidates = [("onnx", "fp32", "high", "ort fp32")] + [("mnn", p, "high", f"mnn {p}") for p in precisions
                                                            if p in files["memory_attention"]["mnn"]]
     # OpenVINO also at runtime precision low (the plugin's choice on this CPU: bf16 with AVX512-BF16 or

@@ -5,7 +5,7 @@ the streaming form; the memory bank's bookkeeping; ``edgesam track`` and its bad
 
 The model is ``sam2_tiny_test`` (a 5-block Hiera, one memory-attention layer, SAM 2.1's decoder and
 memory encoder) with every tensor perturbed and the object-score head's bias raised
-(``sam2_family.TINY_TEST_SCORE_BIAS``), so that objects stay present and masks are neither empty nor
+(``sam2_family.RANDOM_SCORE_BIAS``), so that objects stay present and masks are neither empty nor
 whole frames (checked below), and its memory temporal encodings drawn at std 1
 (``TINY_TEST_TPOS_STD``), so that a memory in the wrong temporal slot fails the video bundle's convert
 gate, which compares logits with the official's on identical frames. The official
@@ -63,6 +63,9 @@ def video_model():
     return random_model("sam2_tiny_test", 0)
 
 
+GATE_LOG: list[str] = []  # the video_bundle conversion's log lines
+
+
 @pytest.fixture(scope="module")
 def video_bundle(tmp_path_factory) -> Path:
     """The same seeded weights converted with ONNX, MNN fp32 / fp16 and OpenVINO files (the video gate
@@ -71,7 +74,7 @@ def video_bundle(tmp_path_factory) -> Path:
     from edgesam.convert.pipeline import ConvertOptions, convert
 
     convert(ConvertOptions(model="sam2_tiny_test", out=out, random_init=0, precisions=("fp32", "fp16"),
-                           formats=("onnx", "mnn", "openvino")), log=lambda m: None)
+                           formats=("onnx", "mnn", "openvino")), log=GATE_LOG.append)
     return out
 
 
@@ -149,7 +152,8 @@ def _check_against_official(got: dict, official: dict, bar: float, only_first: b
 @pytest.mark.slow
 def test_hiera_t_tracking_matches_official(clip_dir, tmp_path):
     """The same scenarios on seeded random sam2.1_hiera_t (4 memory-attention layers; its object-score
-    head as initialised), converted with its video gate, on MNN fp32 and ONNX Runtime."""
+    head's bias raised, as for every --random-init model), converted with its video gate, on MNN fp32
+    and ONNX Runtime."""
     from edgesam.convert.pipeline import ConvertOptions, convert
     from edgesam.convert.sam2_family import random_model
     from edgesam.convert.sam2_video import float32_memory_storage, official_video_predictor
@@ -231,6 +235,16 @@ def test_video_section_in_manifest(video_bundle):
     cells = [c for c in m["parity"]["cells"] if c["stage"] == "video"]
     assert {c["candidate"] for c in cells} == {"ort fp32", "mnn fp32", "mnn fp16", "openvino fp32", "openvino fp16",
                                                  "openvino fp32 low (decoder high)", "openvino fp16 low (decoder high)"}
+
+
+def test_video_gate_says_where_the_reference_has_the_object(video_bundle):
+    """The gate's masks mean something only where the official predictor finds the object: it says on
+    how many tracked frames it did (all, for seeded random weights, whose object-score bias is raised)."""
+    from edgesam.convert.sam2_video import GATE_FRAMES
+
+    said = [m for m in GATE_LOG if m.startswith("video gate:")]
+    assert said == [f"video gate: the official predictor finds the object on {GATE_FRAMES - 1} of the "
+                    f"{GATE_FRAMES - 1} frames it tracks after the prompt"], said
 
 
 def test_no_video_bundle_refused_for_tracking(tmp_path):
